@@ -1,0 +1,227 @@
+"""The model zoo: torchvision classifiers by name, plus small CIFAR-size networks.
+
+``build_model("resnet50")`` gives torchvision's ResNet-50 (any torchvision classifier name works);
+``build_model("resnet_small")`` and ``build_model("vgg_small")`` are 32x32-input networks that train
+in seconds on a CPU. ``checkpoint`` loads a local state dict; ``pretrained`` asks torchvision
+for its weights, which needs them in the torch hub cache or a network, and fails with a clear message
+otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from crisp.errors import UserError
+
+#: Input shape (channels, height, width) of the small networks; torchvision ones take 224x224.
+SMALL_INPUT = (3, 32, 32)
+IMAGENET_INPUT = (3, 224, 224)
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _BasicBlock(nn.Module):
+    """A ResNet basic block (two 3x3 convs) with a 1x1 projection when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNetSmall(nn.Module):
+    """A ResNet-10-like network for 32x32 inputs: stem, four stages of one basic block each."""
+
+    def __init__(
+        self, num_classes: int = 100, widths: tuple[int, ...] = (32, 64, 128, 256)
+    ) -> None:
+        super().__init__()
+        self.stem = _conv_bn(3, widths[0])
+        stages, c_in = [], widths[0]
+        for i, width in enumerate(widths):
+            stages.append(_BasicBlock(c_in, width, 1 if i == 0 else 2))
+            c_in = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+
+
+class VGGSmall(nn.Module):
+    """A VGG-like network for 32x32 inputs: 3x3 conv-BN-ReLU pairs, max-pooling, a linear head."""
+
+    def __init__(
+        self, num_classes: int = 100, widths: tuple[int, ...] = (32, 64, 128, 256)
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for width in widths:
+            layers += [_conv_bn(c_in, width), _conv_bn(width, width), nn.MaxPool2d(2)]
+            c_in = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+SMALL_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet_small": ResNetSmall,
+    "vgg_small": VGGSmall,
+}
+
+# Keeps the torch.library registration of the compatibility shim alive for the process.
+_TORCHVISION_SHIM: list[torch.library.Library] = []
+
+
+def _register_torchvision_op_schemas() -> None:
+    """Declare the two operator schemas torchvision's Python code expects from its C++ library.
+
+    torchvision on PyPI is built against CUDA torch; with the CPU-only torch its compiled ops fail
+    to load and ``import torchvision`` raises ``RuntimeError: operator torchvision::nms does not
+    exist`` while registering fake kernels for ``nms`` and ``qnms``. Declaring just their schemas
+    lets the import (and so every classification model) work; the detection ops stay unusable
+    (calling them raises, since no kernel is registered).
+    """
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
+    _TORCHVISION_SHIM.append(lib)
+
+
+@functools.cache
+def torchvision_models():
+    """Import ``torchvision.models``, applying the op-schema shim only if the plain import fails."""
+    try:
+        import torchvision.models as tvm
+    except RuntimeError as err:
+        if "torchvision::nms" not in str(err):
+            raise
+        _register_torchvision_op_schemas()
+        import sys
+
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        import torchvision.models as tvm
+    return tvm
+
+
+def list_models() -> list[str]:
+    """All model names ``build_model`` accepts: the small networks, then torchvision classifiers."""
+    tvm = torchvision_models()
+    return sorted(SMALL_MODELS) + sorted(tvm.list_models(module=tvm))
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+    """The default input (channels, height, width) of a zoo model."""
+    return SMALL_INPUT if name in SMALL_MODELS else IMAGENET_INPUT
+
+
+def build_model(
+    name: str,
+    num_classes: int | None = None,
+    pretrained: bool = False,
+    checkpoint: str | Path | None = None,
+) -> nn.Module:
+    """Build a zoo model by name.
+
+    Args:
+        name: a small network (``resnet_small``, ``vgg_small``) or any torchvision classifier name.
+        num_classes: output classes; default 100 for small networks, 1000 for torchvision ones.
+        pretrained: load torchvision's default weights (needs them cached, or a network).
+        checkpoint: path of a local state dict (or of a dict holding one under ``state_dict``
+            or ``model``).
+
+    Raises:
+        UserError: unknown name (lists those that exist), weights not available offline, or a
+            checkpoint that does not fit (names the first mismatched key).
+    """
+    if name in SMALL_MODELS:
+        if pretrained:
+            raise UserError(f"--pretrained: no published weights for {name}; use --checkpoint PATH")
+        model = SMALL_MODELS[name](num_classes=num_classes or 100)
+    else:
+        tvm = torchvision_models()
+        if name not in tvm.list_models(module=tvm):
+            raise UserError(f"unknown model {name!r}: choose one of {', '.join(list_models())}")
+        model = _build_torchvision(tvm, name, num_classes, pretrained)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model
+
+
+def _build_torchvision(tvm, name: str, num_classes: int | None, pretrained: bool) -> nn.Module:
+    if not pretrained:
+        return tvm.get_model(name, num_classes=num_classes or 1000)
+    weights = tvm.get_model_weights(name).DEFAULT
+    try:
+        model = tvm.get_model(name, weights=weights)
+    except OSError as err:  # URLError is an OSError: no network and nothing cached
+        raise UserError(
+            f"--pretrained {name}: torchvision's weights {weights} are not in the torch hub cache "
+            f"({torch.hub.get_dir()}) and cannot be downloaded ({err.__class__.__name__}); "
+            "copy them there or use --checkpoint PATH"
+        ) from None
+    if num_classes not in (None, 1000):
+        raise UserError(f"--pretrained {name} has 1000 classes, not {num_classes}")
+    return model
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local state dict into ``model`` strictly; the first mismatch is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"checkpoint {path} is not a readable torch state dict: {err}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+    own = model.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise UserError(
+                f"checkpoint {path} does not fit {type(model).__name__}: missing {key!r}"
+            )
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise UserError(
+                f"checkpoint {path} does not fit {type(model).__name__}: {key!r} has shape "
+                f"{tuple(state[key].shape)}, the model expects {tuple(value.shape)}"
+            )
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise UserError(
+            f"checkpoint {path} does not fit {type(model).__name__}: unexpected {extra[0]!r}"
+        )
+    model.load_state_dict(state)
+    return model

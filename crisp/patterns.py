@@ -1,0 +1,131 @@
+"""Sparsity patterns as pure functions: scores in, boolean keep-mask out.
+
+Every function takes a layer's weight scores as a 2-D ``[C_out, K]`` tensor, K ordered as PyTorch
+flattens a conv weight (``(C_in/groups, kh, kw)``, kw fastest), and returns a bool mask of the same
+shape (True = weight kept). The pruner and the simulator's synthetic masks both use these, so a
+pattern means the same thing everywhere.
+
+- **N:M** (:func:`nm_mask`): in every group of M consecutive weights along K, keep the N with the
+  highest score. A tail group shorter than M (K not a multiple of M) keeps at most N.
+- **Block** (:func:`block_mask`): tile ``[C_out, K]`` into B x B blocks (edge blocks partial); a
+  block's score is the sum of its weights' scores; every block-row (B consecutive output channels)
+  keeps the same number of blocks, its top ones by score (balanced block sparsity).
+- **Hybrid** (:func:`hybrid_mask`): block mask AND N:M mask.
+
+Ties are broken by position (the lower index wins), so masks are deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from crisp.errors import UserError
+
+
+def check_nm(n: int, m: int) -> None:
+    """Raise UserError unless ``1 <= n < m`` and ``m`` is a power of two no larger than 16."""
+    if m not in (2, 4, 8, 16):
+        raise UserError(f"N:M = {n}:{m}: M={m} must be a power of two in 2..16")
+    if not 1 <= n < m:
+        raise UserError(f"N:M = {n}:{m}: N={n} must satisfy 1 <= N < M={m}")
+
+
+def check_block(b: int) -> None:
+    """Raise UserError unless the block size is a positive integer."""
+    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+        raise UserError(f"block size {b!r} must be a positive integer")
+
+
+def _as_matrix(scores: torch.Tensor) -> torch.Tensor:
+    if scores.dim() != 2:
+        raise UserError(f"scores must be a [C_out, K] matrix, got shape {tuple(scores.shape)}")
+    return scores.detach().to(torch.float64)
+
+
+def _top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask keeping the ``k`` largest entries of each row (ties: lower index first)."""
+    # A stable descending sort gives lower indices precedence among equal scores.
+    order = torch.sort(values, dim=-1, descending=True, stable=True).indices
+    keep = torch.zeros_like(values, dtype=torch.bool)
+    keep.scatter_(-1, order[..., :k], True)
+    return keep
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the N highest-scoring weights in every M consecutive weights along K.
+
+    Args:
+        scores: ``[C_out, K]`` non-negative saliency (higher = more important).
+        n, m: the pattern, ``1 <= n < m``, m a power of two <= 16.
+
+    Returns:
+        bool ``[C_out, K]``; each full group has exactly N True, a tail group at most N.
+    """
+    check_nm(n, m)
+    s = _as_matrix(scores)
+    rows, k = s.shape
+    pad = (-k) % m
+    # Padding scores of -inf are never chosen ahead of a real weight.
+    padded = F.pad(s, (0, pad), value=-math.inf).reshape(rows, -1, m)
+    keep = _top_k_mask(padded, n) & torch.isfinite(padded)
+    return keep.reshape(rows, -1)[:, :k]
+
+
+def block_scores(scores: torch.Tensor, b: int) -> torch.Tensor:
+    """Sum of scores per B x B block: ``[ceil(C_out/B), ceil(K/B)]`` (edge blocks partial)."""
+    check_block(b)
+    s = _as_matrix(scores)
+    rows, k = s.shape
+    padded = F.pad(s, (0, (-k) % b, 0, (-rows) % b))
+    br, bc = padded.shape[0] // b, padded.shape[1] // b
+    return padded.reshape(br, b, bc, b).sum(dim=(1, 3))
+
+
+def expand_blocks(bitmap: torch.Tensor, b: int, shape: tuple[int, int]) -> torch.Tensor:
+    """Element mask of ``shape`` from a ``[ceil(C_out/B), ceil(K/B)]`` block bitmap."""
+    full = bitmap.repeat_interleave(b, dim=0).repeat_interleave(b, dim=1)
+    return full[: shape[0], : shape[1]].clone()
+
+
+def block_bitmap(scores: torch.Tensor, b: int, keep: int) -> torch.Tensor:
+    """Balanced block bitmap: every block-row keeps its ``keep`` top-scoring blocks.
+
+    Raises:
+        UserError: ``keep`` outside ``1..blocks per row``.
+    """
+    bs = block_scores(scores, b)
+    if not 1 <= keep <= bs.shape[1]:
+        raise UserError(f"blocks kept per block-row = {keep}: allowed 1..{bs.shape[1]}")
+    return _top_k_mask(bs, keep)
+
+
+def block_mask(scores: torch.Tensor, b: int, keep: int) -> torch.Tensor:
+    """Element mask of balanced B x B block sparsity keeping ``keep`` blocks per block-row."""
+    return expand_blocks(block_bitmap(scores, b, keep), b, tuple(scores.shape))
+
+
+def hybrid_mask(scores: torch.Tensor, b: int, keep: int, n: int, m: int) -> torch.Tensor:
+    """Balanced block mask AND N:M mask: N:M inside the kept blocks."""
+    return block_mask(scores, b, keep) & nm_mask(scores, n, m)
+
+
+def rank_scores(scores: torch.Tensor, b: int) -> torch.Tensor:
+    """Score of each block *rank*: the k-th best block of every block-row, summed over block-rows.
+
+    Entry k (0-based) is what keeping k+1 blocks per row instead of k adds to the layer. It is
+    non-increasing in k, so one global threshold across layers decides how many blocks each layer
+    keeps: the ranks whose score is at or above the threshold.
+    """
+    bs = block_scores(scores, b)
+    return torch.sort(bs, dim=1, descending=True).values.sum(dim=0)
+
+
+def blocks_to_keep(scores: torch.Tensor, b: int, density: float) -> int:
+    """Blocks per block-row that keep at least ``density`` of the block columns (at least one)."""
+    if not 0 < density <= 1:
+        raise UserError(f"density {density} must be in (0, 1]")
+    cols = math.ceil(scores.shape[1] / b)
+    return max(1, min(cols, math.ceil(round(density * cols, 9))))

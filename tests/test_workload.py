@@ -1,0 +1,111 @@
+"""Workload lowering against hand-computed GEMM shapes and known model MACs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from accel_sim.workload import GemmLayer, lower_model, read_topology_csv, write_topology_csv
+from crisp.errors import UserError
+from crisp.models import build_model, input_shape
+
+
+@pytest.fixture(scope="module")
+def resnet50_layers() -> list[GemmLayer]:
+    return lower_model(build_model("resnet50"), input_shape("resnet50"))
+
+
+def test_resnet50_conv1_shape(resnet50_layers: list[GemmLayer]) -> None:
+    conv1 = resnet50_layers[0]
+    assert (conv1.name, conv1.kind) == ("conv1", "conv")
+    assert (conv1.P, conv1.K, conv1.N, conv1.groups) == (112 * 112, 3 * 7 * 7, 64, 1)
+    assert conv1.stride == (2, 2) and conv1.padding == (3, 3)
+    assert conv1.weight.shape == (64, 147)
+
+
+def test_resnet50_macs_and_order(resnet50_layers: list[GemmLayer]) -> None:
+    # 53 convs (incl. 4 downsample projections) and the fc, in execution order.
+    assert len(resnet50_layers) == 54
+    assert resnet50_layers[-1].name == "fc" and resnet50_layers[-1].kind == "linear"
+    names = [layer.name for layer in resnet50_layers]
+    # The projection runs after the block's main path convs in torchvision's forward.
+    assert names.index("layer1.0.downsample.0") > names.index("layer1.0.conv3")
+    gmacs = sum(layer.macs for layer in resnet50_layers) / 1e9
+    assert gmacs == pytest.approx(4.09, abs=0.02)
+
+
+def test_mobilenet_depthwise_layer() -> None:
+    layers = lower_model(build_model("mobilenet_v2"), input_shape("mobilenet_v2"))
+    dw = next(layer for layer in layers if layer.name == "features.2.conv.1.0")
+    # 96 channels at 112x112, 3x3 stride 2 -> 56x56: one K=9, N=1 GEMM per channel.
+    assert dw.kind == "depthwise"
+    assert (dw.P, dw.K, dw.N, dw.groups) == (56 * 56, 9, 1, 96)
+    assert dw.weight.shape == (96, 9)
+    assert sum(layer.macs for layer in layers) / 1e6 == pytest.approx(300.8, abs=1)
+
+
+def test_vgg_classifier_layers() -> None:
+    layers = lower_model(build_model("vgg16_bn"), input_shape("vgg16_bn"))
+    fcs = [(layer.P, layer.K, layer.N) for layer in layers if layer.kind == "linear"]
+    assert fcs == [(1, 512 * 7 * 7, 4096), (1, 4096, 4096), (1, 4096, 1000)]
+    assert sum(layer.macs for layer in layers) / 1e9 == pytest.approx(15.47, abs=0.05)
+
+
+def test_batch_scales_p_and_shared_module_appears_twice() -> None:
+    lin = nn.Linear(8, 4)
+    model = nn.Sequential(lin, nn.ReLU(), nn.Linear(4, 8), lin)
+    layers = lower_model(model, (8,), batch=3)
+    assert [layer.name for layer in layers] == ["0", "2", "0#1"]
+    assert all(layer.P == 3 for layer in layers)
+
+
+def test_weight_follows_pytorch_flatten_order() -> None:
+    conv = nn.Conv2d(2, 3, (2, 3), bias=False)
+    layer = lower_model(nn.Sequential(conv), (2, 5, 5))[0]
+    w = conv.weight.detach()
+    # K index = (c * kh + i) * kw + j
+    assert layer.weight[1, (1 * 2 + 1) * 3 + 2] == pytest.approx(w[1, 1, 1, 2].item())
+    assert torch.equal(torch.from_numpy(layer.weight), w.reshape(3, -1))
+
+
+def test_unsupported_layer_is_a_clear_error() -> None:
+    with pytest.raises(UserError, match="Conv1d is not supported"):
+        lower_model(nn.Sequential(nn.Conv1d(1, 1, 3)), (1, 8))
+
+
+def test_topology_conv_rows_lower_like_scalesim(tmp_path) -> None:
+    path = tmp_path / "topo.csv"
+    path.write_text(
+        "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+        "Num Filter, Strides,\n"
+        "Conv1, 224, 224, 7, 7, 3, 64, 2,\n"
+        "CB2a_DP, 56, 56, 3, 3, 64, 64, 1,\n"
+    )
+    conv1, dw = read_topology_csv(path)
+    # SCALE-Sim applies no padding: ceil((224 - 7 + 2) / 2) = 110 per axis.
+    assert (conv1.P, conv1.K, conv1.N) == (110 * 110, 147, 64)
+    assert (dw.kind, dw.P, dw.K, dw.N, dw.groups) == ("depthwise", 54 * 54, 9, 1, 64)
+
+
+def test_topology_gemm_rows_round_trip(tmp_path) -> None:
+    layers = [GemmLayer("a", "linear", P=5, K=7, N=3), GemmLayer("b", "linear", P=1, K=2, N=9)]
+    write_topology_csv(layers, tmp_path / "g.csv")
+    back = read_topology_csv(tmp_path / "g.csv")
+    assert [(x.name, x.P, x.K, x.N) for x in back] == [("a", 5, 7, 3), ("b", 1, 2, 9)]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Layer, M, N, K,\nfc, 4, x, 2,\n", r"g.csv:2: field 'n' = 'x' is not an integer"),
+        ("Layer, M, N, K,\nfc, 4, 0, 2,\n", r"g.csv:2: field 'n' = 0 must be >= 1"),
+        ("Layer, M, N, K,\n\nfc, 4,\n", r"g.csv:3: 3 fields, expected 4"),
+        ("Name, A, B,\n", r"g.csv:1: unknown header"),
+    ],
+)
+def test_bad_topology_rows_name_file_line_field(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "g.csv"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        read_topology_csv(path)
