@@ -1,4 +1,4 @@
-"""The ``accel-sim`` command line: ``accel-sim layers SOURCE`` (and the simulator's commands).
+"""The ``accel-sim`` command line: ``layers``, ``run`` and ``compare`` on a SOURCE network.
 
 Each subcommand is a ``_cmd_<name>(args) -> int`` function registered in :func:`_parser`.
 User mistakes exit with status 2 and a one-line message (see :mod:`crisp.errors`).
@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from accel_sim.hardware import HardwareSpec, load_energy, load_hardware, parse_nm, with_overrides
+from accel_sim.report import summary, write_frame
+from accel_sim.simulate import compare, parse_schemes, simulate
 from accel_sim.sources import load_layers
-from accel_sim.workload import layers_frame
+from accel_sim.sparsity import synthetic_network
+from accel_sim.workload import GemmLayer, layers_frame
 from crisp.errors import UserError, exit_on_user_error
 from crisp.io import write_atomic
 
@@ -43,6 +47,70 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_hardware(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hw", default="edge-32x32",
+                   help="preset name (edge-32x32, cloud-128x128, dense-32x32), a .toml file or a "
+                   "SCALE-Sim .cfg (default edge-32x32)")
+    p.add_argument("--array", default=None, help="override the array size, e.g. 32x32")
+    p.add_argument("--dataflow", default=None, help="override the dataflow: ws, os or is")
+    p.add_argument("--bandwidth", type=float, default=None,
+                   help="override the DRAM bandwidth (bytes per cycle)")
+    p.add_argument("--energy", default=None, help="a TOML energy table ([energy] section)")
+    p.add_argument("--density", type=float, default=0.5,
+                   help="fraction of weights kept by synthetic masks (default 0.5)")
+    p.add_argument("--nm", default="2:4", help="N:M pattern of the hybrid scheme (default 2:4)")
+    p.add_argument("--block", type=int, default=32, help="block size B (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic masks (default 0)")
+    p.add_argument("--out", default=None, help="also write the table (.csv or .parquet)")
+
+
+def _hardware(args: argparse.Namespace) -> HardwareSpec:
+    energy = load_energy(args.energy) if args.energy else None
+    return with_overrides(load_hardware(args.hw), array=args.array, dataflow=args.dataflow,
+                          dram_bytes_per_cycle=args.bandwidth, energy=energy)
+
+
+def _layers(args: argparse.Namespace) -> list[GemmLayer]:
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch} must be >= 1")
+    return load_layers(args.source, args.batch, args.resolution, args.checkpoint)
+
+
+def _nm(args: argparse.Namespace) -> tuple[int, int]:
+    nm = parse_nm(args.nm)
+    if nm is None:
+        raise UserError(f"--nm {args.nm!r}: the hybrid scheme needs a pattern such as 2:4")
+    return nm
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    hw = _hardware(args)
+    layers, descriptors = synthetic_network(_layers(args), args.scheme, args.density, args.seed,
+                                            _nm(args), args.block)
+    report = simulate(layers, hw, descriptors, progress=True)
+    frame = report.to_frame()
+    print(f"{hw.name}: {hw.array.rows}x{hw.array.cols} {hw.array.dataflow}, scheme {args.scheme}")
+    print(summary(frame))
+    if args.out:
+        print(f"wrote {write_frame(frame, args.out)}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    hw = _hardware(args)
+    schemes = parse_schemes(args.schemes)
+    result = compare(_layers(args), hw, schemes, args.density, args.seed, _nm(args), args.block,
+                     progress=True)
+    ratio_cols = tuple(c for c in result.totals.columns if c.startswith(("speedup", "energy_s")))
+    print(f"{hw.name}: {hw.array.rows}x{hw.array.cols} {hw.array.dataflow}, density "
+          f"{args.density}")
+    print(summary(result.totals, ("scheme", "compute_cycles", "stall_cycles", "total_cycles",
+                                  "utilization", "energy_total_pj", "latency_us", *ratio_cols)))
+    if args.out:
+        print(f"wrote {write_frame(result.frame, args.out)}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accel-sim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +118,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_source(p)
     p.add_argument("--out", default=None, help="also write the table as CSV")
     p.set_defaults(func=_cmd_layers)
+    p = sub.add_parser("run", help="simulate a network on an array: cycles, accesses, energy")
+    _add_source(p)
+    _add_hardware(p)
+    p.add_argument("--scheme", default="dense", help="sparsity scheme of the synthetic masks: "
+                   "dense, unstructured, channel, nm, block, hybrid (default dense)")
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("compare", help="compare sparsity schemes on one array")
+    _add_source(p)
+    _add_hardware(p)
+    p.add_argument("--schemes", default="dense,unstructured,channel,nm,block,hybrid",
+                   help="comma-separated schemes (dense is always included)")
+    p.set_defaults(func=_cmd_compare)
     return parser
 
 

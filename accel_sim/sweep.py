@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -26,7 +27,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from accel_sim.hardware import HardwareSpec, load_hardware, with_overrides
+from accel_sim.hardware import (
+    HardwareSpec,
+    build_hardware,
+    describe,
+    load_hardware,
+    with_overrides,
+)
 from accel_sim.report import write_frame
 from accel_sim.simulate import simulate
 from accel_sim.sparsity import synthetic_network
@@ -75,9 +82,27 @@ class DesignPoint:
         return (self.model, self.scheme, self.density, self.block, self.nm, self.batch, self.seed)
 
     def hardware(self) -> HardwareSpec:
-        """The point's accelerator: the base preset with this array and dataflow."""
-        return with_overrides(load_hardware(self.hw), array=f"{self.rows}x{self.cols}",
-                              dataflow=self.dataflow)
+        """The point's accelerator: the base preset with this array and dataflow.
+
+        The three SRAMs scale with the array's side, ``sqrt(rows*cols)``, from the preset's
+        (64 KiB at 32x32 gives 256 KiB at 128x128, SCALE-Sim's pairing), rounded up to a whole
+        KiB and at least twice a full ``rows x cols`` weight tile, so every array holds a fold;
+        the DRAM bandwidth scales likewise (16 B/cycle at 32x32, 64 at 128x128, as the presets).
+        """
+        return _hardware(self.hw, self.rows, self.cols, self.dataflow)
+
+
+@functools.lru_cache(maxsize=256)
+def _hardware(preset: str, rows: int, cols: int, dataflow: str) -> HardwareSpec:
+    base = load_hardware(preset)
+    data = describe(with_overrides(base, array=f"{rows}x{cols}", dataflow=dataflow))
+    scale = math.sqrt(rows * cols / (base.array.rows * base.array.cols))
+    tile_kib = 2 * rows * cols * base.array.word_bytes / 1024
+    for buffer in ("ifmap", "filter", "ofmap"):
+        kib = data["memory"][f"{buffer}_sram_kib"]
+        data["memory"][f"{buffer}_sram_kib"] = max(math.ceil(kib * scale), math.ceil(tile_kib))
+    data["memory"]["dram_bytes_per_cycle"] *= scale
+    return build_hardware(data, base.name)
 
 
 def grid(

@@ -1,0 +1,289 @@
+"""Fold plans: how one layer (with its sparsity) tiles onto the array, as arrays over folds.
+
+The mapper is the only place that knows about dataflows and sparse formats; the kernel in
+:mod:`accel_sim.engine` walks any plan the same way.
+
+**Fold shapes** (SCALE-Sim's): ``WS: Sr=K, Sc=N, T=P``; ``IS: Sr=K, Sc=P, T=N``;
+``OS: Sr=P, Sc=N, T=K``. A fold occupies up to R of the Sr rows and C of the Sc columns and streams
+T steps; it costs ``fill + T`` cycles with ``fill = 2R + C - 2`` (WS, IS: R cycles of stationary
+load, then R + C - 2 of skew and drain) or ``R + C - 2`` (OS), always with the full R and C, as
+SCALE-Sim counts. A grouped layer is ``groups`` GEMMs back to back.
+
+**Loop order**: group, then column fold j (outer), then row fold i (inner). In WS/IS the row folds
+of one column fold reduce into the same outputs, so partial sums stay in the ofmap SRAM.
+
+**Operand roles** per dataflow (a tile depends on i, on j, or on both):
+
+============  ===============  ===============  ==================
+dataflow      ifmap            filter           ofmap
+============  ===============  ===============  ==================
+ws            rows (i)         stationary (i,j)  columns (j), summed
+is            stationary (i,j) rows (i)          columns (j), summed
+os            rows (i)         columns (j)       stationary (i,j)
+============  ===============  ===============  ==================
+
+**DRAM traffic and reuse** (SRAM capacity = half of each double-buffered SRAM):
+stationary tiles are fetched every fold (each is distinct); a rows tile is fetched every fold
+unless the whole operand (``T * Sr`` words) fits, then only during the first column fold of each
+group; a columns input tile is fetched once per column fold if it fits, else every fold.
+A summed output tile (``T * c`` words) stays in the ofmap SRAM across row folds and is written
+back after the last one; if it does not fit, partial sums spill: written after every row fold but
+the last, read back before every row fold but the first. OS writes ``r * c`` outputs per fold.
+
+**Sparse WS** (:func:`column_rows`): with block skipping, column fold j streams only the K indices
+of blocks that hold a non-zero for any of its C filters (the union over its filters: the fold is
+as long as its densest filter needs). With N:M multiplexers, the K indices are grouped by M and
+each touched group takes N array rows (compressed weights, log2(M)-bit offsets); the input edge
+then carries ``ceil(r / N) * M`` activations per cycle for a fold of r rows.
+A layer's mask runs compressed only if it satisfies the hardware's N:M (at most N non-zeros in
+every aligned group of M along K): 1:4 and 2:8 masks run as 2:4 on 2:4 hardware (no extra speed),
+a 4:8 mask that breaks 2:4 runs uncompressed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from accel_sim.hardware import HardwareSpec
+from accel_sim.sparsity import DENSE, LayerSparsity
+from accel_sim.workload import GemmLayer
+from crisp.errors import UserError
+
+COUNT_NAMES = (
+    "ifmap_sram_reads", "ifmap_sram_writes", "filter_sram_reads", "filter_sram_writes",
+    "ofmap_sram_reads", "ofmap_sram_writes", "psum_reads", "metadata_sram_bytes",
+    "dram_read_bytes", "dram_write_bytes", "dram_metadata_bytes", "mac_slots", "pe_reg_accesses",
+)
+"""Per-fold action counts (words unless the name says bytes); ``psum_reads`` is the part of
+``ofmap_sram_reads`` that the array reads back to accumulate across row folds."""
+
+_ROLES = {  # dataflow -> (ifmap role, filter role, ofmap role)
+    "ws": ("rows", "stationary", "columns"),
+    "is": ("stationary", "rows", "columns"),
+    "os": ("rows", "columns", "stationary"),
+}
+_BLOCK_INDEX_BYTES = 2  # one 16-bit K-block index per kept block and column fold
+
+
+def gemm_dims(layer: GemmLayer, dataflow: str) -> tuple[int, int, int]:
+    """``(Sr, Sc, T)`` of one group's GEMM for ``dataflow`` (SCALE-Sim's fold shapes)."""
+    return {"ws": (layer.K, layer.N, layer.P), "is": (layer.K, layer.P, layer.N),
+            "os": (layer.P, layer.N, layer.K)}[dataflow]
+
+
+def fill_cycles(hw: HardwareSpec) -> int:
+    """Cycles of a fold besides its T streaming steps: ``2R + C - 2`` (WS, IS) or ``R + C - 2``."""
+    r, c = hw.array.rows, hw.array.cols
+    return (r if hw.array.dataflow != "os" else 0) + r + c - 2
+
+
+@dataclass(frozen=True)
+class ColumnRows:
+    """Array rows each column fold needs.
+
+    Attributes:
+        rows: int64 ``[groups, column folds]`` array rows needed (0 = fold skipped).
+        need: bool ``[groups, column folds, K]`` K indices streamed per column fold (None = all).
+        nm: the hardware ``(N, M)`` the layer runs compressed with, or None.
+        blocks: int64 ``[groups, column folds]`` kept K-blocks (block index metadata), or None.
+    """
+
+    rows: np.ndarray
+    need: np.ndarray | None
+    nm: tuple[int, int] | None
+    blocks: np.ndarray | None
+
+
+def satisfies_nm(mask: np.ndarray, n: int, m: int) -> bool:
+    """True if every aligned group of ``m`` along K (axis 1) keeps at most ``n``."""
+    starts = np.arange(0, mask.shape[1], m)
+    return bool((np.add.reduceat(mask, starts, axis=1, dtype=np.int32) <= n).all())
+
+
+def _block_need(
+    mask: np.ndarray, b: int, layer: GemmLayer, cols: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per column fold, the K indices of blocks holding a non-zero for any of its filters."""
+    g, n, k = layer.groups, layer.N, layer.K
+    bitmap = np.logical_or.reduceat(
+        np.logical_or.reduceat(mask, np.arange(0, g * n, b), axis=0), np.arange(0, k, b), axis=1
+    )
+    csum = np.zeros((bitmap.shape[0] + 1, bitmap.shape[1]), np.int64)
+    np.cumsum(bitmap, axis=0, out=csum[1:])
+    ncf = math.ceil(n / cols)
+    lo = (np.arange(g)[:, None] * n + np.arange(ncf)[None, :] * cols)  # first filter row
+    hi = lo + np.minimum(cols, n - np.arange(ncf) * cols)[None, :]  # one past the last
+    need_blocks = (csum[(hi - 1) // b + 1] - csum[lo // b]) > 0  # [g, ncf, blocks along K]
+    need = np.repeat(need_blocks, b, axis=2)[:, :, :k]
+    return need, need_blocks.sum(axis=2)
+
+
+def column_rows(layer: GemmLayer, sparsity: LayerSparsity, hw: HardwareSpec) -> ColumnRows:
+    """The rows each column fold of ``layer`` needs on ``hw`` (see the module docstring)."""
+    sr, sc, _ = gemm_dims(layer, hw.array.dataflow)
+    ncf = math.ceil(sc / hw.array.cols)
+    mask, support = sparsity.mask, hw.sparse
+    blocks = mask is not None and support.block_skipping and sparsity.block is not None
+    nm = (support.nm if mask is not None and support.nm is not None and sparsity.nm is not None
+          and satisfies_nm(mask, *support.nm) else None)
+    if not blocks and nm is None:
+        return ColumnRows(np.full((layer.groups, ncf), sr, np.int64), None, None, None)
+    need, kept_blocks = (_block_need(mask, sparsity.block, layer, hw.array.cols) if blocks
+                         else (np.ones((layer.groups, ncf, layer.K), bool), None))
+    if nm is None:
+        return ColumnRows(need.sum(axis=2), need, None, kept_blocks)
+    starts = np.arange(0, layer.K, nm[1])
+    touched = np.logical_or.reduceat(need, starts, axis=2).sum(axis=2)
+    return ColumnRows(touched * nm[0], need, nm, kept_blocks)
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """One layer's folds in execution order, as arrays the kernel walks.
+
+    Attributes:
+        fill: fixed cycles per fold besides streaming (see :func:`fill_cycles`).
+        gemms: GEMMs (groups) with at least one fold; SCALE-Sim subtracts one cycle per GEMM.
+        stream: int64 [F] streaming steps T per fold (cycles).
+        edge_stall: int64 [F] cycles the input edge adds when the ifmap SRAM cannot deliver the
+            activations a step needs.
+        fetch_bytes: int64 [F] DRAM bytes (data and metadata) a fold needs before it starts.
+        write_bytes: int64 [F] DRAM bytes a fold leaves to write back (outputs, spilled psums).
+        counts: int64 [F, len(COUNT_NAMES)] per-fold action counts.
+        effective_macs: MACs with a non-zero weight (the useful work).
+        nm: the ``(N, M)`` the layer runs compressed with, or None.
+    """
+
+    fill: int
+    gemms: int
+    stream: np.ndarray
+    edge_stall: np.ndarray
+    fetch_bytes: np.ndarray
+    write_bytes: np.ndarray
+    counts: np.ndarray
+    effective_macs: int
+    nm: tuple[int, int] | None
+
+    @property
+    def folds(self) -> int:
+        """Number of folds."""
+        return len(self.stream)
+
+
+def _tile_nonzeros(mask: np.ndarray, layer: GemmLayer, rows: int, cols: int) -> np.ndarray:
+    """Non-zeros per WS fold tile (R of K by C of N) of a dense mapping, in fold order."""
+    m = mask.reshape(layer.groups, layer.N, layer.K)
+    per_j = np.add.reduceat(m, np.arange(0, layer.N, cols), axis=1, dtype=np.int64)
+    return np.add.reduceat(per_j, np.arange(0, layer.K, rows), axis=2).ravel()
+
+
+def _check_capacity(layer: GemmLayer, hw: HardwareSpec, buffer: str, need_bytes: int) -> None:
+    have = getattr(hw.memory, f"{buffer}_sram_kib") * 1024 / 2
+    if need_bytes > have:
+        raise UserError(
+            f"layer {layer.name}: {buffer} SRAM half holds {have / 1024:g} KiB but one fold's "
+            f"stationary tile needs {need_bytes / 1024:g} KiB: use a larger {buffer}_sram_kib"
+        )
+
+
+def plan_folds(
+    layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE
+) -> FoldPlan:
+    """The fold plan of ``layer`` with ``sparsity`` on ``hw`` (see the module docstring).
+
+    Raises:
+        UserError: a mask that does not fit the layer, or an SRAM half too small for one fold's
+            stationary tile (names the layer, buffer, needed and available KiB).
+    """
+    sparsity.check(layer)
+    R, C, df = hw.array.rows, hw.array.cols, hw.array.dataflow
+    wb = hw.array.word_bytes
+    sr, sc, t = gemm_dims(layer, df)
+    cr = column_rows(layer, sparsity, hw)
+    ncf = cr.rows.shape[1]
+    rows = cr.rows.ravel()
+    cols = np.tile(np.minimum(C, sc - np.arange(ncf) * C), layer.groups)
+    nrf = -(-rows // R)
+    cf = np.repeat(np.arange(rows.size), nrf)  # column fold (over all groups) of each fold
+    i = np.arange(cf.size) - (np.cumsum(nrf) - nrf)[cf]
+    last = i == nrf[cf] - 1
+    r = np.minimum(R, rows[cf] - i * R)
+    c = cols[cf]
+    group = cf // ncf
+    group_start = np.r_[True, group[1:] != group[:-1]] if cf.size else np.zeros(0, bool)
+    in_first_cf = cf == cf[np.flatnonzero(group_start)][np.cumsum(group_start) - 1]
+    demand = -(-r // cr.nm[0]) * cr.nm[1] if cr.nm else r
+
+    half = {b: getattr(hw.memory, f"{b}_sram_kib") * 1024 / 2 for b in ("ifmap", "filter", "ofmap")}
+    tile = {"stationary": r * c, "rows": t * demand, "columns": t * c}
+    meta_bytes = np.zeros(cf.size, np.int64)
+    if cr.nm:
+        meta_bytes += -(-r * c * int(math.log2(cr.nm[1])) // 8)
+    if cr.blocks is not None:
+        meta_bytes += np.where(i == 0, cr.blocks.ravel()[cf] * _BLOCK_INDEX_BYTES, 0)
+
+    fetch = {}
+    roles = dict(zip(("ifmap", "filter", "ofmap"), _ROLES[df], strict=True))
+    for buffer in ("ifmap", "filter"):
+        role = roles[buffer]
+        if role == "stationary":
+            _check_capacity(layer, hw, buffer, int(tile[role].max(initial=0)) * wb
+                            + int(meta_bytes.max(initial=0)))
+            fetch[buffer] = tile[role]
+        elif role == "rows":
+            whole_fits = t * sr * wb <= half[buffer]
+            fetch[buffer] = np.where(whole_fits & ~in_first_cf, 0, tile[role])
+        else:
+            fits = t * C * wb <= half[buffer]
+            fetch[buffer] = np.where(fits & (i > 0), 0, tile[role])
+    bitmap = (sparsity.scheme == "unstructured" and hw.sparse.bitmap_weights and df == "ws"
+              and sparsity.mask is not None)
+    if bitmap:  # non-zeros plus one bit per weight position
+        fetch["filter"] = _tile_nonzeros(sparsity.mask, layer, R, C)
+        meta_bytes += -(-r * c // 8)
+
+    psum_reads = np.zeros(cf.size, np.int64)
+    spill_reads = np.zeros(cf.size, np.int64)
+    if roles["ofmap"] == "columns":
+        out_writes = t * c
+        psum_reads = np.where(i > 0, t * c, 0)
+        fits = t * C * wb <= half["ofmap"]
+        write_words = np.where(last | (not fits), t * c, 0)
+        spill_reads = np.where(fits, 0, psum_reads)
+    else:
+        _check_capacity(layer, hw, "ofmap", R * C * wb)
+        out_writes = write_words = r * c
+    slots = r * c * t
+
+    counts = np.stack([
+        tile[roles["ifmap"]],
+        fetch["ifmap"],
+        tile[roles["filter"]],
+        fetch["filter"],
+        psum_reads + write_words,
+        out_writes + spill_reads,
+        psum_reads,
+        2 * meta_bytes,
+        (fetch["ifmap"] + fetch["filter"] + spill_reads) * wb + meta_bytes,
+        write_words * wb,
+        meta_bytes,
+        slots,
+        2 * slots + r * c,
+    ], axis=1).astype(np.int64)
+    edge_bw = hw.edge_words_per_cycle
+    edge_stall = (np.maximum(0, -(-t * demand // edge_bw) - t) if df != "is"
+                  else np.zeros(cf.size, np.int64))
+    return FoldPlan(
+        fill=fill_cycles(hw),
+        gemms=int(np.unique(group).size),
+        stream=np.full(cf.size, t, np.int64),
+        edge_stall=np.asarray(edge_stall, np.int64),
+        fetch_bytes=counts[:, COUNT_NAMES.index("dram_read_bytes")].copy(),
+        write_bytes=counts[:, COUNT_NAMES.index("dram_write_bytes")].copy(),
+        counts=counts,
+        effective_macs=layer.P * sparsity.nonzeros(layer),
+        nm=cr.nm,
+    )

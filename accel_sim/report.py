@@ -1,0 +1,215 @@
+"""Named, typed, addable results: one :class:`LayerResult` per layer, a :class:`Report` per run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+
+from accel_sim.energy import COMPONENTS
+from accel_sim.engine import LayerRun
+from accel_sim.workload import GemmLayer
+from crisp.errors import UserError
+from crisp.io import write_atomic
+
+_LABELS = ("layer", "kind", "scheme")
+_SHARED = ("pes", "clock_mhz")  # equal in every layer of a run; kept, not summed
+_COUNTS = {  # LayerResult field -> engine (component, action)
+    "gated_macs": ("mac", "gated"), "mux_selects": ("mux", "select"),
+    "pe_reg_accesses": ("pe_reg", "access"),
+    "ifmap_sram_reads": ("ifmap_sram", "read"), "ifmap_sram_writes": ("ifmap_sram", "write"),
+    "filter_sram_reads": ("filter_sram", "read"), "filter_sram_writes": ("filter_sram", "write"),
+    "ofmap_sram_reads": ("ofmap_sram", "read"), "ofmap_sram_writes": ("ofmap_sram", "write"),
+    "psum_reads": ("ofmap_sram", "psum_read"), "metadata_sram_bytes": ("metadata_sram", "byte"),
+    "dram_read_bytes": ("dram", "read_byte"), "dram_write_bytes": ("dram", "write_byte"),
+    "dram_metadata_bytes": ("dram", "metadata_byte"),
+}
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """One layer's simulation (or a sum of layers: ``a + b``, ``sum(results)``).
+
+    Cycles are array clock cycles; access counts are words (``*_bytes``: bytes); energies pJ.
+    A total has label ``total`` and zero GEMM shape.
+    """
+
+    layer: str
+    kind: str
+    scheme: str
+    P: int
+    K: int
+    N: int
+    groups: int
+    folds: int
+    compute_cycles: int
+    edge_stall_cycles: int
+    dram_stall_cycles: int
+    prefetch_cycles: int
+    writeback_cycles: int
+    macs: int
+    effective_macs: int
+    gated_macs: int
+    mux_selects: int
+    pe_reg_accesses: int
+    ifmap_sram_reads: int
+    ifmap_sram_writes: int
+    filter_sram_reads: int
+    filter_sram_writes: int
+    ofmap_sram_reads: int
+    ofmap_sram_writes: int
+    psum_reads: int
+    metadata_sram_bytes: int
+    dram_read_bytes: int
+    dram_write_bytes: int
+    dram_metadata_bytes: int
+    energy_mac_pj: float
+    energy_mux_pj: float
+    energy_reg_pj: float
+    energy_ifmap_sram_pj: float
+    energy_filter_sram_pj: float
+    energy_ofmap_sram_pj: float
+    energy_metadata_pj: float
+    energy_dram_pj: float
+    energy_leakage_pj: float
+    pes: int
+    clock_mhz: float
+
+    @classmethod
+    def from_run(
+        cls, layer: GemmLayer, scheme: str, run: LayerRun, energy_pj: dict[str, float],
+        pes: int, clock_mhz: float,
+    ) -> LayerResult:
+        """Assemble a result from the engine's run and the priced energy."""
+        return cls(
+            layer=layer.name, kind=layer.kind, scheme=scheme, P=layer.P, K=layer.K, N=layer.N,
+            groups=layer.groups, folds=run.folds, compute_cycles=run.compute_cycles,
+            edge_stall_cycles=run.edge_stall_cycles, dram_stall_cycles=run.dram_stall_cycles,
+            prefetch_cycles=run.prefetch_cycles, writeback_cycles=run.writeback_cycles,
+            macs=layer.macs, effective_macs=run.effective_macs,
+            **{name: run.counts[key] for name, key in _COUNTS.items()},
+            **{f"energy_{c}_pj": energy_pj[c] for c in COMPONENTS},
+            pes=pes, clock_mhz=clock_mhz,
+        )
+
+    def __add__(self, other: LayerResult) -> LayerResult:
+        if not isinstance(other, LayerResult):
+            return NotImplemented
+        if (self.pes, self.clock_mhz) != (other.pes, other.clock_mhz):
+            raise UserError("cannot add results of different arrays (PEs or clock differ)")
+        values = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name in _LABELS:
+                values[f.name] = a if a == b else "total"
+            elif f.name in ("P", "K", "N", "groups"):
+                values[f.name] = 0
+            else:
+                values[f.name] = a if f.name in _SHARED else a + b
+        return LayerResult(**values)
+
+    def __radd__(self, other: object) -> LayerResult:
+        return self if other == 0 else NotImplemented  # sum() starts from 0
+
+    @property
+    def stall_cycles(self) -> int:
+        """Edge and DRAM stall cycles."""
+        return self.edge_stall_cycles + self.dram_stall_cycles
+
+    @property
+    def total_cycles(self) -> int:
+        """prefetch + compute + stall + writeback cycles."""
+        return (self.prefetch_cycles + self.compute_cycles + self.stall_cycles
+                + self.writeback_cycles)
+
+    @property
+    def dram_bytes(self) -> int:
+        """Bytes read from and written to DRAM, metadata included."""
+        return self.dram_read_bytes + self.dram_write_bytes
+
+    @property
+    def energy_total_pj(self) -> float:
+        """Energy of all components (pJ)."""
+        return sum(getattr(self, f"energy_{c}_pj") for c in COMPONENTS)
+
+    @property
+    def utilization(self) -> float:
+        """Useful (non-zero) MACs per PE-cycle of the total time, 0..1."""
+        return self.effective_macs / max(1, self.pes * self.total_cycles)
+
+    @property
+    def latency_us(self) -> float:
+        """Total cycles at the clock frequency (microseconds)."""
+        return self.total_cycles / self.clock_mhz
+
+    def as_row(self) -> dict[str, object]:
+        """Fields and derived figures as one flat dict."""
+        row = asdict(self)
+        for name in ("stall_cycles", "total_cycles", "utilization", "dram_bytes",
+                     "energy_total_pj", "latency_us"):
+            row[name] = getattr(self, name)
+        return row
+
+    def to_frame(self) -> pd.DataFrame:
+        """A one-row DataFrame."""
+        return pd.DataFrame([self.as_row()])
+
+
+@dataclass(frozen=True)
+class Report:
+    """One simulation run: a result per layer, in execution order.
+
+    Attributes:
+        hardware: the hardware's name.
+        layers: the per-layer results.
+    """
+
+    hardware: str
+    layers: tuple[LayerResult, ...]
+
+    @property
+    def totals(self) -> LayerResult:
+        """The network total (``sum`` of the layers)."""
+        return sum(self.layers[1:], self.layers[0])
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """One row per layer (columns with units in their names)."""
+        return pd.DataFrame([r.as_row() for r in self.layers])
+
+    def to_frame(self, totals: bool = True) -> pd.DataFrame:
+        """The per-layer frame, with a final ``total`` row unless ``totals`` is False."""
+        rows = list(self.layers) + ([self.totals] if totals else [])
+        return pd.DataFrame([r.as_row() for r in rows])
+
+
+SUMMARY_COLUMNS = ("layer", "scheme", "folds", "compute_cycles", "stall_cycles", "total_cycles",
+                   "utilization", "dram_bytes", "energy_total_pj", "latency_us")
+
+
+def summary(frame: pd.DataFrame, columns: tuple[str, ...] = SUMMARY_COLUMNS) -> str:
+    """A readable text table of the main columns."""
+    shown = frame[[c for c in columns if c in frame.columns]].copy()
+    for col in shown.columns:
+        if col == "utilization":
+            shown[col] = shown[col].map("{:.1%}".format)
+        elif col.endswith(("_pj", "_us")) or shown[col].dtype.kind == "f":
+            shown[col] = shown[col].map("{:,.4g}".format)
+        elif shown[col].dtype.kind == "i":
+            shown[col] = shown[col].map("{:,}".format)
+    return shown.to_string(index=False)
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` as CSV (``.csv``) or Parquet (``.parquet``), atomically.
+
+    Raises:
+        UserError: any other extension.
+    """
+    path = Path(path)
+    if path.suffix == ".csv":
+        return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    if path.suffix == ".parquet":
+        return write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    raise UserError(f"output {path}: unknown extension {path.suffix!r}: allowed .csv, .parquet")

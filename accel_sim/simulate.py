@@ -1,0 +1,125 @@
+"""The simulator's top-level API: :func:`simulate` one network, :func:`compare` sparsity schemes.
+
+Both are pure functions of picklable inputs (layers, a HardwareSpec, descriptors, a seed), so
+sweeps can fan them out to worker processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from tqdm import tqdm
+
+from accel_sim.energy import energy
+from accel_sim.engine import run_layer
+from accel_sim.hardware import HardwareSpec
+from accel_sim.report import LayerResult, Report
+from accel_sim.sparsity import DENSE, SCHEMES, LayerSparsity, synthetic_network
+from accel_sim.workload import GemmLayer
+from crisp.errors import UserError
+
+
+def simulate_layer(
+    layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE
+) -> LayerResult:
+    """Cycles, counts and energy of one layer on ``hw``."""
+    run = run_layer(layer, hw, sparsity)
+    pj = energy(run.counts, hw.energy, run.total_cycles, hw.array.clock_mhz)
+    return LayerResult.from_run(layer, sparsity.scheme, run, pj, hw.array.rows * hw.array.cols,
+                                hw.array.clock_mhz)
+
+
+def simulate(
+    layers: Sequence[GemmLayer],
+    hw: HardwareSpec,
+    sparsity: Mapping[str, LayerSparsity] | None = None,
+    progress: bool = False,
+) -> Report:
+    """Simulate a network layer by layer.
+
+    Args:
+        layers: GEMM layers in execution order (:func:`accel_sim.sources.load_layers`).
+        hw: the accelerator.
+        sparsity: per-layer descriptors keyed by layer name, from any source (the pruner's
+            masks, :func:`accel_sim.sparsity.synthetic_network`); missing layers run dense.
+        progress: show a tqdm bar (it appears only if the run takes over a second).
+
+    Raises:
+        UserError: no layers, a descriptor for an unknown layer, a mask of the wrong shape, an
+            SRAM too small for one fold.
+    """
+    if not layers:
+        raise UserError("no layers to simulate")
+    sparsity = sparsity or {}
+    unknown = sorted(set(sparsity) - {layer.name for layer in layers})
+    if unknown:
+        raise UserError(f"sparsity given for unknown layer {unknown[0]!r}")
+    bar = tqdm(layers, desc=hw.name, unit="layer", delay=1, disable=not progress, leave=False)
+    return Report(hw.name, tuple(
+        simulate_layer(layer, hw, sparsity.get(layer.name, DENSE)) for layer in bar
+    ))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Schemes side by side on one array.
+
+    Attributes:
+        frame: one row per (scheme, layer), plus a ``total`` row per scheme.
+        totals: one row per scheme with ``speedup_vs_<baseline>`` (baseline cycles / scheme
+            cycles) and ``energy_saving_vs_<baseline>`` (baseline energy / scheme energy) for
+            every scheme compared.
+    """
+
+    frame: pd.DataFrame
+    totals: pd.DataFrame
+
+
+def parse_schemes(text: str) -> list[str]:
+    """``"dense,nm,hybrid"`` -> a list of known scheme names (dense first if absent).
+
+    Raises:
+        UserError: an unknown scheme.
+    """
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    for name in names:
+        if name not in SCHEMES:
+            raise UserError(f"scheme {name!r}: allowed {', '.join(SCHEMES)}")
+    return names if "dense" in names else ["dense", *names]
+
+
+def compare(
+    layers: Sequence[GemmLayer],
+    hw: HardwareSpec,
+    schemes: Sequence[str],
+    density: float,
+    seed: int = 0,
+    nm: tuple[int, int] = (2, 4),
+    block: int = 32,
+    progress: bool = False,
+) -> Comparison:
+    """Simulate each scheme with synthetic masks at ``density`` (one seed) and compare.
+
+    See :mod:`accel_sim.sparsity` for how ``density`` maps onto each scheme.
+    """
+    frames, totals = [], []
+    for scheme in schemes:
+        net, descriptors = synthetic_network(list(layers), scheme, density, seed, nm, block)
+        report = simulate(net, hw, descriptors, progress)
+        frame = report.to_frame()
+        frame["scheme"] = scheme
+        frames.append(frame)
+        totals.append(frame.iloc[[-1]])
+    total = pd.concat(totals, ignore_index=True)
+    for base in schemes:
+        row = total[total.scheme == base].iloc[0]
+        total[f"speedup_vs_{base}"] = row.total_cycles / total.total_cycles
+        total[f"energy_saving_vs_{base}"] = row.energy_total_pj / total.energy_total_pj
+    out = pd.concat(frames, ignore_index=True)
+    dense = out[out.scheme == schemes[0]].set_index("layer")
+    out[f"speedup_vs_{schemes[0]}"] = out.layer.map(dense.total_cycles) / out.total_cycles
+    out[f"energy_saving_vs_{schemes[0]}"] = (out.layer.map(dense.energy_total_pj)
+                                              / out.energy_total_pj)
+    return Comparison(out, total)

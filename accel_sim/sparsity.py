@@ -1,0 +1,255 @@
+"""Per-layer sparsity descriptors: the workload's side of sparsity (the hardware carries support).
+
+A :class:`LayerSparsity` names a scheme and holds the layer's keep-mask (bool ``[groups*N, K]``,
+K in the pruner's order) with the pattern parameters the hardware needs to exploit it: N:M and
+the block size B. Masks come from a pruned model (:func:`from_weight`, :func:`from_mask`) or are
+synthetic (:func:`synthetic`): random scores from a seeded Generator go through the same pattern
+functions as the pruner (:mod:`crisp.patterns`).
+
+Synthetic density conventions (``density`` = fraction of weights kept):
+
+- ``unstructured``: every weight kept independently with probability ``density``.
+- ``nm``: the N:M pattern with N/M = density (:func:`nm_for_density`: 0.5 -> 2:4, 0.25 -> 1:4,
+  0.125 -> 1:8, 0.0625 -> 1:16).
+- ``block``: balanced B x B blocks, ``ceil(density * blocks per row)`` kept per block-row, the
+  blocks ranked by uniform random block scores.
+- ``hybrid``: N:M inside kept blocks; the N:M pattern gives N/M and the blocks the rest:
+  block density = ``min(1, density / (N/M))`` (2:4 at 25 % keeps half the blocks).
+- ``channel``: no mask; :func:`prune_channels` shrinks the GEMMs (keep fraction sqrt(density)
+  per channel dimension, so that about ``density`` of the weights remain).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from accel_sim.workload import GemmLayer
+from crisp import patterns
+from crisp.errors import UserError
+
+SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """The sparsity of one layer.
+
+    Attributes:
+        scheme: one of :data:`SCHEMES`.
+        mask: bool ``[groups*N, K]`` keep-mask (True = non-zero weight), or None = all kept.
+        nm: the layer's N:M pattern ``(N, M)`` (schemes nm, hybrid), else None.
+        block: the block size B (schemes block, hybrid), else None.
+    """
+
+    scheme: str = "dense"
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
+    nm: tuple[int, int] | None = None
+    block: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise UserError(f"sparsity scheme {self.scheme!r}: allowed {', '.join(SCHEMES)}")
+        if self.scheme in ("nm", "hybrid") and self.nm is None:
+            raise UserError(f"scheme {self.scheme!r} needs an N:M pattern (e.g. nm=(2, 4))")
+        if self.scheme in ("block", "hybrid") and self.block is None:
+            raise UserError(f"scheme {self.scheme!r} needs a block size (e.g. block=32)")
+        if self.nm is not None:
+            patterns.check_nm(*self.nm)
+        if self.block is not None:
+            patterns.check_block(self.block)
+        if self.mask is not None and (self.mask.ndim != 2 or self.mask.dtype != np.bool_):
+            raise UserError(
+                f"mask must be a 2-D bool array, got {self.mask.dtype} {self.mask.shape}"
+            )
+
+    def check(self, layer: GemmLayer) -> None:
+        """Raise UserError unless the mask is ``[groups*N, K]`` of ``layer``."""
+        want = (layer.groups * layer.N, layer.K)
+        if self.mask is not None and self.mask.shape != want:
+            raise UserError(
+                f"layer {layer.name}: mask shape {self.mask.shape} is not (groups*N, K) = {want}"
+            )
+
+    def nonzeros(self, layer: GemmLayer) -> int:
+        """Kept (non-zero) weights of ``layer``."""
+        return layer.groups * layer.N * layer.K if self.mask is None else int(self.mask.sum())
+
+
+DENSE = LayerSparsity()
+
+
+def from_mask(
+    layer: GemmLayer,
+    mask: np.ndarray,
+    scheme: str,
+    nm: tuple[int, int] | None = None,
+    block: int | None = None,
+) -> LayerSparsity:
+    """A descriptor from a real keep-mask (bool ``[groups*N, K]``), e.g. the pruner's.
+
+    Raises:
+        UserError: bad scheme, pattern or mask shape.
+    """
+    spec = LayerSparsity(scheme, np.ascontiguousarray(mask, dtype=bool), nm, block)
+    spec.check(layer)
+    return spec
+
+
+def from_weight(
+    layer: GemmLayer,
+    scheme: str,
+    n: int | None = None,
+    m: int | None = None,
+    block: int | None = None,
+) -> LayerSparsity:
+    """A descriptor from the layer's own weights: the mask is ``weight != 0``.
+
+    Raises:
+        UserError: the layer carries no weights (a topology file), or bad parameters.
+    """
+    if layer.weight is None:
+        raise UserError(f"layer {layer.name} has no weights to read a mask from")
+    nm = (n, m) if n is not None and m is not None else None
+    return from_mask(layer, layer.weight != 0, scheme, nm, block)
+
+
+def nm_for_density(density: float) -> tuple[int, int]:
+    """The N:M pattern keeping ``density``: N/4 for multiples of 1/4, else 1:M with M = 1/density.
+
+    Raises:
+        UserError: no N:M pattern with M in 2..16 has this density.
+    """
+    for n, m in ((1, 2), (2, 4), (1, 4), (3, 4), (1, 8), (1, 16)):
+        if math.isclose(density, n / m):
+            return (2, 4) if (n, m) == (1, 2) else (n, m)
+    raise UserError(f"density {density} has no N:M pattern: allowed 0.75, 0.5, 0.25, 0.125, 0.0625")
+
+
+def _check_density(density: float) -> None:
+    if not 0 < density <= 1:
+        raise UserError(f"density {density} must be in (0, 1]")
+
+
+def synthetic(
+    layer: GemmLayer,
+    scheme: str,
+    density: float,
+    rng: np.random.Generator,
+    nm: tuple[int, int] = (2, 4),
+    block: int = 32,
+) -> LayerSparsity:
+    """A synthetic mask at ``density`` from uniform random scores (see module docstring).
+
+    Args:
+        layer: the layer whose ``[groups*N, K]`` weight shape the mask takes.
+        scheme: one of :data:`SCHEMES`; ``dense`` and ``channel`` give no mask.
+        density: fraction of weights kept, in (0, 1].
+        rng: the only source of randomness.
+        nm: the N:M pattern of ``hybrid`` (``nm`` takes its pattern from the density).
+        block: block size B of ``block`` and ``hybrid``.
+
+    Raises:
+        UserError: unknown scheme, density out of (0, 1], bad pattern.
+    """
+    _check_density(density)
+    if scheme not in SCHEMES:
+        raise UserError(f"sparsity scheme {scheme!r}: allowed {', '.join(SCHEMES)}")
+    if scheme in ("dense", "channel"):
+        return LayerSparsity(scheme)
+    shape = (layer.groups * layer.N, layer.K)
+    if scheme == "unstructured":
+        return from_mask(layer, _by_rows(shape, rng, lambda s: s < density), scheme)
+    if scheme == "nm":
+        n, m = nm_for_density(density)
+        return from_mask(layer, _by_rows(shape, rng, lambda s: patterns.nm_mask(s, n, m)), scheme,
+                         (n, m))
+    # Block scores straight from the Generator: the same ranking as summed uniform weight scores
+    # would give in distribution, without a float array of the whole layer.
+    blocks = torch.from_numpy(rng.random((-(-shape[0] // block), -(-shape[1] // block))))
+    block_density = density if scheme == "block" else min(1.0, density * nm[1] / nm[0])
+    keep = patterns.blocks_to_keep(torch.empty(0, shape[1]), block, block_density)
+    mask = patterns.expand_blocks(patterns.block_bitmap(blocks, 1, keep), block, shape).numpy()
+    if scheme == "block":
+        return from_mask(layer, mask, scheme, None, block)
+    mask &= _by_rows(shape, rng, lambda s: patterns.nm_mask(s, *nm))
+    return from_mask(layer, mask, scheme, nm, block)
+
+
+_CHUNK_ROWS = 256  # rows of random scores drawn at a time (bounds memory on large layers)
+
+
+def _by_rows(
+    shape: tuple[int, int], rng: np.random.Generator, pattern: Callable[[torch.Tensor], object]
+) -> np.ndarray:
+    """A bool mask of ``shape`` built chunk by chunk of rows from uniform float32 scores."""
+    mask = np.empty(shape, bool)
+    for lo in range(0, shape[0], _CHUNK_ROWS):
+        hi = min(shape[0], lo + _CHUNK_ROWS)
+        scores = torch.from_numpy(rng.random((hi - lo, shape[1]), dtype=np.float32))
+        mask[lo:hi] = np.asarray(pattern(scores))
+    return mask
+
+
+def synthetic_network(
+    layers: list[GemmLayer],
+    scheme: str,
+    density: float,
+    seed: int,
+    nm: tuple[int, int] = (2, 4),
+    block: int = 32,
+) -> tuple[list[GemmLayer], dict[str, LayerSparsity]]:
+    """Layers and per-layer descriptors of a whole network at one density (one seed).
+
+    ``channel`` returns the shrunk layers of :func:`prune_channels`; other schemes keep the
+    layers and draw one mask per layer from ``numpy.random.default_rng(seed)``.
+    """
+    _check_density(density)
+    if scheme == "channel":
+        shrunk = prune_channels(layers, density)
+        return shrunk, {layer.name: LayerSparsity("channel") for layer in shrunk}
+    rng = np.random.default_rng(seed)
+    return layers, {la.name: synthetic(la, scheme, density, rng, nm, block) for la in layers}
+
+
+def _kept(count: int, fraction: float) -> int:
+    return max(1, math.ceil(round(fraction * count, 9)))
+
+
+def prune_channels(layers: list[GemmLayer], density: float) -> list[GemmLayer]:
+    """Uniform channel pruning: smaller dense GEMMs with about ``density`` of the weights.
+
+    Every layer keeps ``ceil(sqrt(density) * C)`` of its output channels (all of them for the
+    last layer, the classifier) and the same fraction of its input channels (all of them for the
+    first layer, the image). Applied uniformly, producer and consumer agree on every tensor,
+    residual adds included. A depthwise layer keeps as many groups as it keeps input channels.
+    A linear layer fed by flattened conv features keeps whole channels when its K is a multiple
+    of the previous layer's channels, else ``ceil(f * K)`` inputs. Masks and weights are dropped.
+
+    Raises:
+        UserError: density out of (0, 1].
+    """
+    _check_density(density)
+    f = math.sqrt(density)
+    out: list[GemmLayer] = []
+    prev_channels = 0  # the previous layer's output channels before pruning
+    for i, layer in enumerate(layers):
+        k, n, groups = layer.K, layer.N, layer.groups
+        if layer.kind == "depthwise":
+            groups = _kept(groups, f if i > 0 else 1.0)
+        elif i > 0:
+            taps = layer.kernel[0] * layer.kernel[1]
+            if layer.kind == "linear":
+                flat = prev_channels > 0 and k % prev_channels == 0
+                taps = k // prev_channels if flat else 1
+            channels = k // taps
+            k = max(1, _kept(channels * groups, f) // groups) * taps
+        if layer.kind != "depthwise" and i < len(layers) - 1:
+            n = max(1, _kept(n * groups, f) // groups)
+        prev_channels = layer.N * layer.groups
+        out.append(replace(layer, K=k, N=n, groups=groups, weight=None))
+    return out

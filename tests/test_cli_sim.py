@@ -1,0 +1,40 @@
+"""``accel-sim run`` and ``accel-sim compare`` end to end on a small topology file."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from accel_sim.cli import main
+
+
+def _topology(tmp_path):
+    path = tmp_path / "net.csv"
+    path.write_text("Layer, M, N, K,\nfc1, 64, 48, 96,\nfc2, 64, 10, 48,\n")
+    return str(path)
+
+
+def test_run_writes_csv_with_totals(tmp_path, capsys) -> None:
+    out = tmp_path / "report.csv"
+    assert main(["run", _topology(tmp_path), "--array", "16x16", "--dataflow", "os",
+                 "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert list(frame.layer) == ["fc1", "fc2", "total"]
+    assert {"compute_cycles", "stall_cycles", "energy_total_pj", "latency_us",
+            "dram_metadata_bytes"} <= set(frame.columns)
+    assert "total" in capsys.readouterr().out
+
+
+def test_compare_writes_parquet(tmp_path, capsys) -> None:
+    out = tmp_path / "cmp.parquet"
+    assert main(["compare", _topology(tmp_path), "--schemes", "nm,hybrid", "--density", "0.25",
+                 "--block", "8", "--out", str(out)]) == 0
+    frame = pd.read_parquet(out)
+    assert set(frame.scheme) == {"dense", "nm", "hybrid"}
+    assert "speedup_vs_dense" in capsys.readouterr().out
+
+
+def test_user_errors_exit_2(tmp_path, capsys) -> None:
+    assert main(["run", _topology(tmp_path), "--dataflow", "xs"]) == 2
+    assert "allowed ws, os, is" in capsys.readouterr().err
+    assert main(["run", _topology(tmp_path), "--out", str(tmp_path / "r.txt")]) == 2
+    assert main(["compare", _topology(tmp_path), "--schemes", "dense,foo"]) == 2

@@ -1,0 +1,114 @@
+"""Hardware specs: presets, TOML and SCALE-Sim cfg loading, validation, energy defaults."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from accel_sim.hardware import (
+    build_hardware,
+    describe,
+    load_energy,
+    load_hardware,
+    presets,
+    sram_pj_per_word,
+    with_overrides,
+)
+from accel_sim.simulate import simulate
+from accel_sim.workload import GemmLayer
+from crisp.errors import UserError
+
+
+def test_presets_load_and_round_trip() -> None:
+    assert {"edge-32x32", "cloud-128x128", "dense-32x32"} <= set(presets())
+    hw = load_hardware("edge-32x32")
+    assert (hw.array.rows, hw.array.cols, hw.sparse.nm) == (32, 32, (2, 4))
+    assert hw.edge_words_per_cycle == 64  # R * M/N for 2:4
+    assert build_hardware(describe(hw)) == hw
+
+
+def test_toml_file(tmp_path) -> None:
+    path = tmp_path / "hw.toml"
+    path.write_text('[array]\nrows = 8\ncols = 4\ndataflow = "os"\n[memory]\n'
+                    "dram_bytes_per_cycle = 2.5\n")
+    hw = load_hardware(path)
+    assert (hw.array.rows, hw.array.cols, hw.array.dataflow) == (8, 4, "os")
+    assert hw.memory.dram_bytes_per_cycle == 2.5 and hw.name == "hw"
+
+
+def test_scalesim_cfg(tmp_path) -> None:
+    path = tmp_path / "scale.cfg"
+    path.write_text("[general]\nrun_name = my_run\n[architecture_presets]\nArrayHeight: 16\n"
+                    "ArrayWidth: 8\nIfmapSramSzkB: 128\nFilterSramSzkB: 64\nOfmapSramSzkB: 32\n"
+                    "Dataflow : is\nBandwidth : 10\n")
+    hw = load_hardware(path)
+    assert hw.name == "my_run"
+    assert (hw.array.rows, hw.array.cols, hw.array.dataflow) == (16, 8, "is")
+    assert (hw.memory.ifmap_sram_kib, hw.memory.ofmap_sram_kib) == (128, 32)
+    assert hw.memory.dram_bytes_per_cycle == 10
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"array": {"rows": 0}}, "rows = 0 must be >= 1"),
+    ({"array": {"dataflow": "xs"}}, "allowed ws, os, is"),
+    ({"array": {"word_bits": 12}}, "allowed 8, 16, 32"),
+    ({"memory": {"dram_bytes_per_cycle": 0}}, "dram_bytes_per_cycle = 0 must be > 0"),
+    ({"memory": {"ifmap_sram_kib": -1}}, "ifmap_sram_kib = -1 must be > 0"),
+    ({"array": {"dataflow": "os"}, "sparse": {"nm": "2:4"}}, "dataflow ws only"),
+    ({"sparse": {"nm": "3:3"}}, "1 <= N < M"),
+    ({"array": {"color": 1}}, "unknown field 'color'"),
+    ({"energy": {"mac_pj": 1.0}}, "missing field 'gated_mac_pj'"),
+])
+def test_bad_descriptions(data: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        build_hardware(data)
+
+
+def test_unknown_preset_lists_presets() -> None:
+    with pytest.raises(UserError, match="edge-32x32"):
+        load_hardware("tpu-v9")
+
+
+def test_overrides_revalidate() -> None:
+    hw = with_overrides(load_hardware("edge-32x32"), array="128x64", dataflow="os")
+    assert (hw.array.rows, hw.array.cols, hw.array.dataflow) == (128, 64, "os")
+    assert hw.sparse.nm is None  # N:M support is ws-only
+    with pytest.raises(UserError, match="ROWSxCOLS"):
+        with_overrides(hw, array="0x4")
+
+
+def test_sram_too_small_names_layer_and_buffer() -> None:
+    hw = build_hardware({"array": {"rows": 64, "cols": 64},
+                         "memory": {"filter_sram_kib": 4}})  # half = 2 KiB < 4 KiB tile
+    with pytest.raises(UserError, match=r"layer big: filter SRAM half holds 2 KiB .* needs 4 KiB"):
+        simulate([GemmLayer("big", "conv", P=4, K=64, N=64)], hw)
+
+
+def test_sram_energy_interpolation() -> None:
+    assert sram_pj_per_word(8, 64) == pytest.approx(10)
+    assert sram_pj_per_word(32, 64) == pytest.approx(20)
+    assert sram_pj_per_word(16, 64) == pytest.approx(15)  # log-linear midpoint
+    assert sram_pj_per_word(1024, 8) == pytest.approx(100 / 8)
+    assert sram_pj_per_word(1, 64) == pytest.approx(10)  # clamped below 8 KiB
+
+
+def test_energy_defaults_follow_word_width() -> None:
+    e8 = build_hardware({}).energy
+    e16 = build_hardware({"array": {"word_bits": 16}}).energy
+    assert e8.mac_pj == pytest.approx(0.3) and e16.mac_pj == pytest.approx(1.5)
+    assert 0 < e8.gated_mac_pj < 0.05 * e8.mac_pj
+    assert e8.dram_pj_per_byte == pytest.approx(162.5)
+    assert math.isclose(e16.ifmap_sram_read_pj, 2 * e8.ifmap_sram_read_pj)
+
+
+def test_energy_file(tmp_path) -> None:
+    table = describe(build_hardware({}))
+    fields = {k: 1.0 for k in vars(build_hardware({}).energy)}
+    path = tmp_path / "e.toml"
+    path.write_text("[energy]\n" + "\n".join(f"{k} = {v}" for k, v in fields.items()))
+    assert load_energy(path).mac_pj == 1.0
+    path.write_text("[energy]\nmac_pj = 1.0\n")
+    with pytest.raises(UserError, match="missing field"):
+        load_energy(path)
+    assert "energy" not in table

@@ -1,0 +1,144 @@
+"""Sparse hardware: N:M multiplexers, block skipping, hybrid, unstructured and channel pruning."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accel_sim.engine import run_layer
+from accel_sim.hardware import build_hardware
+from accel_sim.simulate import compare, simulate
+from accel_sim.sparsity import (
+    DENSE,
+    LayerSparsity,
+    from_mask,
+    from_weight,
+    nm_for_density,
+    prune_channels,
+    synthetic,
+)
+from accel_sim.workload import GemmLayer
+from crisp.errors import UserError
+
+
+def sparse_hw(rows: int = 8, cols: int = 8, nm: str = "2:4", bandwidth: float = math.inf,
+              blocks: bool = True):
+    return build_hardware({"array": {"rows": rows, "cols": cols},
+                           "memory": {"dram_bytes_per_cycle": bandwidth},
+                           "sparse": {"nm": nm, "block_skipping": blocks, "zero_gating": True}})
+
+
+layer_shapes = st.tuples(st.integers(1, 40), st.integers(1, 64), st.integers(1, 24))
+
+
+def test_nm_halves_compute_when_k_is_a_multiple_of_rows() -> None:
+    layer = GemmLayer("x", "conv", P=200, K=256, N=64)
+    sp = synthetic(layer, "nm", 0.5, np.random.default_rng(0))
+    dense = run_layer(layer, sparse_hw(32, 32))
+    nm = run_layer(layer, sparse_hw(32, 32), sp)
+    assert nm.folds * 2 == dense.folds
+    assert nm.compute_cycles / dense.compute_cycles == pytest.approx(0.5, abs=0.01)
+    assert nm.counts[("mux", "select")] == 200 * 128 * 64
+    assert nm.edge_stall_cycles == 0  # the default edge carries R * M/N words per cycle
+
+
+def test_nm_without_edge_bandwidth_stalls() -> None:
+    layer = GemmLayer("x", "conv", P=200, K=256, N=64)
+    sp = synthetic(layer, "nm", 0.5, np.random.default_rng(0))
+    hw = build_hardware({"array": {"rows": 32, "cols": 32},
+                         "memory": {"ifmap_words_per_cycle": 32}, "sparse": {"nm": "2:4"}})
+    assert run_layer(layer, hw, sp).edge_stall_cycles == 8 * 200  # 8 folds, each streams 2T
+
+
+def test_unsupported_patterns_run_dense_or_as_the_hardware_pattern() -> None:
+    layer = GemmLayer("x", "conv", P=50, K=64, N=16)
+    rng = np.random.default_rng(1)
+    dense = run_layer(layer, sparse_hw()).compute_cycles
+    one_four = synthetic(layer, "nm", 0.25, rng)
+    two_four = synthetic(layer, "nm", 0.5, rng)
+    assert run_layer(layer, sparse_hw(), one_four).compute_cycles == \
+        run_layer(layer, sparse_hw(), two_four).compute_cycles  # 1:4 runs as 2:4
+    assert run_layer(layer, sparse_hw(nm="none"), two_four).compute_cycles == dense
+    four_eight = np.zeros((16, 64), bool)
+    four_eight[:, :4] = True  # 4:8 that breaks 2:4
+    sp = from_mask(layer, four_eight, "nm", (4, 8))
+    assert run_layer(layer, sparse_hw(), sp).compute_cycles == dense
+
+
+@settings(max_examples=40, deadline=None)
+@given(layer_shapes, st.integers(0, 2**32 - 1), st.sampled_from([2, 4, 8, 16]))
+def test_more_zero_blocks_never_cost_more(shape, seed: int, b: int) -> None:
+    P, K, N = shape
+    layer = GemmLayer("x", "conv", P=P, K=K, N=N)
+    rng = np.random.default_rng(seed)
+    mask = rng.random((N, K)) < 0.5
+    fewer = mask & (rng.random((N, K)) < 0.5)
+    hw = sparse_hw(bandwidth=4.0)
+    more = run_layer(layer, hw, from_mask(layer, mask, "block", None, b))
+    less = run_layer(layer, hw, from_mask(layer, fewer, "block", None, b))
+    assert less.compute_cycles <= more.compute_cycles
+    assert less.counts[("ifmap_sram", "read")] <= more.counts[("ifmap_sram", "read")]
+
+
+@settings(max_examples=40, deadline=None)
+@given(layer_shapes, st.integers(0, 2**32 - 1),
+       st.sampled_from(["unstructured", "nm", "block", "hybrid"]),
+       st.sampled_from([0.5, 0.25, 0.125]))
+def test_sparse_invariants(shape, seed: int, scheme: str, density: float) -> None:
+    P, K, N = shape
+    layer = GemmLayer("x", "conv", P=P, K=K, N=N)
+    sp = synthetic(layer, scheme, density, np.random.default_rng(seed), block=4)
+    hw = sparse_hw()
+    dense = run_layer(layer, hw)
+    run = run_layer(layer, hw, sp)
+    assert run.compute_cycles <= dense.compute_cycles
+    assert run.total_cycles <= dense.total_cycles  # ideal bandwidth
+    assert run.effective_macs == P * int(sp.mask.sum())  # MACs = non-zero products
+    assert run.counts[("mac", "active")] == run.effective_macs  # zero gating
+    if scheme == "unstructured":
+        assert run.compute_cycles == dense.compute_cycles
+
+
+def test_from_weight_reads_zeros_and_checks_shape() -> None:
+    w = np.array([[0.0, 1.0, 0.0, 2.0], [3.0, 0.0, 0.0, 0.0]], np.float32)
+    layer = GemmLayer("x", "linear", P=4, K=4, N=2, weight=w)
+    sp = from_weight(layer, "nm", 2, 4)
+    assert sp.nonzeros(layer) == 3
+    with pytest.raises(UserError, match="mask shape"):
+        from_mask(GemmLayer("y", "linear", P=1, K=3, N=2), np.ones((2, 4), bool), "unstructured")
+    with pytest.raises(UserError, match="needs an N:M pattern"):
+        LayerSparsity("hybrid", block=4)
+    with pytest.raises(UserError, match=r"allowed 0\.75"):
+        nm_for_density(0.3)
+
+
+def test_sparse_support_is_ws_only() -> None:
+    with pytest.raises(UserError, match="dataflow ws only"):
+        build_hardware({"array": {"dataflow": "is"}, "sparse": {"block_skipping": True}})
+
+
+def test_channel_pruning_shrinks_consistently() -> None:
+    layers = [GemmLayer("c1", "conv", P=64, K=27, N=32, kernel=(3, 3)),
+              GemmLayer("dw", "depthwise", P=64, K=9, N=1, groups=32, kernel=(3, 3)),
+              GemmLayer("c2", "conv", P=64, K=32, N=64),
+              GemmLayer("fc", "linear", P=1, K=64 * 4, N=10)]
+    small = prune_channels(layers, 0.25)  # keep half the channels
+    assert [(la.K, la.N, la.groups) for la in small] == [(27, 16, 1), (9, 1, 16), (16, 32, 1),
+                                                         (128, 10, 1)]
+
+
+def test_compare_ratios_and_simulate_errors() -> None:
+    layers = [GemmLayer("a", "conv", P=30, K=64, N=32), GemmLayer("b", "conv", P=30, K=32, N=16)]
+    result = compare(layers, sparse_hw(), ["dense", "unstructured", "hybrid"], 0.25, seed=3,
+                     block=8)
+    totals = result.totals.set_index("scheme")
+    assert totals.loc["dense", "speedup_vs_dense"] == 1
+    assert totals.loc["hybrid", "speedup_vs_dense"] > 1
+    assert totals.loc["unstructured", "compute_cycles"] == totals.loc["dense", "compute_cycles"]
+    assert len(result.frame) == 3 * 3
+    with pytest.raises(UserError, match="unknown layer 'zz'"):
+        simulate(layers, sparse_hw(), {"zz": DENSE})
