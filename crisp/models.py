@@ -3,8 +3,8 @@
 ``build_model("resnet50")`` gives torchvision's ResNet-50 (any torchvision classifier name works);
 ``build_model("resnet_small")`` and ``build_model("vgg_small")`` are 32x32-input networks that train
 in seconds on a CPU. ``checkpoint`` loads a local state dict; ``pretrained`` asks torchvision
-for its weights, which needs them in the torch hub cache or a network, and fails with a clear message
-otherwise.
+for its weights, which needs them in the torch hub cache or a network, and fails with a clear
+message otherwise.
 """
 
 from __future__ import annotations
