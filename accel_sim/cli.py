@@ -1,4 +1,4 @@
-"""The ``accel-sim`` command line: ``layers``, ``run`` and ``compare`` on a SOURCE network.
+"""The ``accel-sim`` command line: ``layers``, ``run``, ``compare`` and ``sweep``.
 
 Each subcommand is a ``_cmd_<name>(args) -> int`` function registered in :func:`_parser`.
 User mistakes exit with status 2 and a one-line message (see :mod:`crisp.errors`).
@@ -9,11 +9,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from accel_sim.hardware import HardwareSpec, load_energy, load_hardware, parse_nm, with_overrides
+from accel_sim.hardware import (
+    HardwareSpec,
+    load_energy,
+    load_hardware,
+    parse_array,
+    parse_nm,
+    with_overrides,
+)
+from accel_sim.plots import sweep_figures
 from accel_sim.report import summary, write_frame
 from accel_sim.simulate import compare, parse_schemes, simulate
 from accel_sim.sources import load_layers
 from accel_sim.sparsity import synthetic_network
+from accel_sim.sweep import grid, run_sweep
 from accel_sim.workload import GemmLayer, layers_frame
 from crisp.errors import UserError, exit_on_user_error
 from crisp.io import write_atomic
@@ -111,6 +120,27 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(text: str, kind: type = str) -> list:
+    try:
+        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{text!r} is not a comma-separated list of {kind.__name__}") from None
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    points = grid(
+        _csv(args.models), parse_schemes(args.schemes), _csv(args.densities, float),
+        [parse_array(a) for a in _csv(args.arrays)], _csv(args.dataflows), _csv(args.blocks, int),
+        nm=args.nm, hw=args.hw, batch=args.batch, seed=args.seed,
+    )
+    print(f"{len(points)} design points -> {args.out}")
+    frame = run_sweep(points, args.out, args.scheduler, args.workers)
+    figures = sweep_figures(frame, Path(args.out) / "figures")
+    print(f"{len(frame)} rows in {Path(args.out) / 'results.parquet'}; figures: "
+          + ", ".join(str(f) for f in figures))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accel-sim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +160,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--schemes", default="dense,unstructured,channel,nm,block,hybrid",
                    help="comma-separated schemes (dense is always included)")
     p.set_defaults(func=_cmd_compare)
+    p = sub.add_parser("sweep", help="sweep models x schemes x densities x arrays x dataflows "
+                       "on Dask (resumable), writing tidy results and figures")
+    p.add_argument("--models", default="resnet50", help="comma-separated zoo names")
+    p.add_argument("--schemes", default="dense,unstructured,channel,nm,block,hybrid")
+    p.add_argument("--densities", default="0.25", help="comma-separated densities in (0, 1]")
+    p.add_argument("--arrays", default="16x16,32x32,64x64,128x128",
+                   help="comma-separated ROWSxCOLS (SRAM and DRAM bandwidth scale with the side)")
+    p.add_argument("--dataflows", default="ws", help="comma-separated: ws, os, is")
+    p.add_argument("--blocks", default="32", help="comma-separated block sizes B")
+    p.add_argument("--nm", default="2:4", help="N:M pattern of the hybrid scheme")
+    p.add_argument("--hw", default="edge-32x32", help="base preset or .toml (default edge-32x32)")
+    p.add_argument("--batch", type=int, default=1, help="samples per inference")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic masks")
+    p.add_argument("--out", default="runs/sweep", help="result folder (resumes if it exists)")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="LocalCluster workers (default: cores)")
+    p.set_defaults(func=_cmd_sweep)
     return parser
 
 

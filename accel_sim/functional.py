@@ -69,17 +69,14 @@ def functional_ws(
     cr = column_rows(layer, sparsity, hw)
     R, C = hw.array.rows, hw.array.cols
     kept_blocks = None
-    if cr.need is not None and cr.blocks is not None:
+    if cr.need_blocks is not None:
         b = sparsity.block
-        bitmap = np.logical_or.reduceat(
-            np.logical_or.reduceat(mask, np.arange(0, g * n, b), axis=0), np.arange(0, k, b), axis=1
-        )
-        kept_blocks = np.repeat(np.repeat(bitmap, b, axis=0), b, axis=1)[: g * n, :k]
+        kept_blocks = np.repeat(np.repeat(sparsity.block_bitmap, b, axis=0), b, axis=1)[: g * n, :k]
     out = np.zeros((g, p, n), np.result_type(a, w))
     for gi in range(g):
         for j in range(math.ceil(n / C)):
             filt = slice(gi * n + j * C, gi * n + min((j + 1) * C, n))
-            need = np.ones(k, bool) if cr.need is None else cr.need[gi, j]
+            need = cr.need(gi, j)
             rows = _pack(mask[filt], need, cr.nm)
             assert rows.shape[0] == cr.rows[gi, j], "packing disagrees with the fold plan"
             for r0 in range(0, rows.shape[0], R):  # one fold: R array rows

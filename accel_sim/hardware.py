@@ -18,6 +18,7 @@ TOML layout (every section optional except ``[array]``; omitted fields take the 
 from __future__ import annotations
 
 import configparser
+import functools
 import math
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -166,7 +167,7 @@ class HardwareSpec:
     sparse: SparseSupport = SparseSupport()
     energy_override: EnergyTable | None = None
 
-    @property
+    @functools.cached_property
     def energy(self) -> EnergyTable:
         """The energy table in force: the user's, or the defaults for this array and memory."""
         return self.energy_override or default_energy(self.array, self.memory)

@@ -86,39 +86,55 @@ class ColumnRows:
 
     Attributes:
         rows: int64 ``[groups, column folds]`` array rows needed (0 = fold skipped).
-        need: bool ``[groups, column folds, K]`` K indices streamed per column fold (None = all).
+        need_blocks: bool ``[groups, column folds, ceil(K/B)]`` K-blocks streamed per column fold
+            (None = all of K).
+        block: the block size B of ``need_blocks``, or None.
+        k: the layer's K.
         nm: the hardware ``(N, M)`` the layer runs compressed with, or None.
         blocks: int64 ``[groups, column folds]`` kept K-blocks (block index metadata), or None.
     """
 
     rows: np.ndarray
-    need: np.ndarray | None
+    need_blocks: np.ndarray | None
+    block: int | None
+    k: int
     nm: tuple[int, int] | None
     blocks: np.ndarray | None
 
+    def need(self, group: int, fold: int) -> np.ndarray:
+        """bool ``[K]``: the K indices column fold ``fold`` of ``group`` streams."""
+        if self.need_blocks is None:
+            return np.ones(self.k, bool)
+        return np.repeat(self.need_blocks[group, fold], self.block)[: self.k]
 
-def satisfies_nm(mask: np.ndarray, n: int, m: int) -> bool:
-    """True if every aligned group of ``m`` along K (axis 1) keeps at most ``n``."""
-    starts = np.arange(0, mask.shape[1], m)
-    return bool((np.add.reduceat(mask, starts, axis=1, dtype=np.int32) <= n).all())
 
+def _block_need(sparsity: LayerSparsity, layer: GemmLayer, cols: int) -> np.ndarray:
+    """Per column fold, the K-blocks holding a non-zero for any of its filters.
 
-def _block_need(
-    mask: np.ndarray, b: int, layer: GemmLayer, cols: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per column fold, the K indices of blocks holding a non-zero for any of its filters."""
-    g, n, k = layer.groups, layer.N, layer.K
-    bitmap = np.logical_or.reduceat(
-        np.logical_or.reduceat(mask, np.arange(0, g * n, b), axis=0), np.arange(0, k, b), axis=1
-    )
+    Returns:
+        bool ``[groups, column folds, ceil(K/B)]``.
+    """
+    b, g, n = sparsity.block, layer.groups, layer.N
+    bitmap = sparsity.block_bitmap
     csum = np.zeros((bitmap.shape[0] + 1, bitmap.shape[1]), np.int64)
     np.cumsum(bitmap, axis=0, out=csum[1:])
     ncf = math.ceil(n / cols)
     lo = (np.arange(g)[:, None] * n + np.arange(ncf)[None, :] * cols)  # first filter row
     hi = lo + np.minimum(cols, n - np.arange(ncf) * cols)[None, :]  # one past the last
-    need_blocks = (csum[(hi - 1) // b + 1] - csum[lo // b]) > 0  # [g, ncf, blocks along K]
-    need = np.repeat(need_blocks, b, axis=2)[:, :, :k]
-    return need, need_blocks.sum(axis=2)
+    return (csum[(hi - 1) // b + 1] - csum[lo // b]) > 0
+
+
+def _touched_groups(need_blocks: np.ndarray, b: int, k: int, m: int) -> np.ndarray:
+    """Aligned M-groups along K that hold at least one streamed index, per column fold.
+
+    Works on atoms of ``gcd(B, M)`` indices, which never straddle a block or a group edge.
+    """
+    atom = math.gcd(b, m)
+    atoms = np.repeat(need_blocks, b // atom, axis=2)[:, :, : -(-k // atom)]
+    per_group = m // atom
+    padded = np.pad(atoms, ((0, 0), (0, 0), (0, -atoms.shape[2] % per_group)))
+    grouped = padded.reshape(*padded.shape[:2], -1, per_group).any(axis=3)
+    return grouped.sum(axis=2)
 
 
 def column_rows(layer: GemmLayer, sparsity: LayerSparsity, hw: HardwareSpec) -> ColumnRows:
@@ -127,17 +143,26 @@ def column_rows(layer: GemmLayer, sparsity: LayerSparsity, hw: HardwareSpec) -> 
     ncf = math.ceil(sc / hw.array.cols)
     mask, support = sparsity.mask, hw.sparse
     blocks = mask is not None and support.block_skipping and sparsity.block is not None
-    nm = (support.nm if mask is not None and support.nm is not None and sparsity.nm is not None
-          and satisfies_nm(mask, *support.nm) else None)
+    nm = (support.nm if support.nm is not None and sparsity.nm is not None
+          and sparsity.satisfies_nm(*support.nm) else None)
     if not blocks and nm is None:
-        return ColumnRows(np.full((layer.groups, ncf), sr, np.int64), None, None, None)
-    need, kept_blocks = (_block_need(mask, sparsity.block, layer, hw.array.cols) if blocks
-                         else (np.ones((layer.groups, ncf, layer.K), bool), None))
+        return ColumnRows(np.full((layer.groups, ncf), sr, np.int64), None, None, layer.K, None,
+                          None)
+    k = layer.K
+    if blocks:
+        b = sparsity.block
+        need_blocks = _block_need(sparsity, layer, hw.array.cols)
+        lengths = np.minimum(b, k - np.arange(need_blocks.shape[2]) * b)  # partial last block
+        kept = need_blocks.sum(axis=2)
+    else:
+        b, need_blocks, kept = k, np.ones((layer.groups, ncf, 1), bool), None
+        lengths = np.array([k])
     if nm is None:
-        return ColumnRows(need.sum(axis=2), need, None, kept_blocks)
-    starts = np.arange(0, layer.K, nm[1])
-    touched = np.logical_or.reduceat(need, starts, axis=2).sum(axis=2)
-    return ColumnRows(touched * nm[0], need, nm, kept_blocks)
+        rows = need_blocks @ lengths
+    else:
+        rows = _touched_groups(need_blocks, b, k, nm[1]) * nm[0]
+    return ColumnRows(rows.astype(np.int64), need_blocks if blocks else None,
+                      b if blocks else None, k, nm, kept)
 
 
 @dataclass(frozen=True)
@@ -171,13 +196,6 @@ class FoldPlan:
     def folds(self) -> int:
         """Number of folds."""
         return len(self.stream)
-
-
-def _tile_nonzeros(mask: np.ndarray, layer: GemmLayer, rows: int, cols: int) -> np.ndarray:
-    """Non-zeros per WS fold tile (R of K by C of N) of a dense mapping, in fold order."""
-    m = mask.reshape(layer.groups, layer.N, layer.K)
-    per_j = np.add.reduceat(m, np.arange(0, layer.N, cols), axis=1, dtype=np.int64)
-    return np.add.reduceat(per_j, np.arange(0, layer.K, rows), axis=2).ravel()
 
 
 def _check_capacity(layer: GemmLayer, hw: HardwareSpec, buffer: str, need_bytes: int) -> None:
@@ -242,7 +260,7 @@ def plan_folds(
     bitmap = (sparsity.scheme == "unstructured" and hw.sparse.bitmap_weights and df == "ws"
               and sparsity.mask is not None)
     if bitmap:  # non-zeros plus one bit per weight position
-        fetch["filter"] = _tile_nonzeros(sparsity.mask, layer, R, C)
+        fetch["filter"] = sparsity.tile_nonzeros(layer.groups, R, C).ravel()
         meta_bytes += -(-r * c // 8)
 
     psum_reads = np.zeros(cf.size, np.int64)

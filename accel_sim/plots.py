@@ -234,3 +234,33 @@ def save(fig: Figure, stem: str | Path) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def sweep_figures(df: pd.DataFrame, folder: str | Path) -> list[Path]:
+    """The figures a sweep's axes allow, written to ``folder`` (PNG + PDF each).
+
+    All at the first density swept. Several schemes: normalised latency and energy bars and
+    the energy breakdown (on the first array, dataflow and block size); several arrays: latency
+    against array size and utilisation heat maps; several block sizes with dense and hybrid:
+    the block x array co-design map.
+    """
+    folder = Path(folder)
+    sparse = df[df.scheme != "dense"]
+    if len(sparse):  # one density: the first one swept
+        df = df[(df.scheme == "dense") | (df.density == sparse.density.iloc[0])]
+    first = df[(df.rows == df.rows.iloc[0]) & (df.cols == df.cols.iloc[0])
+               & (df.dataflow == df.dataflow.iloc[0]) & (df.block == df.block.iloc[0])]
+    figures: dict[str, Figure] = {}
+    if first.scheme.nunique() > 1:
+        figures["latency"] = normalised_bars(first, "latency_us")
+        figures["energy"] = normalised_bars(first, "energy_total_pj")
+        figures["energy_breakdown"] = energy_breakdown(first)
+    arrays = df[(df.model == df.model.iloc[0]) & (df.dataflow == df.dataflow.iloc[0])
+                & (df.block == df.block.iloc[0])]
+    if arrays[["rows", "cols"]].drop_duplicates().shape[0] > 1:
+        figures["latency_vs_array"] = latency_vs_array(arrays)
+        for scheme in sorted(set(arrays.scheme) & {"dense", "hybrid"}):
+            figures[f"utilization_{scheme}"] = utilization_heatmap(arrays, scheme)
+    if df.block.nunique() > 1 and {"dense", "hybrid"} <= set(df.scheme):
+        figures["codesign_block_array"] = codesign_map(df[df.model == df.model.iloc[0]])
+    return [path for name, fig in figures.items() for path in save(fig, folder / name)]

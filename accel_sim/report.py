@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -145,7 +145,7 @@ class LayerResult:
 
     def as_row(self) -> dict[str, object]:
         """Fields and derived figures as one flat dict."""
-        row = asdict(self)
+        row = {f.name: getattr(self, f.name) for f in fields(self)}  # flat: no deep copy
         for name in ("stall_cycles", "total_cycles", "utilization", "dram_bytes",
                      "energy_total_pj", "latency_us"):
             row[name] = getattr(self, name)

@@ -21,6 +21,7 @@ Synthetic density conventions (``density`` = fraction of weights kept):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -77,10 +78,68 @@ class LayerSparsity:
 
     def nonzeros(self, layer: GemmLayer) -> int:
         """Kept (non-zero) weights of ``layer``."""
-        return layer.groups * layer.N * layer.K if self.mask is None else int(self.mask.sum())
+        return layer.groups * layer.N * layer.K if self.mask is None else self._mask_nonzeros
+
+    @functools.cached_property
+    def _mask_nonzeros(self) -> int:
+        return int(self.mask.sum())
+
+    def satisfies_nm(self, n: int, m: int) -> bool:
+        """True if every aligned group of ``m`` along K keeps at most ``n`` (no mask: False).
+
+        Computed once per mask and M (the descriptor caches it), as sweeps ask per design point.
+        """
+        if self.mask is None:
+            return False
+        return int(self._group_max(m)) <= n
+
+    def _group_max(self, m: int) -> int:
+        cache = self.__dict__.setdefault("_group_max_cache", {})
+        if m not in cache:
+            k = self.mask.shape[1]
+            padded = np.pad(self.mask, ((0, 0), (0, -k % m)))
+            cache[m] = int(padded.reshape(self.mask.shape[0], -1, m).sum(axis=2).max(initial=0))
+        return cache[m]
+
+    def tile_nonzeros(self, groups: int, rows: int, cols: int) -> np.ndarray:
+        """Non-zeros per WS weight tile (``rows`` of K by ``cols`` of N) of each group.
+
+        Returns:
+            int64 ``[groups, ceil(N/cols), ceil(K/rows)]``. Summed from cached counts over
+            ``gcd(cols, 8) x gcd(rows, 8)`` cells, so a sweep over arrays reads the mask once.
+        """
+        cell_n, cell_k = math.gcd(cols, 8), math.gcd(rows, 8)
+        cache = self.__dict__.setdefault("_cell_counts", {})
+        if (groups, cell_n, cell_k) not in cache:
+            cache[groups, cell_n, cell_k] = _sum_tiles(
+                self.mask.reshape(groups, -1, self.mask.shape[1]), cell_n, cell_k)
+        return _sum_tiles(cache[groups, cell_n, cell_k], cols // cell_n, rows // cell_k)
+
+    @functools.cached_property
+    def block_bitmap(self) -> np.ndarray:
+        """bool ``[ceil(rows/B), ceil(K/B)]``: True where a B x B block holds a non-zero.
+
+        Blocks tile the whole ``[groups*N, K]`` mask, as the pruner tiles ``[C_out, K]``.
+
+        Raises:
+            UserError: the descriptor has no mask or no block size.
+        """
+        if self.mask is None or self.block is None:
+            raise UserError(f"scheme {self.scheme!r} has no block mask")
+        b, (rows, k) = self.block, self.mask.shape
+        padded = np.pad(self.mask, ((0, -rows % b), (0, -k % b)))
+        return padded.reshape(padded.shape[0] // b, b, padded.shape[1] // b, b).any(axis=(1, 3))
 
 
 DENSE = LayerSparsity()
+
+
+def _sum_tiles(counts: np.ndarray, tile_n: int, tile_k: int) -> np.ndarray:
+    """Sum ``[groups, N, K]`` over ``tile_n x tile_k`` tiles (edges zero-padded), as int64."""
+    g, n, k = counts.shape
+    padded = np.pad(counts, ((0, 0), (0, -n % tile_n), (0, -k % tile_k)))
+    tiles = padded.reshape(g, padded.shape[1] // tile_n, tile_n, padded.shape[2] // tile_k, tile_k)
+    return tiles.sum(axis=(2, 4), dtype=np.int64)
 
 
 def from_mask(

@@ -1,0 +1,181 @@
+"""Baselines CRISP is compared against, all class-aware and at a matched global density.
+
+- **unstructured**: the same score ``S = |W| * g`` with one global threshold over all prunable
+  weights (:func:`unstructured_masks`, through ``torch.nn.utils.prune.global_unstructured``); run
+  by :func:`crisp.pruner.prune` with ``scheme="unstructured"`` (same rounds and fine-tuning).
+- **nm** and **block**: the two halves of the hybrid, run by :func:`crisp.pruner.prune`.
+- **channel** (:func:`channel_prune`): torch-pruning's ``MetaPruner`` with a group Taylor
+  importance computed on the user-class loss, removing channels physically (through residual
+  dependencies); the classifier's outputs are never pruned. The uniform channel ratio is chosen
+  by bisection so that the remaining Conv2d/Linear weights match the target density.
+- **dense** (:func:`dense_finetune`): no pruning, fine-tuned on the user's classes for as many
+  epochs as the hybrid run would take (rounds of ``schedule(target, n/m, step)`` times epochs per
+  round), so every model sees the same user-class training.
+
+The two model-level baselines return ``(model, rounds, extra)``: the model, one metrics dict per
+round and extra record fields.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+from torch.utils.data import Dataset
+
+from crisp import masks as mk
+from crisp.schedule import schedule
+from crisp.train import evaluate, train_epochs, user_batches
+
+if TYPE_CHECKING:
+    from crisp.pruner import PruneConfig
+
+Rounds = list[dict[str, object]]
+
+
+def unstructured_masks(
+    scores: dict[str, torch.Tensor], current: dict[str, torch.Tensor], budget: int
+) -> dict[str, torch.Tensor]:
+    """Global unstructured masks keeping at most ``budget`` weights, best scores first.
+
+    Args:
+        scores: saliency ``[C_out, K]`` by weight name.
+        current: current bool masks ``[C_out, K]``; already-pruned weights score 0 (the pruning
+            method ranks by absolute value), so they go first and masks only shrink.
+        budget: the most weights kept over all the given layers.
+    """
+    holders = {}
+    for name, s in scores.items():
+        holder = nn.Module()
+        holder.weight = nn.Parameter(torch.zeros_like(s), requires_grad=False)
+        holders[name] = holder
+    total = sum(s.numel() for s in scores.values())
+    torch_prune.global_unstructured(
+        [(h, "weight") for h in holders.values()],
+        pruning_method=torch_prune.L1Unstructured,
+        importance_scores={
+            (holders[n], "weight"): s.masked_fill(~current[n], 0.0) for n, s in scores.items()
+        },
+        amount=max(0, total - budget),
+    )
+    return {name: h.weight_mask.to(torch.bool) & current[name] for name, h in holders.items()}
+
+
+def gemm_weights(model: nn.Module) -> int:
+    """Number of Conv2d/Linear weights (structure size; zeros counted)."""
+    return sum(m.weight.numel() for m in mk.gemm_layers(model).values())
+
+
+def _channel_pruner(
+    model: nn.Module,
+    example: torch.Tensor,
+    ratio: float,
+    steps: int,
+    importance: tp.importance.Importance,
+) -> tp.pruner.MetaPruner:
+    return tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=importance,
+        pruning_ratio=ratio,
+        iterative_steps=steps,
+        ignored_layers=[model.get_submodule(mk.classifier_name(model))],
+    )
+
+
+def channel_ratio(
+    model: nn.Module, example: torch.Tensor, density: float, iters: int = 14
+) -> float:
+    """The uniform channel pruning ratio leaving about ``density`` of the Conv2d/Linear weights.
+
+    Bisection on copies pruned by magnitude (the structure only depends on the ratio).
+    """
+    total = gemm_weights(model)
+    lo, hi = 0.0, 0.99
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        trial = copy.deepcopy(model)
+        _channel_pruner(trial, example, mid, 1, tp.importance.GroupMagnitudeImportance()).step()
+        if gemm_weights(trial) / total > density:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _round_metrics(
+    t: int, goal: float, model: nn.Module, total: int, loss: float, metrics: dict[str, float]
+) -> dict[str, object]:
+    return {"round": t, "target_density": goal, "density": round(gemm_weights(model) / total, 6),
+            "train_loss": loss, **metrics}
+
+
+def channel_prune(
+    model: nn.Module,
+    train_data: Dataset,
+    test_data: Dataset,
+    classes: list[int],
+    config: PruneConfig,
+    generator: torch.Generator,
+    label_map: torch.Tensor | None,
+) -> tuple[nn.Module, Rounds, dict[str, object]]:
+    """Class-aware channel pruning to the target density in ``schedule(target, 1, step)`` rounds.
+
+    Before each round the Taylor importance sees ``|W * dL/dW|`` summed over one pass of the
+    user-class data; each round removes channels, then fine-tunes ``config.epochs`` epochs. The
+    density is the remaining weights over the original ones.
+    """
+    model.eval()
+    example = next(iter(user_batches(train_data, 1, torch.Generator().manual_seed(0), None)))[0]
+    target = config.target(len(classes))
+    densities = schedule(target, 1.0, config.step)[1:] or [1.0]
+    total = gemm_weights(model)
+    ratio = channel_ratio(model, example, target)
+    pruner = _channel_pruner(model, example, ratio, len(densities),
+                             tp.importance.GroupTaylorImportance())
+    rounds = []
+    for t, goal in enumerate(densities):
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        batches = user_batches(train_data, config.batch_size_grad, generator, label_map)
+        for images, labels in batches:
+            F.cross_entropy(model(images), labels).backward()
+        pruner.step()
+        model.zero_grad(set_to_none=True)
+        loss = train_epochs(model, train_data, config.fine_tune(), generator, label_map,
+                            desc=f"channel round {t}/{len(densities) - 1}")
+        rounds.append(_round_metrics(t, goal, model, total, loss,
+                                     evaluate(model, test_data, label_map)))
+    extra = {"schedule": densities, "channel_ratio": ratio,
+             "layer_shapes": {n: list(m.weight.shape) for n, m in mk.gemm_layers(model).items()}}
+    return model, rounds, extra
+
+
+def dense_epochs(config: PruneConfig, num_classes: int) -> int:
+    """Fine-tuning epochs of the dense baseline: what a hybrid run with ``config`` would take."""
+    rounds = schedule(config.target(num_classes), config.n / config.m, config.step)
+    return config.epochs * len(rounds)
+
+
+def dense_finetune(
+    model: nn.Module,
+    train_data: Dataset,
+    test_data: Dataset,
+    classes: list[int],
+    config: PruneConfig,
+    generator: torch.Generator,
+    label_map: torch.Tensor | None,
+) -> tuple[nn.Module, Rounds, dict[str, object]]:
+    """The dense model fine-tuned on the user's classes for :func:`dense_epochs` epochs."""
+    epochs = dense_epochs(config, len(classes))
+    tune = config.fine_tune()
+    tune = type(tune)(**{**tune.as_dict(), "epochs": epochs})
+    total = gemm_weights(model)
+    loss = train_epochs(model, train_data, tune, generator, label_map, desc="dense fine-tune")
+    rounds = [_round_metrics(0, 1.0, model, total, loss, evaluate(model, test_data, label_map))]
+    return model, rounds, {"schedule": [1.0], "epochs": epochs}

@@ -1,0 +1,278 @@
+"""The ``crisp`` command line: ``crisp train``, ``crisp prune`` and ``crisp eval``.
+
+- ``crisp train``: train a zoo model densely on all classes of a data set; writes a state dict
+  (fp16 by default, to keep committed checkpoints small) and a JSON record beside it.
+- ``crisp prune``: prune a trained model for a user's classes with one scheme; writes a run
+  directory with ``model.pt`` (squashed state dict), ``pruned.safetensors`` (the compressed
+  format, :mod:`crisp.compressed`) and ``record.json`` (the replayable record with per-round
+  metrics), each file atomically.
+- ``crisp eval``: user-class top-1/top-5 of a dense or pruned checkpoint.
+
+User mistakes exit with status 2 and a one-line message (see :mod:`crisp.errors`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from crisp import compressed
+from crisp import masks as mk
+from crisp.data import load_dataset, user_subset
+from crisp.errors import UserError, exit_on_user_error
+from crisp.io import write_atomic
+from crisp.models import build_model, input_shape
+from crisp.pruner import HEADS, SCHEMES, PruneConfig, prune
+from crisp.train import TrainConfig, evaluate, train_epochs
+
+
+def in_memory(dataset: Dataset) -> Dataset:
+    """An in-memory data set as normalised float tensors (fast batching); others unchanged."""
+    if hasattr(dataset, "normalised"):
+        return TensorDataset(dataset.normalised(), dataset.labels)
+    return dataset
+
+
+def parse_classes(text: str) -> int | list[int]:
+    """``"10"`` -> 10 classes drawn from the seed; ``"3,17,42"`` -> those class ids."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--classes {text!r}: allowed a count (10) or ids (3,17,42)") from None
+    if not values:
+        raise UserError(f"--classes {text!r} is empty: allowed a count (10) or ids (3,17,42)")
+    return values[0] if "," not in text else values
+
+
+def parse_nm(text: str) -> tuple[int, int]:
+    """``"2:4"`` -> (2, 4)."""
+    n, sep, m = text.partition(":")
+    if not sep or not n.strip().isdigit() or not m.strip().isdigit():
+        raise UserError(f"--nm {text!r}: allowed N:M with integers, e.g. 2:4")
+    return int(n), int(m)
+
+
+def _user_data(
+    args: argparse.Namespace, classes: int | list[int]
+) -> tuple[Dataset, Dataset, list[int]]:
+    """User-class train and test sets (as tensors) and the class ids, drawn from ``args.seed``."""
+    train = load_dataset(args.data, "train", seed=args.data_seed, root=args.data_root)
+    test = load_dataset(args.data, "test", seed=args.data_seed, root=args.data_root)
+    if len(train) == 0 or len(test) == 0:
+        raise UserError(f"data set {args.data} has no images in its train or test split")
+    user_train, ids = user_subset(train, classes, args.n_per_class, args.seed)
+    user_test, _ = user_subset(test, ids, None, args.seed)
+    return in_memory(user_train), in_memory(user_test), ids
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    train = load_dataset(args.data, "train", seed=args.data_seed, root=args.data_root)
+    test = load_dataset(args.data, "test", seed=args.data_seed, root=args.data_root)
+    model = build_model(args.model, num_classes=train.num_classes)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         warmup=args.warmup, augment=not args.no_augment)
+    loss = train_epochs(model, in_memory(train), config, generator, desc=f"train {args.model}")
+    metrics = evaluate(model, in_memory(test))
+    print(f"{args.model} on {args.data}: train loss {loss:.3f}, test top-1 {metrics['top1']:.2f}% "
+          f"top-5 {metrics['top5']:.2f}%")
+    state = {k: v.half() if args.fp16 and v.is_floating_point() else v
+             for k, v in model.state_dict().items()}
+    out = Path(args.out)
+    write_atomic(out, lambda tmp: torch.save(state, tmp))
+    record = {"command": "train", "model": args.model, "data": args.data, "seed": args.seed,
+              "data_seed": args.data_seed, "train": config.as_dict(), "fp16": args.fp16,
+              "train_loss": loss, "test": metrics}
+    write_atomic(out.with_suffix(".json"),
+                 lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    print(f"wrote {out}")
+    return 0
+
+
+def _prune_config(args: argparse.Namespace) -> PruneConfig:
+    n, m = parse_nm(args.nm)
+    train = TrainConfig(lr=args.lr, batch_size=args.batch_size)
+    return PruneConfig(scheme=args.scheme, density=args.density, n=n, m=m, block=args.block,
+                       step=args.step, epochs=args.epochs, head=args.head,
+                       exclude_first=not args.include_first, train=train)
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    config = _prune_config(args)  # validate flags before loading anything
+    model = build_model(args.model, checkpoint=args.checkpoint)
+    train, test, ids = _user_data(args, parse_classes(args.classes))
+    result = prune(model, train, test, ids, config, seed=args.seed)
+    result.record.update({"model": args.model, "checkpoint": str(args.checkpoint),
+                          "data": args.data, "data_seed": args.data_seed,
+                          "n_per_class": args.n_per_class})
+    out = Path(args.out)
+    state = {"state_dict": result.model.state_dict(), "classes": ids, "head": config.head,
+             "scheme": config.scheme}
+    write_atomic(out / "model.pt", lambda tmp: torch.save(state, tmp))
+    patterns = {name: plan["pattern"] for name, plan in result.record.get("plan", {}).items()}
+    sizes = compressed.save(result.model, out / "pruned.safetensors", result.masks, patterns,
+                            config.n, config.m, config.block, input_shape(args.model),
+                            dtype=args.store_dtype,
+                            meta={"model": args.model, "classes": ids, "scheme": config.scheme,
+                                  "head": config.head})
+    result.record["compressed"] = sizes
+    write_atomic(out / "record.json",
+                 lambda tmp: tmp.write_text(json.dumps(result.record, indent=2) + "\n"))
+    final = result.final
+    print(f"{config.scheme}: density {final['density']:.4f}, user-class top-1 "
+          f"{final['top1']:.2f}% top-5 {final['top5']:.2f}% (before pruning "
+          f"{result.record['before']['top1']:.2f}%); compressed {sizes['total_bytes']} bytes "
+          f"vs dense {sizes['dense_bytes']}")
+    print(f"wrote {out}/model.pt, pruned.safetensors, record.json")
+    return 0
+
+
+def load_pruned(name: str, path: str | Path) -> tuple[nn.Module, dict[str, object]]:
+    """Rebuild a model from ``crisp prune``'s ``model.pt`` or ``crisp train``'s state dict.
+
+    Shrunk heads and channel-pruned layers are resized to the stored shapes first.
+
+    Returns:
+        (model, metadata: ``classes``/``head``/``scheme`` when the file has them).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"checkpoint {path} is not a readable torch file: {err}") from None
+    if not isinstance(blob, dict):
+        raise UserError(f"checkpoint {path} holds a {type(blob).__name__}, not a state dict")
+    state = blob.get("state_dict", blob)
+    meta = {k: v for k, v in blob.items() if k != "state_dict"} if "state_dict" in blob else {}
+    model = build_model(name)
+    resize_to_state(model, state)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model, meta
+
+
+def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Replace Conv2d/BatchNorm2d/Linear modules whose stored weights have another shape.
+
+    This rebuilds channel-pruned models and shrunk heads from a plain state dict.
+    """
+    for name, module in list(model.named_modules()):
+        key = f"{name}.weight"
+        if key not in state or tuple(state[key].shape) == tuple(module.weight.shape):
+            continue
+        shape = state[key].shape
+        if isinstance(module, nn.Conv2d):
+            new = nn.Conv2d(shape[1] * module.groups, shape[0], module.kernel_size, module.stride,
+                            module.padding, groups=module.groups, bias=module.bias is not None)
+        elif isinstance(module, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(shape[0])
+        elif isinstance(module, nn.Linear):
+            new = nn.Linear(shape[1], shape[0], bias=module.bias is not None)
+        else:
+            raise UserError(f"checkpoint layer {name!r} has shape {tuple(shape)}, the model "
+                            f"{tuple(module.weight.shape)}, and a {type(module).__name__} "
+                            "cannot be resized")
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, new)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    model, meta = load_pruned(args.model, args.checkpoint)
+    if args.classes is not None:
+        classes = parse_classes(args.classes)
+    elif meta.get("classes"):
+        classes = list(meta["classes"])
+    else:
+        raise UserError("--classes is required for a checkpoint without a class list")
+    _, test, ids = _user_data(args, classes)
+    label_map = None
+    head_out = model.get_submodule(mk.classifier_name(model)).out_features
+    if meta.get("head") == "shrink" or head_out == len(ids) < 100:
+        if head_out != len(ids):
+            raise UserError(f"the checkpoint's head has {head_out} outputs, not {len(ids)} classes")
+        label_map = torch.full((max(ids) + 1,), -1, dtype=torch.long)
+        label_map[torch.tensor(ids)] = torch.arange(len(ids))
+    metrics = evaluate(model, test, label_map)
+    print(f"classes {ids}: user-class top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% "
+          f"(loss {metrics['loss']:.3f}); density {mk.density(model):.4f}")
+    return 0
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="resnet_small", help="zoo model name (default resnet_small)")
+    p.add_argument("--data", default="glyph100",
+                   help="glyph100, a CIFAR-100 folder or an ImageNet-style folder")
+    p.add_argument("--data-root", default=None, help="glyph100 cache / base of a relative path")
+    p.add_argument("--data-seed", type=int, default=0, help="glyph100 rendering seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seeds every random choice (default 0)")
+
+
+def _add_user(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--classes", required=required, default=None,
+                   help="a count drawn from --seed (10) or class ids (3,17,42)")
+    p.add_argument("--n-per-class", type=int, default=256,
+                   help="user training images per class (default 256, as the paper)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crisp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model densely on all classes")
+    _add_data(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps")
+    p.add_argument("--no-augment", action="store_true", help="no random 4-pixel shifts")
+    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
+                   help="store float tensors as fp16 (default on; halves the file)")
+    p.add_argument("--out", required=True, help="state dict path (.pt); a .json record beside it")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("prune", help="prune a trained model for a user's classes")
+    _add_data(p)
+    _add_user(p, required=True)
+    p.add_argument("--checkpoint", required=True, help="the dense model's state dict")
+    p.add_argument("--scheme", default="hybrid", choices=SCHEMES)
+    p.add_argument("--nm", default="2:4", help="N:M pattern (default 2:4)")
+    p.add_argument("--block", type=int, default=16, help="block size B (default 16)")
+    p.add_argument("--density", type=float, default=None,
+                   help="final global density in (0, 1]; default the paper's for the class count")
+    p.add_argument("--step", type=float, default=0.1,
+                   help="fraction of the start density removed per round (default 0.1)")
+    p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs per round (default 1)")
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak lr (default 0.01)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--head", default="full", choices=HEADS,
+                   help="full: keep all classes (default, as the paper); shrink: user's only")
+    p.add_argument("--include-first", action="store_true", help="prune the first conv too")
+    p.add_argument("--store-dtype", default="float16", choices=sorted(compressed.DTYPES),
+                   help="dtype of the weights in pruned.safetensors (default float16)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("eval", help="user-class accuracy of a dense or pruned checkpoint")
+    _add_data(p)
+    _add_user(p, required=False)
+    p.add_argument("--checkpoint", required=True, help="crisp train or crisp prune model file")
+    p.set_defaults(func=_cmd_eval)
+    return parser
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``crisp`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,410 @@
+"""The iterative CRISP pruner: class-aware saliency, hybrid block + N:M masks, global threshold.
+
+One call, :func:`prune`, prunes a model for a user's classes with any scheme of :data:`SCHEMES`
+and returns a :class:`PruneResult` (the pruned, squashed model, its masks and a JSON-ready record
+that replays the run: seed, classes, schedule, per-layer plan and per-round metrics).
+
+The mask schemes (``hybrid``, ``nm``, ``block``, ``unstructured``) share one loop:
+
+1. plan each Conv2d/Linear (:func:`plan_layers`): the pattern it gets, or why it is left alone;
+2. attach masks (:mod:`crisp.masks`), gather ``|dL/dW|`` over the user-class data;
+3. round 0 applies N:M (``hybrid``, ``nm``); it sets the start density;
+4. each later round t lowers the global density to ``schedule(...)[t]``: for block layers one
+   global threshold on the block-rank scores (:func:`select_block_ranks`), for ``unstructured``
+   one global threshold on the weight scores; masks only shrink;
+5. fine-tune after every round, gathering the next round's gradients on the way.
+
+``channel`` and ``dense`` are in :mod:`crisp.baselines`. Densities are always global: non-zero
+weights over all Conv2d/Linear weights of the model, the excluded layers included.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from crisp import baselines
+from crisp import masks as mk
+from crisp.errors import UserError
+from crisp.patterns import (
+    bitmap_of,
+    block_bitmap,
+    block_scores,
+    check_block,
+    check_nm,
+    expand_blocks,
+    nm_mask,
+    rank_scores,
+)
+from crisp.saliency import GradientMeter, gradient_pass, saliency
+from crisp.schedule import check_density, default_density, schedule
+from crisp.train import TrainConfig, evaluate, train_epochs, user_batches
+
+SCHEMES = ("hybrid", "nm", "block", "unstructured", "channel", "dense")
+MASK_SCHEMES = ("hybrid", "nm", "block", "unstructured")
+HEADS = ("full", "shrink")
+#: What each scheme does to an ordinary layer; the classifier default is in :func:`plan_layers`.
+_BODY_PATTERN = {"hybrid": "hybrid", "nm": "nm", "block": "block", "unstructured": "unstructured"}
+PATTERNS = ("hybrid", "nm", "block", "unstructured", "dense")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Everything that decides a pruning run besides the model and the data.
+
+    Attributes:
+        scheme: one of :data:`SCHEMES`.
+        density: final global density in (0, 1]; None = the paper's default for the class count
+            (:func:`crisp.schedule.default_density`). Ignored by ``nm`` (N:M fixes it).
+        n, m: the N:M pattern (``hybrid``, ``nm``).
+        block: block size B (``hybrid``, ``block``).
+        step: fraction of the start density removed per round (0.1 in the paper's code).
+        epochs: fine-tuning epochs after each round.
+        head: ``full`` keeps every class (arg-max over all, as the paper's code); ``shrink`` cuts
+            the classifier to the user's classes.
+        exclude_first: leave the first conv dense.
+        head_pattern: the classifier's pattern; None = ``nm`` for hybrid/nm, ``dense`` for block,
+            ``unstructured`` for unstructured.
+        train: optimiser settings of the fine-tuning (its ``epochs`` field is ignored).
+        batch_size_grad: minibatch size of the gradient pass before pruning.
+    """
+
+    scheme: str = "hybrid"
+    density: float | None = None
+    n: int = 2
+    m: int = 4
+    block: int = 16
+    step: float = 0.1
+    epochs: int = 1
+    head: str = "full"
+    exclude_first: bool = True
+    head_pattern: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    batch_size_grad: int = 64
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise UserError(f"scheme {self.scheme!r}: allowed {', '.join(SCHEMES)}")
+        check_nm(self.n, self.m)
+        check_block(self.block)
+        if self.scheme == "hybrid" and self.block % self.m:
+            raise UserError(f"block size {self.block} must be a multiple of M={self.m} for hybrid")
+        if self.density is not None:
+            check_density(self.density)
+        check_density(self.step, "schedule step")
+        if self.epochs < 0:
+            raise UserError(f"epochs per round {self.epochs} must be >= 0")
+        if self.head not in HEADS:
+            raise UserError(f"head {self.head!r}: allowed {', '.join(HEADS)}")
+        if self.head_pattern is not None and self.head_pattern not in PATTERNS:
+            raise UserError(f"head pattern {self.head_pattern!r}: allowed {', '.join(PATTERNS)}")
+
+    def target(self, num_classes: int) -> float:
+        """The final density: the given one or the paper's default for ``num_classes``."""
+        return self.density if self.density is not None else default_density(
+            num_classes, self.n, self.m
+        )
+
+    def fine_tune(self) -> TrainConfig:
+        """The optimiser settings with this run's epochs per round."""
+        return TrainConfig(**{**self.train.as_dict(), "epochs": self.epochs})
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready settings."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What the pruner does to one layer: ``pattern`` (one of :data:`PATTERNS`) and why."""
+
+    pattern: str
+    reason: str
+
+
+@dataclass
+class PruneResult:
+    """Outcome of :func:`prune`.
+
+    Attributes:
+        model: the pruned model, masks squashed (plain weights with zeros); for ``channel`` a
+            physically smaller model.
+        masks: final bool masks by dotted weight name, shaped like the weights (empty for
+            ``channel`` and ``dense``).
+        record: the replayable JSON-ready record (config, seed, classes, schedule, plan, rounds).
+        label_map: class id -> head index for a shrunk head, else None.
+    """
+
+    model: nn.Module
+    masks: dict[str, torch.Tensor]
+    record: dict[str, object]
+    label_map: torch.Tensor | None = None
+
+    @property
+    def final(self) -> dict[str, object]:
+        """Metrics of the last round (``top1``, ``top5``, ``density``, ...)."""
+        return self.record["rounds"][-1]
+
+
+def shrink_head(model: nn.Module, classes: list[int]) -> torch.Tensor:
+    """Cut the classifier to the rows of ``classes`` (in that order), in place.
+
+    Returns:
+        ``label_map``: a long tensor indexed by original class id, the head index or -1.
+    """
+    name = mk.classifier_name(model)
+    old: nn.Linear = model.get_submodule(name)
+    new = nn.Linear(old.in_features, len(classes), bias=old.bias is not None)
+    index = torch.tensor(classes)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[index])
+        if old.bias is not None:
+            new.bias.copy_(old.bias[index])
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
+    label_map = torch.full((old.out_features,), -1, dtype=torch.long)
+    label_map[index] = torch.arange(len(classes))
+    return label_map
+
+
+def plan_layers(
+    model: nn.Module, scheme: str, exclude_first: bool = True, head_pattern: str | None = None
+) -> dict[str, LayerPlan]:
+    """The pattern of every Conv2d/Linear (by module name) under a mask scheme, with reasons.
+
+    Defaults follow the paper's code: the first conv stays dense (3 input channels, few weights,
+    most sensitive), depthwise convs stay dense (K = kh*kw is too short for blocks or N:M), the
+    classifier gets N:M only (block-only scheme: dense; unstructured: unstructured).
+    """
+    if scheme not in MASK_SCHEMES:
+        raise UserError(f"scheme {scheme!r} has no per-layer masks: allowed {MASK_SCHEMES}")
+    layers = mk.gemm_layers(model)
+    head = mk.classifier_name(model)
+    convs = [n for n, m in layers.items() if isinstance(m, nn.Conv2d)]
+    default_head = {"hybrid": "nm", "nm": "nm", "block": "dense", "unstructured": "unstructured"}
+    plans = {}
+    for name, module in layers.items():
+        if name == head:
+            pattern = head_pattern or default_head[scheme]
+            how = "given" if head_pattern else "default"
+            plans[name] = LayerPlan(pattern, f"classifier: {pattern} ({how} head pattern)")
+        elif exclude_first and convs and name == convs[0]:
+            plans[name] = LayerPlan("dense", "first conv: excluded (exclude_first)")
+        elif isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels:
+            plans[name] = LayerPlan("dense", "depthwise conv: excluded (K = kh*kw too short)")
+        else:
+            plans[name] = LayerPlan(_BODY_PATTERN[scheme], f"{scheme} scheme")
+    return plans
+
+
+def _weights_total(model: nn.Module) -> int:
+    return sum(m.weight.numel() for m in mk.gemm_layers(model).values())
+
+
+def _kept(model: nn.Module, names: list[str]) -> int:
+    """Non-zero weights of the named (dotted weight names) layers."""
+    layers = mk.gemm_layers(model)
+    return sum(int(torch.count_nonzero(layers[n.removesuffix(".weight")].weight)) for n in names)
+
+
+def select_block_ranks(
+    scores: dict[str, torch.Tensor],
+    current: dict[str, torch.Tensor],
+    b: int,
+    budget: int,
+) -> tuple[dict[str, int], float]:
+    """Blocks per block-row for each layer under one global threshold on block-rank scores.
+
+    Ranks (:func:`crisp.patterns.rank_scores`) of all layers are taken best first while the
+    weights they keep fit in ``budget``; every layer keeps at least one block per row. Only blocks
+    that still hold weights in ``current`` may be kept.
+
+    Args:
+        scores: saliency ``[C_out, K]`` by layer name.
+        current: the layers' current bool masks ``[C_out, K]`` (N:M included).
+        b: block size.
+        budget: the most weights the block layers may keep together.
+
+    Returns:
+        (blocks kept per row by layer, the threshold: score of the last rank kept; inf if only
+        the compulsory first ranks are kept).
+    """
+    items = []
+    keep = {}
+    used = 0
+    for order, (name, s) in enumerate(scores.items()):
+        allowed = bitmap_of(current[name], b)
+        bs = block_scores(s, b).masked_fill(~allowed, -math.inf)
+        ranked = torch.sort(bs, dim=1, descending=True, stable=True).indices
+        counts = block_scores(current[name].to(torch.float64), b).gather(1, ranked)
+        cost = counts.sum(dim=0)  # weights added by each rank, summed over block-rows
+        ranks = rank_scores(s, b, allowed)
+        keep[name] = 1
+        used += int(cost[0])
+        items += [
+            (-float(ranks[k]), order, k, name, int(cost[k]))
+            for k in range(1, len(ranks))
+            if math.isfinite(float(ranks[k]))
+        ]
+    threshold = math.inf
+    for neg_score, _order, k, name, cost in sorted(items):
+        if used + cost > budget:
+            break
+        used += cost
+        keep[name] = k + 1
+        threshold = -neg_score
+    return keep, threshold
+
+
+def _layer_densities(model: nn.Module) -> dict[str, float]:
+    return {
+        name: round(int(torch.count_nonzero(m.weight)) / m.weight.numel(), 6)
+        for name, m in mk.gemm_layers(model).items()
+    }
+
+
+class _MaskPruner:
+    """State of one mask-scheme run (model, plan, gradient meter); :func:`prune` drives it."""
+
+    def __init__(self, model: nn.Module, config: PruneConfig, plans: dict[str, LayerPlan]) -> None:
+        self.model = model
+        self.config = config
+        self.plans = plans
+        self.masked = [mk.weight_name(n) for n, p in plans.items() if p.pattern != "dense"]
+        self.block = self.with_pattern("hybrid", "block")
+        self.unstructured = self.with_pattern("unstructured")
+        self.total = _weights_total(model)
+        mk.attach(model, self.masked)
+        self.meter = GradientMeter(model)
+
+    def with_pattern(self, *patterns: str) -> list[str]:
+        """Weight names of the layers whose pattern is one of ``patterns``."""
+        return [mk.weight_name(n) for n, p in self.plans.items() if p.pattern in patterns]
+
+    def matrices(self) -> dict[str, torch.Tensor]:
+        return {n: m.reshape(m.shape[0], -1) for n, m in mk.get_masks(self.model).items()}
+
+    def apply_nm(self) -> None:
+        """Round 0: N:M on every layer whose pattern has it."""
+        scores = saliency(self.model, self.meter.mean())
+        c = self.config
+        nm_layers = self.with_pattern("hybrid", "nm")
+        mk.update(self.model, {n: nm_mask(scores[n], c.n, c.m) for n in nm_layers})
+
+    def shrink_to(self, density: float) -> dict[str, object]:
+        """One later round: lower the global density to at most ``density``; returns decisions."""
+        scores = saliency(self.model, self.meter.mean())
+        current = self.matrices()
+        movable = self.block + self.unstructured
+        fixed = _kept(self.model, [n for n in map(mk.weight_name, self.plans) if n not in movable])
+        budget = math.floor(density * self.total) - fixed
+        if self.block:
+            keep, threshold = select_block_ranks(
+                {n: scores[n] for n in self.block}, current, self.config.block, budget
+            )
+            new = {}
+            for n, k in keep.items():
+                allowed = bitmap_of(current[n], self.config.block)
+                bitmap = block_bitmap(scores[n], self.config.block, k, allowed)
+                new[n] = expand_blocks(bitmap, self.config.block, tuple(current[n].shape))
+            mk.update(self.model, new)
+            return {"threshold": threshold if math.isfinite(threshold) else None,
+                    "blocks_per_row": keep}
+        chosen = {n: scores[n] for n in self.unstructured}
+        mk.update(self.model, baselines.unstructured_masks(chosen, current, budget))
+        return {}
+
+
+def _check_classes(classes: list[int]) -> list[int]:
+    if not classes:
+        raise UserError("the user's class list is empty: give at least one class id")
+    if len(set(classes)) != len(classes):
+        raise UserError(f"class list {classes} repeats a class")
+    return list(classes)
+
+
+def prune(
+    model: nn.Module,
+    train_data: Dataset,
+    test_data: Dataset,
+    classes: list[int],
+    config: PruneConfig,
+    seed: int = 0,
+) -> PruneResult:
+    """Prune a copy of ``model`` for the user's ``classes`` (the input model is left unchanged).
+
+    Args:
+        model: a trained classifier over all classes.
+        train_data: the user-class training images ``(image [C, H, W], class id)`` (gradients and
+            fine-tuning use only these).
+        test_data: user-class test images for the per-round metrics.
+        classes: the user's class ids.
+        config: the scheme and its settings.
+        seed: seeds every random choice (data order, augmentation; ``torch.manual_seed`` too).
+
+    Returns:
+        the pruned model, its masks and the replayable record.
+    """
+    classes = _check_classes(classes)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = copy.deepcopy(model)
+    num_outputs = model.get_submodule(mk.classifier_name(model)).out_features
+    bad = [c for c in classes if not 0 <= c < num_outputs]
+    if bad:
+        raise UserError(f"class id {bad[0]} out of range: allowed 0..{num_outputs - 1}")
+    label_map = shrink_head(model, classes) if config.head == "shrink" else None
+    record: dict[str, object] = {
+        "format": "crisp-prune-record/1",
+        "seed": seed,
+        "classes": classes,
+        "config": config.as_dict(),
+        "target_density": config.target(len(classes)),
+    }
+    before = evaluate(model, test_data, label_map)
+    record["before"] = before
+    if config.scheme in ("channel", "dense"):
+        run = baselines.channel_prune if config.scheme == "channel" else baselines.dense_finetune
+        model, rounds, extra = run(
+            model, train_data, test_data, classes, config, generator, label_map
+        )
+        record.update(extra)
+        record["rounds"] = rounds
+        return PruneResult(model, {}, record, label_map)
+    plans = plan_layers(model, config.scheme, config.exclude_first, config.head_pattern)
+    record["plan"] = {n: asdict(p) for n, p in plans.items()}
+    pruner = _MaskPruner(model, config, plans)
+    gradient_pass(model, user_batches(train_data, config.batch_size_grad, generator, label_map),
+                  pruner.meter)
+    if config.scheme in ("hybrid", "nm"):
+        pruner.apply_nm()
+    start = mk.density(model)
+    target = start if config.scheme == "nm" else config.target(len(classes))
+    densities = schedule(target, start, config.step)
+    if config.scheme in ("block", "unstructured") and len(densities) > 1:
+        densities = densities[1:]  # no fine pattern: nothing to prune or tune at the start density
+    record["schedule"] = densities
+    rounds = []
+    tune = config.fine_tune()
+    for t, goal in enumerate(densities):
+        decisions = {} if goal >= start and t == 0 else pruner.shrink_to(goal)
+        pruner.meter.reset()
+        loss = train_epochs(model, train_data, tune, generator, label_map, pruner.meter.update,
+                            desc=f"{config.scheme} round {t}/{len(densities) - 1}")
+        if pruner.meter.batches == 0:  # no fine-tuning: next round reuses a fresh gradient pass
+            gradient_pass(model, user_batches(train_data, config.batch_size_grad, generator,
+                                              label_map), pruner.meter)
+        metrics = evaluate(model, test_data, label_map)
+        rounds.append({
+            "round": t, "target_density": goal, "density": round(mk.density(model), 6),
+            "train_loss": loss, **metrics, **decisions, "layer_density": _layer_densities(model),
+        })
+    final_masks = mk.get_masks(model)
+    mk.squash(model)
+    record["rounds"] = rounds
+    return PruneResult(model, final_masks, record, label_map)

@@ -1,0 +1,371 @@
+"""Tests for crisp.data: glyph100, the CIFAR-100 and ImageFolder loaders, user subsets, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from crisp import data
+from crisp.data import (
+    GLYPH100_CLASS_NAMES,
+    GLYPH100_CLASSES,
+    ImageDataset,
+    ImageFolderDataset,
+    glyph100,
+    glyph100_cache_path,
+    glyphs,
+    load_dataset,
+    render_glyph100,
+    user_subset,
+)
+from crisp.errors import UserError
+
+N = 5  # images per class in these tests (the default is 300 / 100)
+
+
+@pytest.fixture(autouse=True)
+def _tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CRISP_DATA_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="module")
+def small_train() -> tuple[np.ndarray, np.ndarray]:
+    return render_glyph100(N, seed=0, split="train")
+
+
+def _sha(a: np.ndarray | torch.Tensor) -> str:
+    arr = a.numpy() if isinstance(a, torch.Tensor) else a
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# glyph100 classes
+# ---------------------------------------------------------------------------------------------
+
+# Independent list of look-alike groups: at most one member of each may be a class.
+CONFUSABLE_GROUPS = [
+    "0OoΟοОоՕΘθѲØ", "1Il|ıιІӀ", "AΑА", "BΒВ", "CcСсϹς", "EΕЕ", "HΗН", "KΚКκк", "MΜМм",
+    "NΝ", "PpΡρРр", "TΤТτт", "XxΧχХх", "YΥҮ", "yуγ", "SsЅѕՏ", "JЈ", "ZzΖ", "aаα", "eе",
+    "iі", "jј", "hһ", "nηпՈŋ", "UuυսՍ", "vνVѵ", "wѡ", "3ЗзƷՅ", "6б", "ΓГ", "ΠПπ", "ΦФφ",
+    "ΛЛ", "ΨѰψ", "ШЩш", "bЬьѢ", "ЋЂћ", "LԼŁ", "δð", "βß", "DÐ", "ЖжӁ", "ИиЙ", "Ээ",
+]
+
+
+def test_classes_are_100_distinct_with_names() -> None:
+    assert len(GLYPH100_CLASSES) == 100
+    assert len(set(GLYPH100_CLASSES)) == 100
+    assert all(len(c) == 1 for c in GLYPH100_CLASSES)
+    assert GLYPH100_CLASS_NAMES[0] == "DIGIT ZERO"
+    assert tuple(unicodedata.name(c) for c in GLYPH100_CLASSES) == GLYPH100_CLASS_NAMES
+    assert "".join(data.GLYPH100_SCRIPTS.values()) == "".join(GLYPH100_CLASSES)
+
+
+def test_no_look_alike_classes() -> None:
+    classes = set(GLYPH100_CLASSES)
+    for group in CONFUSABLE_GROUPS:
+        present = [c for c in group if c in classes]
+        assert len(present) <= 1, f"look-alikes {present} are separate classes"
+    # no letter with a combining mark (decomposes to base + accent)
+    for c in GLYPH100_CLASSES:
+        assert len(unicodedata.normalize("NFD", c)) == 1, c
+
+
+def test_several_scripts() -> None:
+    scripts = {n.split()[0] for n in GLYPH100_CLASS_NAMES}
+    assert {"DIGIT", "LATIN", "GREEK", "CYRILLIC"} <= scripts
+
+
+# ---------------------------------------------------------------------------------------------
+# glyph100 rendering and caching
+# ---------------------------------------------------------------------------------------------
+
+
+def test_shapes_dtypes_and_balance(small_train: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = small_train
+    assert images.shape == (100 * N, 3, 32, 32) and images.dtype == np.uint8
+    assert labels.shape == (100 * N,) and labels.dtype == np.int64
+    assert np.bincount(labels, minlength=100).tolist() == [N] * 100
+    # every image has a glyph: a real spread of values, not a flat colour
+    spread = images.reshape(len(images), -1).astype(int)
+    assert (spread.max(1) - spread.min(1) > 60).all()
+
+
+def test_same_seed_same_bytes_different_seed_differs(
+        small_train: tuple[np.ndarray, np.ndarray]) -> None:
+    again, labels = render_glyph100(N, seed=0, split="train")
+    assert _sha(again) == _sha(small_train[0])
+    assert np.array_equal(labels, small_train[1])
+    other, _ = render_glyph100(N, seed=1, split="train")
+    assert _sha(other) != _sha(small_train[0])
+    test_split, _ = render_glyph100(N, seed=0, split="test")
+    assert _sha(test_split) != _sha(small_train[0])
+
+
+def test_dataset_item_and_dataloader(_tmp_cache: Path) -> None:
+    ds = glyph100("train", seed=0, n_per_class=N)
+    assert isinstance(ds, ImageDataset)
+    assert len(ds) == 100 * N and ds.num_classes == 100 and ds.classes == list(GLYPH100_CLASSES)
+    x, y = ds[3]
+    assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and y == 3
+    expected = (ds.images[3].float() / 255 - 0.5) / data.GLYPH100_STD[0]
+    assert torch.allclose(x, expected)
+    assert torch.allclose(ds.normalised()[3], x)
+    xb, yb = next(iter(DataLoader(ds, batch_size=16)))
+    assert xb.shape == (16, 3, 32, 32) and yb.dtype == torch.int64
+
+
+def test_cache_written_then_read_without_rendering(
+        _tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = glyph100_cache_path("test", 0, N)
+    assert path.parent == _tmp_cache and not path.exists()
+    first = glyph100("test", seed=0, n_per_class=N)
+    assert path.is_file()
+    assert [p.name for p in _tmp_cache.iterdir()] == [path.name]  # no temp files left
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rendered again instead of reading the cache")
+
+    monkeypatch.setattr(glyphs, "render_glyph100", boom)
+    second = glyph100("test", seed=0, n_per_class=N)
+    assert _sha(second.images) == _sha(first.images)
+    assert torch.equal(second.labels, first.labels)
+
+
+def test_corrupt_cache_is_rebuilt(_tmp_cache: Path) -> None:
+    path = glyph100_cache_path("test", 3, N)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not an npz")
+    ds = glyph100("test", seed=3, n_per_class=N)
+    assert len(ds) == 100 * N
+    assert glyph100("test", seed=3, n_per_class=N).images.equal(ds.images)
+
+
+def test_cache_dir_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = glyph100_cache_path("train", 7, N, cache_dir=tmp_path / "x")
+    assert p.parent == tmp_path / "x" and "seed7" in p.name and f"train{N}" in p.name
+    assert f"v{data.FORMAT_VERSION}" in p.name
+    assert glyph100_cache_path("train", 7, N) != glyph100_cache_path("train", 8, N)
+    assert glyph100_cache_path("train", 7, N) != glyph100_cache_path("train", 7, N + 1)
+    monkeypatch.delenv("CRISP_DATA_DIR")
+    assert data.default_cache_dir() == Path.home() / ".cache" / "crisp-sim"
+
+
+def test_load_dataset_glyph100_root_is_cache(tmp_path: Path) -> None:
+    ds = load_dataset("glyph100", "test", seed=2, root=tmp_path / "c", n_per_class=2)
+    assert len(ds) == 200
+    assert glyph100_cache_path("test", 2, 2, tmp_path / "c").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-100 pickles
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_cifar(d: Path, n_train: int = 6, n_test: int = 4) -> None:
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("train", n_train), ("test", n_test)):
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"fine_labels": [int(v) for v in rng.integers(0, 100, n)],
+                 b"coarse_labels": [0] * n, b"filenames": [b"x.png"] * n}
+        with open(d / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(d / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [f"c{i}".encode() for i in range(100)],
+                     b"coarse_label_names": [b"all"]}, f)
+
+
+def test_cifar100_loader(tmp_path: Path) -> None:
+    d = tmp_path / "cifar-100-python"
+    _write_cifar(d)
+    with open(d / "train", "rb") as f:
+        raw = pickle.load(f)
+    for where in (d, tmp_path):  # the directory itself or its parent
+        ds = load_dataset(where, "train")
+        assert isinstance(ds, ImageDataset)
+        assert ds.images.shape == (6, 3, 32, 32) and ds.images.dtype == torch.uint8
+        assert ds.labels.tolist() == raw[b"fine_labels"]
+        assert ds.classes[:2] == ["c0", "c1"] and ds.num_classes == 100
+        assert np.array_equal(ds.images[1].numpy().reshape(-1), raw[b"data"][1])
+    test = load_dataset(d, "test")
+    assert len(test) == 4
+    x, _ = test[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+
+
+class _Evil:
+    def __reduce__(self) -> tuple:
+        return (os.system, ("echo pwned",))
+
+
+def test_cifar100_refuses_code_in_pickles(tmp_path: Path) -> None:
+    d = tmp_path / "cifar-100-python"
+    _write_cifar(d)
+    with open(d / "train", "wb") as f:
+        pickle.dump({b"data": _Evil(), b"fine_labels": []}, f)
+    with pytest.raises(UserError, match="refusing to unpickle"):
+        load_dataset(d, "train")
+
+
+def test_cifar100_bad_labels_and_missing_meta(tmp_path: Path) -> None:
+    d = tmp_path / "cifar-100-python"
+    _write_cifar(d)
+    (d / "meta").unlink()
+    ds = load_dataset(d, "test")
+    assert ds.classes == [str(i) for i in range(100)]
+    with open(d / "test", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [3, 100]}, f)
+    with pytest.raises(UserError, match=r"label 100: allowed 0\.\.99"):
+        load_dataset(d, "test")
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-style folders
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_folder(root: Path) -> None:
+    from PIL import Image
+
+    colours = {"cat": (255, 0, 0), "dog": (0, 255, 0), "emu": (0, 0, 255)}
+    for split, per in (("train", 2), ("val", 1)):
+        for name, rgb in colours.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(per):
+                Image.new("RGB", (20 + 3 * i, 12), rgb).save(root / split / name / f"{i}.PNG")
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+
+
+def test_image_folder_loader(tmp_path: Path) -> None:
+    _write_folder(tmp_path)
+    train = load_dataset(tmp_path, "train", image_size=16)
+    assert isinstance(train, ImageFolderDataset)
+    assert train.classes == ["cat", "dog", "emu"]
+    assert len(train) == 6 and train.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    raw = train.load_uint8(2)
+    assert raw.shape == (3, 16, 16) and raw.dtype == torch.uint8
+    assert raw[:, 8, 8].tolist() == [0, 255, 0]
+    x, y = train[4]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and y == 2
+    val = load_dataset(tmp_path, "test", image_size=16)
+    assert len(val) == 3 and val.labels.tolist() == [0, 1, 2]
+    xb, yb = next(iter(DataLoader(val, batch_size=3)))
+    assert xb.shape == (3, 3, 16, 16) and yb.tolist() == [0, 1, 2]
+
+
+def test_image_folder_is_lazy(tmp_path: Path) -> None:
+    _write_folder(tmp_path)
+    (tmp_path / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    train = load_dataset(tmp_path, "train", image_size=8)  # indexing decodes nothing
+    assert len(train) == 7
+    broken = [i for i, p in enumerate(train.paths) if p.name == "broken.jpg"]
+    assert train[0][0].shape == (3, 8, 8)
+    with pytest.raises(OSError):
+        train[broken[0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# user subsets
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def small_ds(small_train: tuple[np.ndarray, np.ndarray]) -> ImageDataset:
+    images, labels = small_train
+    return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), list(GLYPH100_CLASSES))
+
+
+def test_user_subset_by_ids(small_ds: ImageDataset) -> None:
+    sub, ids = user_subset(small_ds, [42, 7, 99], n_per_class=3, seed=0)
+    assert ids == [42, 7, 99]
+    assert len(sub) == 9 and sorted(set(sub.labels.tolist())) == [7, 42, 99]
+    assert np.bincount(sub.labels.numpy(), minlength=100)[[7, 42, 99]].tolist() == [3, 3, 3]
+    assert sub.classes == small_ds.classes
+    remapped, _ = user_subset(small_ds, [42, 7, 99], n_per_class=3, seed=0, remap=True)
+    assert remapped.classes == [GLYPH100_CLASSES[i] for i in (42, 7, 99)]
+    assert torch.equal(remapped.images, sub.images)
+    back = torch.tensor([ids[v] for v in remapped.labels.tolist()])
+    assert torch.equal(back, sub.labels)
+    everything, _ = user_subset(small_ds, [5], n_per_class=None)
+    assert len(everything) == N
+
+
+def test_user_subset_by_count_is_seeded(small_ds: ImageDataset) -> None:
+    sub, ids = user_subset(small_ds, 10, n_per_class=2, seed=1)
+    assert len(ids) == 10 and ids == sorted(ids) and len(set(ids)) == 10
+    assert len(sub) == 20 and set(sub.labels.tolist()) == set(ids)
+    again, ids2 = user_subset(small_ds, 10, n_per_class=2, seed=1)
+    assert ids2 == ids and torch.equal(again.images, sub.images)
+    _, ids3 = user_subset(small_ds, 10, n_per_class=2, seed=2)
+    assert ids3 != ids
+    full, all_ids = user_subset(small_ds, 100, n_per_class=256)
+    assert all_ids == list(range(100)) and len(full) == len(small_ds)
+
+
+def test_user_subset_on_image_folder(tmp_path: Path) -> None:
+    _write_folder(tmp_path)
+    train = load_dataset(tmp_path, "train", image_size=8)
+    sub, ids = user_subset(train, [2, 0], n_per_class=1, seed=0, remap=True)
+    assert isinstance(sub, ImageFolderDataset) and ids == [2, 0]
+    assert sub.classes == ["emu", "cat"] and sorted(sub.labels.tolist()) == [0, 1]
+    assert sub[0][0].shape == (3, 8, 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_class_ids(small_ds: ImageDataset) -> None:
+    with pytest.raises(UserError, match=r"^class id 120 out of range: allowed 0\.\.99$"):
+        user_subset(small_ds, [3, 120])
+    with pytest.raises(UserError, match=r"class id -1 out of range: allowed 0\.\.99"):
+        user_subset(small_ds, [-1])
+    with pytest.raises(UserError, match="empty class list"):
+        user_subset(small_ds, [])
+    with pytest.raises(UserError, match=r"k=101 .*allowed 1\.\.100"):
+        user_subset(small_ds, 101)
+    with pytest.raises(UserError, match=r"k=0 .*allowed 1\.\.100"):
+        user_subset(small_ds, 0)
+    with pytest.raises(UserError, match="duplicate class id 5"):
+        user_subset(small_ds, [5, 6, 5])
+    with pytest.raises(UserError, match="n_per_class 0"):
+        user_subset(small_ds, [5], n_per_class=0)
+
+
+def test_bad_paths_and_names(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist") as e:
+        load_dataset(tmp_path / "nope")
+    assert str(tmp_path / "nope") in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="is empty"):
+        load_dataset(tmp_path / "empty")
+    with pytest.raises(UserError, match=r"unknown data set 'imagenet9': allowed glyph100"):
+        load_dataset("imagenet9")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "file.bin").write_bytes(b"x")
+    with pytest.raises(UserError, match="neither CIFAR-100"):
+        load_dataset(tmp_path / "odd")
+    (tmp_path / "noimg" / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(UserError, match="holds no images"):
+        load_dataset(tmp_path / "noimg")
+
+
+def test_bad_split_seed_and_size() -> None:
+    with pytest.raises(UserError, match="split 'dev' not allowed"):
+        load_dataset("glyph100", "dev")
+    with pytest.raises(UserError, match="seed -1 not allowed"):
+        load_dataset("glyph100", seed=-1)
+    with pytest.raises(UserError, match="n_per_class 0 not allowed") as e:
+        glyph100(n_per_class=0)
+    assert "\n" not in str(e.value)
