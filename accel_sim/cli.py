@@ -20,7 +20,7 @@ from accel_sim.hardware import (
 from accel_sim.plots import sweep_figures
 from accel_sim.report import summary, write_frame
 from accel_sim.simulate import compare, parse_schemes, simulate
-from accel_sim.sources import load_layers
+from accel_sim.sources import load_layers, load_workload
 from accel_sim.sparsity import synthetic_network
 from accel_sim.sweep import grid, run_sweep
 from accel_sim.workload import GemmLayer, layers_frame
@@ -32,7 +32,7 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "source",
         help="zoo model name (resnet50, vgg16_bn, mobilenet_v2, resnet_small, "
-        "...) or a SCALE-Sim topology .csv",
+        "...), a SCALE-Sim topology .csv or a pruned .safetensors from 'crisp prune'",
     )
     p.add_argument("--batch", type=int, default=1, help="samples per inference (default 1)")
     p.add_argument(
@@ -45,8 +45,6 @@ def _add_source(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    if args.batch < 1:
-        raise UserError(f"--batch {args.batch} must be >= 1")
     frame = layers_frame(load_layers(args.source, args.batch, args.resolution, args.checkpoint))
     print(frame.to_string(index=False))
     print(f"{len(frame)} layers, {frame.macs.sum() / 1e9:.3f} GMACs")
@@ -80,8 +78,9 @@ def _hardware(args: argparse.Namespace) -> HardwareSpec:
 
 
 def _layers(args: argparse.Namespace) -> list[GemmLayer]:
-    if args.batch < 1:
-        raise UserError(f"--batch {args.batch} must be >= 1")
+    if args.source.endswith(".safetensors"):
+        raise UserError(f"{args.source} holds one pruned network: simulate it with "
+                        "'accel-sim run'; compare takes a model name or topology")
     return load_layers(args.source, args.batch, args.resolution, args.checkpoint)
 
 
@@ -94,11 +93,16 @@ def _nm(args: argparse.Namespace) -> tuple[int, int]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     hw = _hardware(args)
-    layers, descriptors = synthetic_network(_layers(args), args.scheme, args.density, args.seed,
-                                            _nm(args), args.block)
+    layers, descriptors = load_workload(args.source, args.batch, args.resolution, args.checkpoint)
+    if descriptors is None:
+        layers, descriptors = synthetic_network(layers, args.scheme, args.density, args.seed,
+                                                _nm(args), args.block)
+        what = f"scheme {args.scheme}"
+    else:
+        what = f"the real masks of {args.source} (--scheme, --density ignored)"
     report = simulate(layers, hw, descriptors, progress=True)
     frame = report.to_frame()
-    print(f"{hw.name}: {hw.array.rows}x{hw.array.cols} {hw.array.dataflow}, scheme {args.scheme}")
+    print(f"{hw.name}: {hw.array.rows}x{hw.array.cols} {hw.array.dataflow}, {what}")
     print(summary(frame))
     if args.out:
         print(f"wrote {write_frame(frame, args.out)}")

@@ -1,13 +1,18 @@
 """Where a workload comes from: a zoo model name, a SCALE-Sim topology CSV, or a pruned file.
 
-:func:`load_layers` is the one place the CLIs turn a ``SOURCE`` argument into GEMM layers.
+:func:`load_layers` and :func:`load_workload` are the one place the CLIs turn a ``SOURCE``
+argument into GEMM layers (and, for a pruned ``.safetensors`` file, their real masks).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from accel_sim.sparsity import LayerSparsity, from_weight
 from accel_sim.workload import GemmLayer, lower_model, read_topology_csv
+from crisp import compressed
+from crisp.errors import UserError
 from crisp.models import build_model, input_shape
 
 
@@ -20,19 +25,62 @@ def load_layers(
     """GEMM layers of ``source`` in execution order.
 
     Args:
-        source: a zoo model name (``resnet50``, ``resnet_small``, ...) or a ``.csv`` SCALE-Sim
-            topology file.
+        source: a zoo model name (``resnet50``, ``resnet_small``, ...), a ``.csv`` SCALE-Sim
+            topology file or a ``.safetensors`` file written by ``crisp prune``.
         batch: samples per inference (P scales with it); ignored for topology files.
         resolution: input height and width in pixels; default the model's own (224 or 32).
         checkpoint: a state dict to load into a zoo model (its weights travel with the layers).
 
     Raises:
-        UserError: unknown model name, bad topology file or checkpoint.
+        UserError: unknown model name, bad topology file, compressed file or checkpoint.
     """
+    return load_workload(source, batch, resolution, checkpoint)[0]
+
+
+def load_workload(
+    source: str,
+    batch: int = 1,
+    resolution: int | None = None,
+    checkpoint: str | Path | None = None,
+) -> tuple[list[GemmLayer], dict[str, LayerSparsity] | None]:
+    """Layers of ``source`` and, for a pruned ``.safetensors`` file, each layer's real sparsity.
+
+    A pruned file carries its layers' geometry at the input shape it was pruned for, so
+    ``resolution`` cannot change it; ``batch`` scales P. The descriptors read each layer's mask
+    as ``weight != 0`` with the scheme, N:M and block size stored for it (see
+    :func:`crisp.compressed.read_layers`); channel-pruned layers are smaller dense layers.
+
+    Returns:
+        (layers, descriptors keyed by layer name, or None for sources without masks).
+    """
+    if batch < 1:
+        raise UserError(f"batch {batch} must be >= 1")
     if source.endswith(".csv"):
-        return read_topology_csv(source)
+        return read_topology_csv(source), None
+    if source.endswith(".safetensors"):
+        if resolution is not None:
+            raise UserError(f"--resolution: {source} holds its layers at the shape it was pruned "
+                            "for; leave --resolution out")
+        return _pruned_workload(source, batch)
     model = build_model(source, checkpoint=checkpoint)
     channels, height, width = input_shape(source)
     if resolution is not None:
         height = width = resolution
-    return lower_model(model, (channels, height, width), batch=batch)
+    return lower_model(model, (channels, height, width), batch=batch), None
+
+
+def _pruned_workload(path: str, batch: int) -> tuple[list[GemmLayer], dict[str, LayerSparsity]]:
+    layers, descriptors = [], {}
+    for stored in compressed.read_layers(path):
+        layer = GemmLayer(name=stored.name, weight=stored.weight, **stored.geometry)
+        if batch > 1:
+            layer = replace(layer, P=layer.P * batch,
+                            in_shape=(batch, *layer.in_shape[1:]),
+                            out_shape=(batch, *layer.out_shape[1:]))
+        layers.append(layer)
+        scheme = stored.scheme if stored.scheme != "channel" else "dense"
+        nm = (stored.n, stored.m) if scheme in ("nm", "hybrid") else (None, None)
+        block = stored.b if scheme in ("block", "hybrid") else None
+        descriptors[layer.name] = (LayerSparsity("dense") if scheme == "dense"
+                                   else from_weight(layer, scheme, *nm, block))
+    return layers, descriptors

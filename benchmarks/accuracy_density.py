@@ -2,9 +2,11 @@
 
 For each number of user classes (1, 5 and 10 by default; the classes drawn from ``--seed``) the
 dense checkpoint is pruned with each scheme to the same global density and fine-tuned with the
-same settings (``crisp.pruner.prune``); the table gives density, user-class top-1/top-5 (full
-head: arg-max over all 100 classes, as the paper's code) and wall time. Latency is left to the
-simulator (``accel-sim run pruned.safetensors``).
+same settings (``crisp.pruner.prune``), written in the compressed format and simulated from that
+file on the default accelerator (``--hw``, edge-32x32); the table gives density, user-class
+top-1/top-5 (full head: arg-max over all 100 classes, as the paper's code), simulated latency
+and energy, and wall time. ``--figure`` writes accuracy against density and latency (with each
+scheme's Pareto front).
 
 Run: ``.venv/bin/python benchmarks/accuracy_density.py`` (about 10-15 minutes on 2 cores), or
 ``--quick`` for a smoke run of a minute or two.
@@ -20,11 +22,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from accel_sim import plots
+from accel_sim.hardware import load_hardware
+from accel_sim.simulate import simulate
+from accel_sim.sources import load_workload
+from crisp import compressed
 from crisp.cli import in_memory
 from crisp.data import load_dataset, user_subset
 from crisp.errors import exit_on_user_error
 from crisp.io import write_atomic
-from crisp.models import build_model
+from crisp.models import build_model, input_shape
 from crisp.pruner import SCHEMES, PruneConfig, prune
 from crisp.train import TrainConfig
 
@@ -32,6 +39,7 @@ from crisp.train import TrainConfig
 def run(args: argparse.Namespace) -> pd.DataFrame:
     """One row per (class count, scheme): density, top-1, top-5, accuracy before pruning, time."""
     model = build_model(args.model, checkpoint=args.checkpoint)
+    hw = load_hardware(args.hw)
     train = load_dataset(args.data, "train")
     test = load_dataset(args.data, "test")
     rows = []
@@ -45,12 +53,18 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                                  train=TrainConfig(batch_size=64))
             start = time.perf_counter()
             result = prune(model, user_train, user_test, ids, config, seed=args.seed)
+            seconds = round(time.perf_counter() - start, 1)
+            path = args.runs / f"{args.model}_{count}cls_{scheme}.safetensors"
+            compressed.save(result.model, path, result.masks, result.patterns, 2, 4, args.block,
+                            input_shape(args.model))
+            layers, descriptors = load_workload(str(path))
+            sim = simulate(layers, hw, descriptors).totals
             final = result.final
             rows.append({"classes": count, "scheme": scheme, "density": final["density"],
                          "top1": final["top1"], "top5": final["top5"],
                          "top1_before": result.record["before"]["top1"],
-                         "rounds": len(result.record["rounds"]),
-                         "seconds": round(time.perf_counter() - start, 1)})
+                         "latency_us": sim.latency_us, "energy_uj": sim.energy_total_pj / 1e6,
+                         "rounds": len(result.record["rounds"]), "seconds": seconds})
             print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1),
                   file=sys.stderr)
     return pd.DataFrame(rows)
@@ -72,7 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 and 5 classes, 32 images per class, step 0.5")
+    p.add_argument("--hw", default="edge-32x32", help="accelerator preset or .toml")
+    p.add_argument("--runs", type=Path, default=Path("runs/accuracy_density"),
+                   help="folder for the compressed files")
     p.add_argument("--out", default=None, help="also write the table as JSON")
+    p.add_argument("--figure", default=None,
+                   help="also write accuracy vs density / latency, e.g. docs/figures/accuracy")
     return p
 
 
@@ -89,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_atomic(Path(args.out), lambda tmp: tmp.write_text(
             json.dumps({"settings": {k: v for k, v in vars(args).items()},
-                        "rows": table.to_dict(orient="records")}, indent=2) + "\n"))
+                        "rows": table.to_dict(orient="records")}, indent=2, default=str) + "\n"))
+    if args.figure:
+        plots.save(plots.accuracy_pareto(table.rename(columns={"top1": "accuracy"})), args.figure)
     return 0
 
 

@@ -115,8 +115,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     state = {"state_dict": result.model.state_dict(), "classes": ids, "head": config.head,
              "scheme": config.scheme}
     write_atomic(out / "model.pt", lambda tmp: torch.save(state, tmp))
-    patterns = {name: plan["pattern"] for name, plan in result.record.get("plan", {}).items()}
-    sizes = compressed.save(result.model, out / "pruned.safetensors", result.masks, patterns,
+    sizes = compressed.save(result.model, out / "pruned.safetensors", result.masks, result.patterns,
                             config.n, config.m, config.block, input_shape(args.model),
                             dtype=args.store_dtype,
                             meta={"model": args.model, "classes": ids, "scheme": config.scheme,

@@ -55,7 +55,7 @@ class ResNetSmall(nn.Module):
     """A ResNet-10-like network for 32x32 inputs: stem, four stages of one basic block each."""
 
     def __init__(
-        self, num_classes: int = 100, widths: tuple[int, ...] = (32, 64, 128, 256)
+        self, num_classes: int = 100, widths: tuple[int, ...] = (16, 32, 64, 128)
     ) -> None:
         super().__init__()
         self.stem = _conv_bn(3, widths[0])
@@ -75,7 +75,7 @@ class VGGSmall(nn.Module):
     """A VGG-like network for 32x32 inputs: 3x3 conv-BN-ReLU pairs, max-pooling, a linear head."""
 
     def __init__(
-        self, num_classes: int = 100, widths: tuple[int, ...] = (32, 64, 128, 256)
+        self, num_classes: int = 100, widths: tuple[int, ...] = (16, 32, 64, 128)
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []

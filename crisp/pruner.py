@@ -146,6 +146,12 @@ class PruneResult:
     label_map: torch.Tensor | None = None
 
     @property
+    def patterns(self) -> dict[str, str]:
+        """Pattern per layer name (``hybrid``, ``nm``, ``dense``, ...), as the compressed format
+        stores it; empty for ``channel`` and ``dense`` runs."""
+        return {name: plan["pattern"] for name, plan in self.record.get("plan", {}).items()}
+
+    @property
     def final(self) -> dict[str, object]:
         """Metrics of the last round (``top1``, ``top5``, ``density``, ...)."""
         return self.record["rounds"][-1]

@@ -31,7 +31,7 @@ def test_checkpoint_round_trip_and_first_mismatch(tmp_path) -> None:
     torch.save({"state_dict": model.state_dict()}, path)
     again = build_model("resnet_small", num_classes=10, checkpoint=path)
     assert torch.equal(again.fc.weight, model.fc.weight)
-    with pytest.raises(UserError, match=r"'fc.weight' has shape \(10, 256\), the model expects"):
+    with pytest.raises(UserError, match=r"'fc.weight' has shape \(10, 128\), the model expects"):
         build_model("resnet_small", num_classes=5, checkpoint=path)
     state = model.state_dict()
     del state["stem.0.weight"]

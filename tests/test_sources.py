@@ -1,0 +1,66 @@
+"""A pruned network's compressed file is a workload: its real masks drive the simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from accel_sim.hardware import load_hardware
+from accel_sim.simulate import simulate
+from accel_sim.sources import load_workload
+from crisp import compressed
+from crisp.errors import UserError
+from crisp.models import build_model, input_shape
+from crisp.patterns import hybrid_mask
+
+
+def _pruned_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    model = build_model("resnet_small", num_classes=10)
+    masks, patterns = {}, {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and name != "stem.0":
+            w = module.weight.detach()
+            mask = hybrid_mask(w.abs().reshape(w.shape[0], -1), 16, 1, 2, 4).reshape(w.shape)
+            module.weight.data *= mask
+            masks[f"{name}.weight"], patterns[name] = mask, "hybrid"
+    path = tmp_path / "pruned.safetensors"
+    compressed.save(model, path, masks, patterns, 2, 4, 16, input_shape("resnet_small"),
+                    dtype="float32")
+    return path, masks
+
+
+def test_compressed_file_gives_layers_and_their_real_masks(tmp_path: Path) -> None:
+    path, masks = _pruned_file(tmp_path)
+    layers, descriptors = load_workload(str(path))
+    dense_layers, none = load_workload("resnet_small")
+    assert none is None
+    assert [x.name for x in layers] == [x.name for x in dense_layers[:-1]] + ["fc"]
+    conv = next(x for x in layers if x.name == "stages.1.conv1")
+    spec = descriptors["stages.1.conv1"]
+    assert (spec.scheme, spec.nm, spec.block) == ("hybrid", (2, 4), 16)
+    want = masks["stages.1.conv1.weight"].reshape(conv.groups * conv.N, conv.K).numpy()
+    np.testing.assert_array_equal(spec.mask, want)
+    assert descriptors["stem.0"].scheme == "dense"
+
+
+def test_real_hybrid_masks_save_cycles_and_batch_scales_p(tmp_path: Path) -> None:
+    path, _ = _pruned_file(tmp_path)
+    hw = load_hardware("edge-32x32")
+    layers, descriptors = load_workload(str(path))
+    sparse = simulate(layers, hw, descriptors).totals
+    dense = simulate(load_workload("resnet_small")[0][:-1], hw).totals
+    assert sparse.compute_cycles < dense.compute_cycles
+    assert sparse.effective_macs < dense.effective_macs
+    layers, _ = load_workload(str(path), batch=4)
+    one, _ = load_workload(str(path))
+    assert [x.P for x in layers] == [4 * x.P for x in one]
+
+
+def test_resolution_cannot_change_a_pruned_file(tmp_path: Path) -> None:
+    path, _ = _pruned_file(tmp_path)
+    with pytest.raises(UserError, match="leave --resolution out"):
+        load_workload(str(path), resolution=64)
