@@ -22,7 +22,8 @@ is            stationary (i,j) rows (i)          columns (j), summed
 os            rows (i)         columns (j)       stationary (i,j)
 ============  ===============  ===============  ==================
 
-**DRAM traffic and reuse** (SRAM capacity = half of each double-buffered SRAM):
+**DRAM traffic and reuse** (SRAM capacity = half of each double-buffered SRAM; the ifmap moves as
+the feature map, not as im2col, see :func:`ifmap_distinct_fraction`):
 stationary tiles are fetched every fold (each is distinct); a rows tile is fetched every fold
 unless the whole operand (``T * Sr`` words) fits, then only during the first column fold of each
 group; a columns input tile is fetched once per column fold if it fits, else every fold.
@@ -198,6 +199,21 @@ class FoldPlan:
         return len(self.stream)
 
 
+def ifmap_distinct_fraction(layer: GemmLayer) -> float:
+    """Distinct input words per im2col word of a conv layer (1 for linear layers), at most 1.
+
+    The im2col matrix A repeats each input pixel for every kernel tap that covers it (about
+    ``kh*kw / stride^2`` times); the ifmap SRAM holds the feature map itself and its address
+    generator expands it, so DRAM and SRAM fills move ``fraction x`` the im2col words while the
+    array still reads every im2col word from the SRAM. This assumes a fold's distinct inputs are
+    in the same proportion as the layer's (exact for whole-channel folds, as in SCALE-Sim's
+    buffers, which also fetch each address once).
+    """
+    if layer.kind == "linear" or len(layer.in_shape) != 4:
+        return 1.0
+    return min(1.0, math.prod(layer.in_shape) / (layer.P * layer.K * layer.groups))
+
+
 def _check_capacity(layer: GemmLayer, hw: HardwareSpec, buffer: str, need_bytes: int) -> None:
     have = getattr(hw.memory, f"{buffer}_sram_kib") * 1024 / 2
     if need_bytes > have:
@@ -244,16 +260,18 @@ def plan_folds(
         meta_bytes += np.where(i == 0, cr.blocks.ravel()[cf] * _BLOCK_INDEX_BYTES, 0)
 
     fetch = {}
+    distinct = {"ifmap": ifmap_distinct_fraction(layer), "filter": 1.0}
     roles = dict(zip(("ifmap", "filter", "ofmap"), _ROLES[df], strict=True))
     for buffer in ("ifmap", "filter"):
         role = roles[buffer]
         if role == "stationary":
             _check_capacity(layer, hw, buffer, int(tile[role].max(initial=0)) * wb
                             + int(meta_bytes.max(initial=0)))
-            fetch[buffer] = tile[role]
+            fetch[buffer] = np.ceil(tile[role] * distinct[buffer]).astype(np.int64)
         elif role == "rows":
-            whole_fits = t * sr * wb <= half[buffer]
-            fetch[buffer] = np.where(whole_fits & ~in_first_cf, 0, tile[role])
+            whole_fits = math.ceil(t * sr * distinct[buffer]) * wb <= half[buffer]
+            words = np.ceil(tile[role] * distinct[buffer]).astype(np.int64)
+            fetch[buffer] = np.where(whole_fits & ~in_first_cf, 0, words)
         else:
             fits = t * C * wb <= half[buffer]
             fetch[buffer] = np.where(fits & (i > 0), 0, tile[role])

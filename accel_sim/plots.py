@@ -11,7 +11,8 @@ Columns used: ``model``, ``scheme``, ``rows``, ``cols``, ``dataflow``, ``block``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -50,9 +51,19 @@ _STYLE = {
 }
 
 
+def _styled(make: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Build the figure under the paper style (text sizes are fixed when artists are made)."""
+
+    @functools.wraps(make)
+    def wrapped(*args: object, **kwargs: object) -> Figure:
+        with plt.rc_context(_STYLE):
+            return make(*args, **kwargs)
+
+    return wrapped
+
+
 def _figure(height_in: float = 2.2, ncols: int = 1) -> tuple[Figure, np.ndarray]:
-    with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(1, ncols, figsize=(COLUMN_WIDTH_IN, height_in), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(COLUMN_WIDTH_IN, height_in), squeeze=False)
     return fig, axes[0]
 
 
@@ -74,6 +85,7 @@ def network_totals(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return out
 
 
+@_styled
 def normalised_bars(df: pd.DataFrame, metric: str = "latency_us") -> Figure:
     """Grouped bars of ``metric`` per scheme per model, dense = 1.
 
@@ -102,16 +114,19 @@ def normalised_bars(df: pd.DataFrame, metric: str = "latency_us") -> Figure:
     label = "latency" if metric.startswith("latency") else "energy"
     ax.set_ylabel(f"normalised {label} (dense = 1)")
     ax.set_ylim(0, 1.45)
-    ax.legend(ncols=3, frameon=False, loc="upper right")
+    ax.legend(ncols=3, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     return fig
 
 
+@_styled
 def energy_breakdown(df: pd.DataFrame) -> Figure:
     """Stacked bars of energy per component (uJ) for each model and scheme."""
     components = [c for c in df.columns
                   if c.startswith("energy_") and c.endswith("_pj") and c != "energy_total_pj"]
     totals = network_totals(df, ["model", "scheme"])
-    labels = [f"{m}\n{s}" for m, s in zip(totals.model, totals.scheme, strict=True)]
+    one_model = totals.model.nunique() == 1
+    labels = [s if one_model else f"{m} / {s}"
+              for m, s in zip(totals.model, totals.scheme, strict=True)]
     fig, (ax,) = _figure(2.6)
     bottom = np.zeros(len(totals))
     cmap = plt.get_cmap("tab10")
@@ -126,6 +141,7 @@ def energy_breakdown(df: pd.DataFrame) -> Figure:
     return fig
 
 
+@_styled
 def latency_vs_array(df: pd.DataFrame) -> Figure:
     """Latency (us) against the number of PEs, one line per scheme; square arrays solid,
     rectangular ones as markers alone."""
@@ -147,6 +163,7 @@ def latency_vs_array(df: pd.DataFrame) -> Figure:
     return fig
 
 
+@_styled
 def utilization_heatmap(df: pd.DataFrame, scheme: str = "dense") -> Figure:
     """MAC-weighted utilisation of one scheme over array rows x cols."""
     totals = network_totals(df[df.scheme == scheme], ["rows", "cols"])
@@ -166,6 +183,7 @@ def utilization_heatmap(df: pd.DataFrame, scheme: str = "dense") -> Figure:
     return fig
 
 
+@_styled
 def codesign_map(df: pd.DataFrame) -> Figure:
     """Hybrid latency over block size B x array size, normalised to dense on the same array."""
     totals = network_totals(df, ["scheme", "block", "rows", "cols"])
@@ -191,6 +209,7 @@ def codesign_map(df: pd.DataFrame) -> Figure:
     return fig
 
 
+@_styled
 def accuracy_pareto(df: pd.DataFrame) -> Figure:
     """User-class accuracy against density (left) and simulated latency (right) per scheme;
     one marker shape per class count, the Pareto front of each scheme as a line."""
@@ -230,7 +249,8 @@ def save(fig: Figure, stem: str | Path) -> list[Path]:
     paths = []
     for suffix in (".png", ".pdf"):
         path = Path(stem).with_suffix(suffix)
-        write_atomic(path, lambda tmp, fmt=suffix[1:]: fig.savefig(tmp, format=fmt))
+        with plt.rc_context(_STYLE):
+            write_atomic(path, lambda tmp, fmt=suffix[1:]: fig.savefig(tmp, format=fmt))
         paths.append(path)
     plt.close(fig)
     return paths

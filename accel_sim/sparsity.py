@@ -279,6 +279,18 @@ def _kept(count: int, fraction: float) -> int:
     return max(1, math.ceil(round(fraction * count, 9)))
 
 
+def _taps(layer: GemmLayer) -> int:
+    """Kernel taps per input channel: ``kh * kw`` (1 for linear layers)."""
+    return layer.kernel[0] * layer.kernel[1]
+
+
+def _with_channels(shape: tuple[int, ...], channels: int) -> tuple[int, ...]:
+    """``shape`` (batch first) with its channel (conv) or feature (linear) dimension replaced."""
+    if len(shape) == 4:
+        return (shape[0], channels, *shape[2:])
+    return (*shape[:-1], channels) if shape else shape
+
+
 def prune_channels(layers: list[GemmLayer], density: float) -> list[GemmLayer]:
     """Uniform channel pruning: smaller dense GEMMs with about ``density`` of the weights.
 
@@ -301,7 +313,7 @@ def prune_channels(layers: list[GemmLayer], density: float) -> list[GemmLayer]:
         if layer.kind == "depthwise":
             groups = _kept(groups, f if i > 0 else 1.0)
         elif i > 0:
-            taps = layer.kernel[0] * layer.kernel[1]
+            taps = _taps(layer)
             if layer.kind == "linear":
                 flat = prev_channels > 0 and k % prev_channels == 0
                 taps = k // prev_channels if flat else 1
@@ -310,5 +322,7 @@ def prune_channels(layers: list[GemmLayer], density: float) -> list[GemmLayer]:
         if layer.kind != "depthwise" and i < len(layers) - 1:
             n = max(1, _kept(n * groups, f) // groups)
         prev_channels = layer.N * layer.groups
-        out.append(replace(layer, K=k, N=n, groups=groups, weight=None))
+        out.append(replace(layer, K=k, N=n, groups=groups, weight=None,
+                           in_shape=_with_channels(layer.in_shape, k * groups // _taps(layer)),
+                           out_shape=_with_channels(layer.out_shape, n * groups)))
     return out

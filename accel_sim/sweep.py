@@ -114,13 +114,20 @@ def grid(
     blocks: Sequence[int] = (32,),
     **common: object,
 ) -> list[DesignPoint]:
-    """The cross product of the given axes as design points (dense once per array/dataflow)."""
+    """The cross product of the given axes as design points.
+
+    Dense runs once per array and dataflow (density 1); ``nm`` runs at the density of the ``nm``
+    pattern (2:4: 0.5) whatever the density axis, since N:M alone fixes it.
+    """
     points = []
     for model, scheme, density, (rows, cols), dataflow, block in product(
         models, schemes, densities, arrays, dataflows, blocks
     ):
         if scheme == "dense":
             density = 1.0
+        if scheme == "nm":  # N:M fixes the density: the hybrid's own pattern, alone
+            n, m = (int(v) for v in str(common.get("nm", "2:4")).split(":"))
+            density = n / m
         if scheme not in ("block", "hybrid"):
             block = blocks[0]
         points.append(DesignPoint(model, scheme, density, rows, cols, dataflow, block, **common))

@@ -1,12 +1,12 @@
 """User-class accuracy against density: CRISP's hybrid pattern and every baseline on glyph100.
 
-For each number of user classes (1, 5 and 10 by default; the classes drawn from ``--seed``) the
-dense checkpoint is pruned with each scheme to the same global density and fine-tuned with the
-same settings (``crisp.pruner.prune``), written in the compressed format and simulated from that
-file on the default accelerator (``--hw``, edge-32x32); the table gives density, user-class
-top-1/top-5 (full head: arg-max over all 100 classes, as the paper's code), simulated latency
-and energy, and wall time. ``--figure`` writes accuracy against density and latency (with each
-scheme's Pareto front).
+For each number of user classes (1, 5 and 10 by default; the classes drawn from ``--seed``)
+the dense checkpoint is pruned with each scheme to the same global densities (0.25 and 0.0625)
+and fine-tuned with the same settings (``crisp.pruner.prune``), written in the compressed format
+and simulated from that file on the default accelerator (``--hw``, edge-32x32). The table gives
+density, user-class top-1/top-5 (full head: arg-max over all 100 classes, as the paper's code),
+simulated latency and energy, and wall time. ``--figure`` writes accuracy against density and
+latency (with each scheme's Pareto front).
 
 Run: ``.venv/bin/python benchmarks/accuracy_density.py`` (about 10-15 minutes on 2 cores), or
 ``--quick`` for a smoke run of a minute or two.
@@ -47,14 +47,17 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         user_train, ids = user_subset(train, count, args.n_per_class, args.seed)
         user_test, _ = user_subset(test, ids, None, args.seed)
         user_train, user_test = in_memory(user_train), in_memory(user_test)
-        for scheme in args.schemes:
-            config = PruneConfig(scheme=scheme, density=args.density, n=2, m=4, block=args.block,
+        # dense and nm have one density each (N:M fixes it): they run once per class count.
+        runs = [(scheme, density) for scheme in args.schemes for density in args.densities
+                if scheme not in ("dense", "nm") or density == args.densities[0]]
+        for scheme, density in runs:
+            config = PruneConfig(scheme=scheme, density=density, n=2, m=4, block=args.block,
                                  step=args.step, epochs=args.epochs, head=args.head,
                                  train=TrainConfig(batch_size=64))
             start = time.perf_counter()
             result = prune(model, user_train, user_test, ids, config, seed=args.seed)
             seconds = round(time.perf_counter() - start, 1)
-            path = args.runs / f"{args.model}_{count}cls_{scheme}.safetensors"
+            path = args.runs / f"{args.model}_{count}cls_{scheme}_{density}.safetensors"
             compressed.save(result.model, path, result.masks, result.patterns, 2, 4, args.block,
                             input_shape(args.model))
             layers, descriptors = load_workload(str(path))
@@ -77,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="glyph100")
     p.add_argument("--class-counts", default="1,5,10", help="user class counts (default 1,5,10)")
     p.add_argument("--schemes", default=",".join(SCHEMES), help="schemes (default all)")
-    p.add_argument("--density", type=float, default=0.25, help="global density (default 0.25)")
+    p.add_argument("--densities", default="0.25,0.0625",
+                   help="global densities (default 0.25,0.0625)")
     p.add_argument("--block", type=int, default=16)
     p.add_argument("--step", type=float, default=0.25, help="schedule step (default 0.25)")
     p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs per round")
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         args.class_counts, args.n_per_class, args.step = "1,5", 32, 0.5
     args.class_counts = [int(c) for c in args.class_counts.split(",")]
     args.schemes = args.schemes.split(",")
+    args.densities = [float(d) for d in args.densities.split(",")]
     table = run(args)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:

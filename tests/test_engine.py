@@ -86,3 +86,17 @@ def test_small_sram_refetches_and_spills() -> None:
     small = run_layer(layer, hw(16, 16, "ws", kib=4)).counts
     assert small[("dram", "read_byte")] > big[("dram", "read_byte")]
     assert small[("dram", "write_byte")] > big[("dram", "write_byte")]  # spilled psums
+
+
+def test_ifmap_moves_as_a_feature_map_not_as_im2col() -> None:
+    """A 3x3 stride-1 conv reads every im2col word from the SRAM but fetches each input once."""
+    from accel_sim.mapping import ifmap_distinct_fraction
+
+    layer = GemmLayer("c", "conv", P=16 * 16, K=8 * 9, N=8, kernel=(3, 3), padding=(1, 1),
+                      in_shape=(1, 8, 16, 16), out_shape=(1, 8, 16, 16))
+    assert ifmap_distinct_fraction(layer) == pytest.approx(1 / 9)
+    c = run_layer(layer, hw(128, 8, "ws", kib=1024)).counts
+    assert c[("ifmap_sram", "read")] == 16 * 16 * 72  # im2col words streamed into the array
+    assert c[("ifmap_sram", "write")] == 16 * 16 * 8  # the feature map, fetched once
+    linear = GemmLayer("l", "linear", P=4, K=10, N=3, in_shape=(4, 10), out_shape=(4, 3))
+    assert ifmap_distinct_fraction(linear) == 1.0

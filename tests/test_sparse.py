@@ -122,13 +122,19 @@ def test_sparse_support_is_ws_only() -> None:
 
 
 def test_channel_pruning_shrinks_consistently() -> None:
-    layers = [GemmLayer("c1", "conv", P=64, K=27, N=32, kernel=(3, 3)),
-              GemmLayer("dw", "depthwise", P=64, K=9, N=1, groups=32, kernel=(3, 3)),
-              GemmLayer("c2", "conv", P=64, K=32, N=64),
-              GemmLayer("fc", "linear", P=1, K=64 * 4, N=10)]
+    layers = [GemmLayer("c1", "conv", P=64, K=27, N=32, kernel=(3, 3),
+                        in_shape=(1, 3, 8, 8), out_shape=(1, 32, 8, 8)),
+              GemmLayer("dw", "depthwise", P=64, K=9, N=1, groups=32, kernel=(3, 3),
+                        in_shape=(1, 32, 8, 8), out_shape=(1, 32, 8, 8)),
+              GemmLayer("c2", "conv", P=64, K=32, N=64,
+                        in_shape=(1, 32, 8, 8), out_shape=(1, 64, 8, 8)),
+              GemmLayer("fc", "linear", P=1, K=64 * 4, N=10, in_shape=(1, 256), out_shape=(1, 10))]
     small = prune_channels(layers, 0.25)  # keep half the channels
     assert [(la.K, la.N, la.groups) for la in small] == [(27, 16, 1), (9, 1, 16), (16, 32, 1),
                                                          (128, 10, 1)]
+    # Activation shapes follow the kept channels (the ifmap traffic is priced from them).
+    assert [(la.in_shape[1], la.out_shape[1]) for la in small] == [(3, 16), (16, 16), (16, 32),
+                                                                   (128, 10)]
 
 
 def test_compare_ratios_and_simulate_errors() -> None:

@@ -26,8 +26,27 @@ def _norm_tensors(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Te
     return m, s
 
 
+class _Samples:
+    """``ds[i] -> (normalised float image, label)`` and ``num_classes`` for both containers.
+
+    Subclasses provide ``load_uint8(i)``, ``labels``, ``classes``, ``transform`` and ``_norm``.
+    """
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        m, s = self._norm
+        x = (self.load_uint8(i).to(torch.float32) / 255.0 - m) / s
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(classes)``)."""
+        return len(self.classes)
+
+
 @dataclass(frozen=True, eq=False)
-class ImageDataset:
+class ImageDataset(_Samples):
     """An in-memory image classification data set; works with ``torch.utils.data.DataLoader``.
 
     Attributes:
@@ -65,17 +84,9 @@ class ImageDataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        m, s = self._norm
-        x = (self.images[i].to(torch.float32) / 255.0 - m) / s
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, int(self.labels[i])
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (``len(classes)``)."""
-        return len(self.classes)
+    def load_uint8(self, i: int) -> torch.Tensor:
+        """Image ``i`` as uint8 [C, H, W]."""
+        return self.images[i]
 
     def normalised(self) -> torch.Tensor:
         """All images as one normalised float32 tensor [N, C, H, W] (no transform applied)."""
@@ -95,7 +106,7 @@ class ImageDataset:
 
 
 @dataclass(frozen=True, eq=False)
-class ImageFolderDataset:
+class ImageFolderDataset(_Samples):
     """An ImageNet-style folder data set; images are decoded lazily, one per ``__getitem__``.
 
     Attributes:
@@ -143,17 +154,6 @@ class ImageFolderDataset:
             arr = np.asarray(im, dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        m, s = self._norm
-        x = (self.load_uint8(i).to(torch.float32) / 255.0 - m) / s
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, int(self.labels[i])
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (``len(classes)``)."""
-        return len(self.classes)
 
     def subset(self, indices: Sequence[int] | torch.Tensor,
                label_map: dict[int, int] | None = None,
