@@ -212,23 +212,23 @@ def codesign_map(df: pd.DataFrame) -> Figure:
 @_styled
 def accuracy_pareto(df: pd.DataFrame) -> Figure:
     """User-class accuracy against density (left) and simulated latency (right) per scheme;
-    one marker shape per class count, the Pareto front of each scheme as a line."""
+    one marker shape per class count, the Pareto front of each scheme and class count a line."""
     fig, axes = _figure(2.0, ncols=2)
     markers = dict(zip(sorted(df["classes"].unique()), "os^Dv<>", strict=False))
     for scheme in _schemes(df):
         part = df[df.scheme == scheme]
         color = SCHEME_COLORS.get(scheme)
-        for classes, marker in markers.items():
+        for i, (classes, marker) in enumerate(markers.items()):
             sub = part[part.classes == classes]
             axes[0].scatter(sub.density, sub.accuracy, s=9, marker=marker, color=color)
             axes[1].scatter(sub.latency_us, sub.accuracy, s=9, marker=marker, color=color)
-        front = pareto_front(part, "latency_us", "accuracy")
-        axes[1].plot(front.latency_us, front.accuracy, lw=0.8, color=color, label=scheme)
+            front = pareto_front(sub, "latency_us", "accuracy")
+            axes[1].plot(front.latency_us, front.accuracy, lw=0.8, color=color,
+                         label=scheme if i == 0 else None)
     axes[0].set_xlabel("weight density")
     axes[0].set_xscale("log", base=2)
     axes[0].set_ylabel("user-class top-1 (%)")
     axes[1].set_xlabel("latency (us)")
-    axes[1].set_xscale("log")
     handles = [plt.Line2D([], [], ls="", marker=m, color="grey", label=f"{c} classes")
                for c, m in markers.items()]
     axes[0].legend(handles=handles, frameon=False, fontsize=5)

@@ -8,7 +8,7 @@ file on the default accelerator (``edge-32x32``: 32x32 int8 WS array with 2:4 mu
 block skipping), and print accuracy, density, latency and energy side by side. Ends by writing the
 figures (normalised latency and energy, energy breakdown, accuracy against latency).
 
-    python -m crisp.demo [--out runs/demo] [--classes 10] [--density 0.25] [--seed 0]
+    python -m crisp.demo [--out runs/demo] [--classes 10] [--density 0.1] [--seed 0]
 
 Each pruning run goes through ``crisp prune`` (so its folder holds ``model.pt``,
 ``pruned.safetensors`` and ``record.json``); each simulation reads only the compressed file.
@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m crisp.demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--classes", default="10", help="user classes: a count or ids (default 10)")
-    p.add_argument("--density", type=float, default=0.25, help="target density (default 0.25)")
+    p.add_argument("--density", type=float, default=0.1, help="target density (default 0.1)")
+    p.add_argument("--n-per-class", type=int, default=128,
+                   help="user training images per class (default 128)")
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs per round")
     p.add_argument("--step", type=float, default=0.25, help="density step per round")
     p.add_argument("--block", type=int, default=16, help="block size B (default 16)")
@@ -59,7 +61,8 @@ def prune_all(args: argparse.Namespace) -> None:
             "prune", "--model", MODEL, "--checkpoint", str(CHECKPOINT), "--data", "glyph100",
             "--classes", args.classes, "--scheme", scheme, "--density", str(args.density),
             "--block", str(args.block), "--step", str(args.step), "--epochs", str(args.epochs),
-            "--seed", str(args.seed), "--out", str(args.out / scheme),
+            "--n-per-class", str(args.n_per_class), "--seed", str(args.seed),
+            "--out", str(args.out / scheme),
         ])
         if status:
             raise SystemExit(status)
