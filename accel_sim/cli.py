@@ -42,10 +42,13 @@ def _add_source(p: argparse.ArgumentParser) -> None:
         help="input height=width in pixels (default: the model's own, 224 or 32)",
     )
     p.add_argument("--checkpoint", default=None, help="local state dict to load into the model")
+    p.add_argument("--pretrained", action="store_true",
+                   help="load torchvision's weights (needs them in the torch hub cache offline)")
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    frame = layers_frame(load_layers(args.source, args.batch, args.resolution, args.checkpoint))
+    frame = layers_frame(load_layers(args.source, args.batch, args.resolution, args.checkpoint,
+                       args.pretrained))
     print(frame.to_string(index=False))
     print(f"{len(frame)} layers, {frame.macs.sum() / 1e9:.3f} GMACs")
     if args.out:
@@ -81,7 +84,8 @@ def _layers(args: argparse.Namespace) -> list[GemmLayer]:
     if args.source.endswith(".safetensors"):
         raise UserError(f"{args.source} holds one pruned network: simulate it with "
                         "'accel-sim run'; compare takes a model name or topology")
-    return load_layers(args.source, args.batch, args.resolution, args.checkpoint)
+    return load_layers(args.source, args.batch, args.resolution, args.checkpoint,
+                       args.pretrained)
 
 
 def _nm(args: argparse.Namespace) -> tuple[int, int]:
@@ -93,7 +97,8 @@ def _nm(args: argparse.Namespace) -> tuple[int, int]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     hw = _hardware(args)
-    layers, descriptors = load_workload(args.source, args.batch, args.resolution, args.checkpoint)
+    layers, descriptors = load_workload(args.source, args.batch, args.resolution,
+                                        args.checkpoint, args.pretrained)
     if descriptors is None:
         layers, descriptors = synthetic_network(layers, args.scheme, args.density, args.seed,
                                                 _nm(args), args.block)

@@ -21,6 +21,7 @@ def load_layers(
     batch: int = 1,
     resolution: int | None = None,
     checkpoint: str | Path | None = None,
+    pretrained: bool = False,
 ) -> list[GemmLayer]:
     """GEMM layers of ``source`` in execution order.
 
@@ -30,11 +31,13 @@ def load_layers(
         batch: samples per inference (P scales with it); ignored for topology files.
         resolution: input height and width in pixels; default the model's own (224 or 32).
         checkpoint: a state dict to load into a zoo model (its weights travel with the layers).
+        pretrained: load torchvision's weights into a zoo model instead.
 
     Raises:
-        UserError: unknown model name, bad topology file, compressed file or checkpoint.
+        UserError: unknown model name, bad topology file, compressed file or checkpoint, or
+            pretrained weights that are not available offline.
     """
-    return load_workload(source, batch, resolution, checkpoint)[0]
+    return load_workload(source, batch, resolution, checkpoint, pretrained)[0]
 
 
 def load_workload(
@@ -42,6 +45,7 @@ def load_workload(
     batch: int = 1,
     resolution: int | None = None,
     checkpoint: str | Path | None = None,
+    pretrained: bool = False,
 ) -> tuple[list[GemmLayer], dict[str, LayerSparsity] | None]:
     """Layers of ``source`` and, for a pruned ``.safetensors`` file, each layer's real sparsity.
 
@@ -62,7 +66,7 @@ def load_workload(
             raise UserError(f"--resolution: {source} holds its layers at the shape it was pruned "
                             "for; leave --resolution out")
         return _pruned_workload(source, batch)
-    model = build_model(source, checkpoint=checkpoint)
+    model = build_model(source, pretrained=pretrained, checkpoint=checkpoint)
     channels, height, width = input_shape(source)
     if resolution is not None:
         height = width = resolution

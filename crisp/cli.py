@@ -26,7 +26,7 @@ from crisp import masks as mk
 from crisp.data import load_dataset, user_subset
 from crisp.errors import UserError, exit_on_user_error
 from crisp.io import write_atomic
-from crisp.models import build_model, input_shape
+from crisp.models import build_model, input_shape, read_torch_dict
 from crisp.pruner import HEADS, SCHEMES, PruneConfig, prune
 from crisp.train import TrainConfig, evaluate, train_epochs
 
@@ -105,7 +105,9 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     config = _prune_config(args)  # validate flags before loading anything
-    model = build_model(args.model, checkpoint=args.checkpoint)
+    if (args.checkpoint is None) == (not args.pretrained):
+        raise UserError("give the dense model as --checkpoint PATH or --pretrained (one of them)")
+    model = build_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
     train, test, ids = _user_data(args, parse_classes(args.classes))
     result = prune(model, train, test, ids, config, seed=args.seed)
     result.record.update({"model": args.model, "checkpoint": str(args.checkpoint),
@@ -140,15 +142,7 @@ def load_pruned(name: str, path: str | Path) -> tuple[nn.Module, dict[str, objec
     Returns:
         (model, metadata: ``classes``/``head``/``scheme`` when the file has them).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"checkpoint {path} is not a readable torch file: {err}") from None
-    if not isinstance(blob, dict):
-        raise UserError(f"checkpoint {path} holds a {type(blob).__name__}, not a state dict")
+    blob = read_torch_dict(path)
     state = blob.get("state_dict", blob)
     meta = {k: v for k, v in blob.items() if k != "state_dict"} if "state_dict" in blob else {}
     model = build_model(name)
@@ -239,7 +233,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a trained model for a user's classes")
     _add_data(p)
     _add_user(p, required=True)
-    p.add_argument("--checkpoint", required=True, help="the dense model's state dict")
+    p.add_argument("--checkpoint", default=None, help="the dense model's state dict")
+    p.add_argument("--pretrained", action="store_true",
+                   help="start from torchvision's weights instead (needs them cached offline)")
     p.add_argument("--scheme", default="hybrid", choices=SCHEMES)
     p.add_argument("--nm", default="2:4", help="N:M pattern (default 2:4)")
     p.add_argument("--block", type=int, default=16, help="block size B (default 16)")

@@ -193,20 +193,33 @@ def _build_torchvision(tvm, name: str, num_classes: int | None, pretrained: bool
     return model
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a local state dict into ``model`` strictly; the first mismatch is a UserError."""
+def read_torch_dict(path: str | Path) -> dict:
+    """The dict saved in a torch file (loaded with ``weights_only``: no pickled code runs).
+
+    Raises:
+        UserError: a missing or unreadable file, or one that holds something other than a dict.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise UserError(f"checkpoint {path} is not a readable torch state dict: {err}") from None
+        raise UserError(f"checkpoint {path} is not a readable torch file: {err}") from None
+    if not isinstance(blob, dict):
+        raise UserError(f"checkpoint {path} holds a {type(blob).__name__}, not a state dict")
+    return blob
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local state dict into ``model`` strictly; the first mismatch is a UserError.
+
+    The file may hold the state dict itself or a dict with it under ``state_dict`` or ``model``.
+    """
+    state = read_torch_dict(path)
     for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
+        if isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict):
-        raise UserError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
     own = model.state_dict()
     for key, value in own.items():
         if key not in state:

@@ -38,3 +38,19 @@ def test_user_errors_exit_2(tmp_path, capsys) -> None:
     assert "allowed ws, os, is" in capsys.readouterr().err
     assert main(["run", _topology(tmp_path), "--out", str(tmp_path / "r.txt")]) == 2
     assert main(["compare", _topology(tmp_path), "--schemes", "dense,foo"]) == 2
+
+
+def test_sweep_writes_tidy_results_and_figures(tmp_path, capsys) -> None:
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--models", "resnet_small", "--schemes", "hybrid", "--densities", "0.25",
+            "--arrays", "8x8,16x16", "--blocks", "8,16", "--workers", "1", "--out", str(out)]
+    assert main(argv) == 0
+    frame = pd.read_parquet(out / "results.parquet")
+    # dense (added) once per array, hybrid per array and block size: 2 + 4 points.
+    points = frame[["scheme", "rows", "block"]].drop_duplicates()
+    assert len(points) == 6 and set(points.scheme) == {"dense", "hybrid"}
+    assert {p.stem for p in (out / "figures").glob("*.png")} == {
+        "latency", "energy", "energy_breakdown", "latency_vs_array", "utilization_dense",
+        "utilization_hybrid", "codesign_block_array"}
+    assert main([*argv[:-2], "--arrays", "8y8", "--out", str(out)]) == 2
+    assert "ROWSxCOLS" in capsys.readouterr().err

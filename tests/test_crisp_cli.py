@@ -98,3 +98,12 @@ def test_empty_data_folder_is_a_user_error(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "is empty" in capsys.readouterr().err
+
+
+def test_prune_needs_exactly_one_dense_model_source(data_dir: Path, checkpoint: Path,
+                                                    tmp_path: Path, capsys) -> None:
+    base = ["prune", "--data", str(data_dir), "--classes", "2", "--out", str(tmp_path / "r")]
+    assert main(base) == 2
+    assert "--checkpoint PATH or --pretrained" in capsys.readouterr().err
+    assert main([*base, "--checkpoint", str(checkpoint), "--pretrained"]) == 2
+    assert "one of them" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from crisp.errors import UserError
-from crisp.models import build_model, list_models, load_checkpoint
+from crisp.models import build_model, list_models, load_checkpoint, torchvision_models
 
 
 def test_small_models_run_on_32x32_and_list_contains_torchvision() -> None:
@@ -63,3 +63,17 @@ def test_torchvision_shim_only_when_import_fails() -> None:
     assert model == "ResNet"
     # The shim is applied exactly when, and only when, the plain import failed.
     assert (plain, shims) in {("nms", "1"), ("ok", "0")}
+
+
+def test_pretrained_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.error import URLError
+
+    torchvision_models()  # the import shim first, so torchvision imports on CPU torch
+    import torchvision.models._api as api
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(UserError, match=r"--pretrained resnet18: .* cannot be downloaded"):
+        build_model("resnet18", pretrained=True)
