@@ -24,7 +24,7 @@ from accel_sim.sources import load_layers, load_workload
 from accel_sim.sparsity import synthetic_network
 from accel_sim.sweep import grid, run_sweep
 from accel_sim.workload import GemmLayer, layers_frame
-from crisp.errors import UserError, exit_on_user_error
+from crisp.errors import UserError, command_line
 from crisp.io import write_atomic
 
 
@@ -191,11 +191,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``accel-sim`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
-    return args.func(args)
+main = command_line(_parser)
+"""Entry point of the console script: ``main(argv) -> exit status``."""
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, TensorDataset
 from crisp import compressed
 from crisp import masks as mk
 from crisp.data import load_dataset, user_subset
-from crisp.errors import UserError, exit_on_user_error
+from crisp.errors import UserError, command_line
 from crisp.io import write_atomic
 from crisp.models import build_model, input_shape, read_torch_dict
 from crisp.pruner import HEADS, SCHEMES, PruneConfig, prune
@@ -262,11 +262,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``crisp`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
-    return args.func(args)
+main = command_line(_parser)
+"""Entry point of the console script: ``main(argv) -> exit status``."""
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The one exception type for mistakes a user can fix (bad flags, files, values)."""
+"""The one exception type for mistakes a user can fix, and the CLIs' way of reporting it."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -15,9 +16,11 @@ class UserError(ValueError):
     """
 
 
-def exit_on_user_error(
-    main: Callable[[list[str] | None], int],
-) -> Callable[[list[str] | None], int]:
+Main = Callable[[list[str] | None], int]
+"""A console script's entry: ``main(argv) -> exit status``."""
+
+
+def exit_on_user_error(main: Main) -> Main:
     """Wrap a CLI ``main``: a UserError becomes ``error: <message>`` on stderr and exit status 2.
 
     Any other exception is a bug and keeps its traceback.
@@ -32,3 +35,17 @@ def exit_on_user_error(
             return 2
 
     return wrapped
+
+
+def command_line(parser: Callable[[], argparse.ArgumentParser]) -> Main:
+    """A console-script ``main(argv) -> exit status`` for a parser whose subcommands set ``func``.
+
+    ``func(args)`` returns the exit status; a UserError becomes one line and status 2.
+    """
+
+    @exit_on_user_error
+    def main(argv: list[str] | None = None) -> int:
+        args = parser().parse_args(argv)
+        return args.func(args)
+
+    return main
