@@ -36,6 +36,7 @@ from accel_sim.hardware import (
 )
 from accel_sim.report import write_frame
 from accel_sim.simulate import simulate
+from accel_sim.sources import load_layers
 from accel_sim.sparsity import synthetic_network
 from accel_sim.workload import GemmLayer
 from crisp.errors import UserError
@@ -137,8 +138,6 @@ def grid(
 @functools.lru_cache(maxsize=4)
 def _network(model: str, batch: int) -> tuple[GemmLayer, ...]:
     """The model's layers without their weights (synthetic masks need only shapes)."""
-    from accel_sim.sources import load_layers
-
     return tuple(replace(layer, weight=None) for layer in load_layers(model, batch=batch))
 
 
