@@ -17,6 +17,7 @@ from accel_sim.hardware import (
     parse_nm,
     with_overrides,
 )
+from accel_sim.mapper import check_choice
 from accel_sim.plots import sweep_figures
 from accel_sim.report import summary, write_frame
 from accel_sim.simulate import compare, parse_schemes, simulate
@@ -65,7 +66,14 @@ def _add_hardware(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataflow", default=None, help="override the dataflow: ws, os or is")
     p.add_argument("--bandwidth", type=float, default=None,
                    help="override the DRAM bandwidth (bytes per cycle)")
+    p.add_argument("--psum-bits", type=int, default=None,
+                   help="override the partial-sum (accumulator) width in bits (default 32)")
     p.add_argument("--energy", default=None, help="a TOML energy table ([energy] section)")
+    p.add_argument("--mapping", default="best",
+                   help="best: search each layer's loop order and stream tile (default); "
+                   "scalesim: SCALE-Sim's fixed schedule")
+    p.add_argument("--objective", default="latency",
+                   help="what --mapping best minimises: latency (default), energy or edp")
     p.add_argument("--density", type=float, default=0.5,
                    help="fraction of weights kept by synthetic masks (default 0.5)")
     p.add_argument("--nm", default="2:4", help="N:M pattern of the hybrid scheme (default 2:4)")
@@ -76,8 +84,10 @@ def _add_hardware(p: argparse.ArgumentParser) -> None:
 
 def _hardware(args: argparse.Namespace) -> HardwareSpec:
     energy = load_energy(args.energy) if args.energy else None
+    check_choice(args.mapping, args.objective)
     return with_overrides(load_hardware(args.hw), array=args.array, dataflow=args.dataflow,
-                          dram_bytes_per_cycle=args.bandwidth, energy=energy)
+                          dram_bytes_per_cycle=args.bandwidth, psum_bits=args.psum_bits,
+                          energy=energy)
 
 
 def _layers(args: argparse.Namespace) -> list[GemmLayer]:
@@ -105,7 +115,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         what = f"scheme {args.scheme}"
     else:
         what = f"the real masks of {args.source} (--scheme, --density ignored)"
-    report = simulate(layers, hw, descriptors, progress=True)
+    report = simulate(layers, hw, descriptors, progress=True, mapping=args.mapping,
+                      objective=args.objective)
     frame = report.to_frame()
     print(f"{hw.name}: {hw.array.rows}x{hw.array.cols} {hw.array.dataflow}, {what}")
     print(summary(frame))
@@ -118,12 +129,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     hw = _hardware(args)
     schemes = parse_schemes(args.schemes)
     result = compare(_layers(args), hw, schemes, args.density, args.seed, _nm(args), args.block,
-                     progress=True)
+                     progress=True, mapping=args.mapping, objective=args.objective)
     ratio_cols = tuple(c for c in result.totals.columns if c.startswith(("speedup", "energy_s")))
     print(f"{hw.name}: {hw.array.rows}x{hw.array.cols} {hw.array.dataflow}, density "
           f"{args.density}")
     print(summary(result.totals, ("scheme", "compute_cycles", "stall_cycles", "total_cycles",
-                                  "utilization", "energy_total_pj", "latency_us", *ratio_cols)))
+                                  "utilization", "dram_bytes", "dram_over_compulsory",
+                                  "energy_total_pj", "latency_us", *ratio_cols)))
     if args.out:
         print(f"wrote {write_frame(result.frame, args.out)}")
     return 0

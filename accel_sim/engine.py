@@ -1,17 +1,21 @@
 """The engine: one Numba kernel walks any fold plan on a double-buffered timeline.
 
+The engine is the cost model of one mapping: it never chooses anything (that is
+:mod:`accel_sim.mapper`'s job); it walks the plan it is given.
+
 Timeline of a layer (cycles), folds ``f = 0 .. F-1`` in the plan's order:
 
 - ``prefetch_cycles``: fold 0's operands come from DRAM before anything starts (exposed, like
   SCALE-Sim's 'incl. prefetch' term): ``ceil(fetch_0 / bandwidth)``.
-- fold f is busy ``fill + T_f + edge_stall_f`` cycles; its ``fill + T_f`` are compute cycles.
+- fold f is busy ``fill_f + T_f + edge_stall_f`` cycles; its ``fill_f + T_f`` are compute cycles
+  (``fill_f = 0`` when the fold continues the previous fold's stream).
 - while fold f computes, the DRAM interface (one shared bus, reads and writes) carries fold f+1's
   operands into the idle buffer halves and writes back what fold f-1 left (outputs, spilled
   partial sums): ``dram_f = ceil((fetch_{f+1} + write_{f-1}) / bandwidth)``. If that takes longer
   than fold f is busy, the array stalls: ``dram_stall_f = max(0, dram_f - busy_f)``.
 - ``writeback_cycles``: the last fold's write-back, exposed at the end.
 
-``compute_cycles = sum_f (fill + T_f) - gemms``: SCALE-Sim's 'Total Cycles' (its count is one
+``compute_cycles = sum_f (fill_f + T_f) - gemms``: SCALE-Sim's 'Total Cycles' (its count is one
 less than the cycles elapsed, per GEMM). ``total_cycles = prefetch + compute + stalls + writeback``.
 Layers run one after another; each starts and ends in DRAM.
 """
@@ -25,34 +29,30 @@ import numpy as np
 from numba import njit
 
 from accel_sim.hardware import HardwareSpec
-from accel_sim.mapping import COUNT_NAMES, FoldPlan, plan_folds
-from accel_sim.sparsity import DENSE, LayerSparsity
-from accel_sim.workload import GemmLayer
+from accel_sim.mapping import COUNT_NAMES, FoldPlan
 
 Counts = dict[tuple[str, str], int]
 """Named action counts ``{(component, action): count}`` (see :func:`action_counts`)."""
 
 
 @njit(cache=True)
-def _walk(
-    fill: int,
+def walk(
+    fill: np.ndarray,
     stream: np.ndarray,
     edge_stall: np.ndarray,
     fetch_bytes: np.ndarray,
     write_bytes: np.ndarray,
     bandwidth: float,
-    counts: np.ndarray,
-) -> tuple[int, int, int, int, int, np.ndarray]:
-    """Walk the folds; returns (compute + gemms, edge stall, dram stall, prefetch, writeback,
-    summed counts)."""
+) -> tuple[int, int, int, int, int]:
+    """Walk the folds' timeline; returns (compute + gemms, edge stall, DRAM stall, prefetch,
+    write-back), all in cycles."""
     n = stream.shape[0]
     compute = 0
     edge = 0
     dram = 0
-    totals = np.zeros(counts.shape[1], np.int64)
     for f in range(n):
-        busy = fill + stream[f] + edge_stall[f]
-        compute += fill + stream[f]
+        busy = fill[f] + stream[f] + edge_stall[f]
+        compute += fill[f] + stream[f]
         edge += edge_stall[f]
         traffic = 0
         if f + 1 < n:
@@ -62,14 +62,12 @@ def _walk(
         wait = math.ceil(traffic / bandwidth)
         if wait > busy:
             dram += wait - busy
-        for a in range(counts.shape[1]):
-            totals[a] += counts[f, a]
     prefetch = 0
     writeback = 0
     if n > 0:
         prefetch = math.ceil(fetch_bytes[0] / bandwidth)
         writeback = math.ceil(write_bytes[n - 1] / bandwidth)
-    return compute, edge, dram, prefetch, writeback, totals
+    return compute, edge, dram, prefetch, writeback
 
 
 @dataclass(frozen=True)
@@ -85,6 +83,8 @@ class LayerRun:
         writeback_cycles: exposed write-back of the last fold's outputs.
         effective_macs: MACs with a non-zero weight.
         counts: ``{(component, action): count}`` (words, bytes or MACs as the action says).
+        mapping: the schedule the plan followed (:class:`accel_sim.mapping.Mapping` as text).
+        compulsory_dram_bytes: the layer's DRAM traffic floor (bytes), 0 when not computed.
     """
 
     folds: int
@@ -95,6 +95,8 @@ class LayerRun:
     writeback_cycles: int
     effective_macs: int
     counts: Counts
+    mapping: str = ""
+    compulsory_dram_bytes: int = 0
 
     @property
     def total_cycles(self) -> int:
@@ -103,51 +105,54 @@ class LayerRun:
                 + self.dram_stall_cycles + self.writeback_cycles)
 
 
-def action_counts(summed: dict[str, int], plan: FoldPlan, hw: HardwareSpec) -> Counts:
-    """Named action counts from a plan's summed per-fold counts.
+def action_counts(
+    summed: dict[str, int], effective_macs: int, nm: tuple[int, int] | None, hw: HardwareSpec
+) -> Counts:
+    """Named action counts from a plan's summed counts (``nm``: the packing's N:M or None).
 
     MAC slots whose weight is zero are gated when the hardware has zero gating (they cost
     ``gated_mac_pj``), else they are ordinary MACs. Every slot of an N:M-compressed layer makes
-    one multiplexer select.
+    one multiplexer select. Ofmap SRAM reads and writes are operand-width word accesses; a
+    partial-sum access counts ``psum_bits / word_bits`` of them (``psum_read`` and
+    ``psum_write`` count the partial-sum accesses themselves, a subset).
     """
     slots = summed["mac_slots"]
-    zeros = slots - plan.effective_macs
+    zeros = slots - effective_macs
     gate = hw.sparse.zero_gating
+    ratio = hw.array.psum_ratio
     return {
-        ("mac", "active"): plan.effective_macs + (0 if gate else zeros),
+        ("mac", "active"): effective_macs + (0 if gate else zeros),
         ("mac", "gated"): zeros if gate else 0,
-        ("mux", "select"): slots if plan.nm else 0,
+        ("mux", "select"): slots if nm else 0,
         ("pe_reg", "access"): summed["pe_reg_accesses"],
         ("ifmap_sram", "read"): summed["ifmap_sram_reads"],
         ("ifmap_sram", "write"): summed["ifmap_sram_writes"],
         ("filter_sram", "read"): summed["filter_sram_reads"],
         ("filter_sram", "write"): summed["filter_sram_writes"],
-        ("ofmap_sram", "read"): summed["ofmap_sram_reads"],
-        ("ofmap_sram", "write"): summed["ofmap_sram_writes"],
-        ("ofmap_sram", "psum_read"): summed["psum_reads"],
+        ("ofmap_sram", "read"): summed["ofmap_sram_reads"] + ratio * summed["psum_sram_reads"],
+        ("ofmap_sram", "write"): summed["ofmap_sram_writes"] + ratio * summed["psum_sram_writes"],
+        ("ofmap_sram", "psum_read"): summed["psum_sram_reads"],
+        ("ofmap_sram", "psum_write"): summed["psum_sram_writes"],
         ("metadata_sram", "byte"): summed["metadata_sram_bytes"],
         ("dram", "read_byte"): summed["dram_read_bytes"],
         ("dram", "write_byte"): summed["dram_write_bytes"],
         ("dram", "metadata_byte"): summed["dram_metadata_bytes"],
+        ("dram", "psum_byte"): summed["dram_psum_bytes"],
     }
 
 
 def run_plan(plan: FoldPlan, hw: HardwareSpec) -> LayerRun:
     """Walk ``plan`` on ``hw``'s timeline (see module docstring)."""
-    compute, edge, dram, prefetch, writeback, totals = _walk(
+    compute, edge, dram, prefetch, writeback = walk(
         plan.fill, plan.stream, plan.edge_stall, plan.fetch_bytes, plan.write_bytes,
-        float(hw.memory.dram_bytes_per_cycle), plan.counts,
+        float(hw.memory.dram_bytes_per_cycle),
     )
-    summed = dict(zip(COUNT_NAMES, (int(v) for v in totals), strict=True))
+    summed = dict(zip(COUNT_NAMES, (int(v) for v in plan.counts), strict=True))
     return LayerRun(
         folds=plan.folds, compute_cycles=max(0, int(compute) - plan.gemms),
         edge_stall_cycles=int(edge), dram_stall_cycles=int(dram),
         prefetch_cycles=int(prefetch), writeback_cycles=int(writeback),
         effective_macs=plan.effective_macs,
-        counts=action_counts(summed, plan, hw),
+        counts=action_counts(summed, plan.effective_macs, plan.nm, hw),
+        mapping=str(plan.mapping),
     )
-
-
-def run_layer(layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE) -> LayerRun:
-    """Map and run one layer: :func:`~accel_sim.mapping.plan_folds` then :func:`run_plan`."""
-    return run_plan(plan_folds(layer, hw, sparsity), hw)

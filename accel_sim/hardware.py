@@ -8,7 +8,8 @@ a SCALE-Sim ``.cfg`` file and CLI flags (:func:`with_overrides`). The engine onl
 TOML layout (every section optional except ``[array]``; omitted fields take the defaults below)::
 
     name = "my-array"
-    [array]   rows, cols, dataflow ("ws" | "os" | "is"), word_bits (8 | 16 | 32), clock_mhz
+    [array]   rows, cols, dataflow ("ws" | "os" | "is"), word_bits (8 | 16 | 32), clock_mhz,
+              psum_bits (accumulator width, default 32)
     [memory]  ifmap_sram_kib, filter_sram_kib, ofmap_sram_kib, dram_bytes_per_cycle,
               ifmap_words_per_cycle
     [sparse]  nm ("2:4" or "none"), block_skipping, zero_gating, bitmap_weights
@@ -66,6 +67,9 @@ class ArraySpec:
             stationary).
         word_bits: operand width in bits (8, 16 or 32).
         clock_mhz: clock frequency in MHz (latency = cycles / clock).
+        psum_bits: width of a partial sum (the accumulator) in bits, at least ``word_bits`` and a
+            multiple of 8; partial sums kept in the ofmap SRAM or spilled to DRAM move at this
+            width, final outputs at ``word_bits``.
     """
 
     rows: int = 32
@@ -73,11 +77,18 @@ class ArraySpec:
     dataflow: str = "ws"
     word_bits: int = 8
     clock_mhz: float = 1000.0
+    psum_bits: int = 32
 
     @property
     def word_bytes(self) -> int:
         """Bytes per operand word."""
         return self.word_bits // 8
+
+    @property
+    def psum_ratio(self) -> int:
+        """Operand-width words one partial-sum access moves (``psum_bits / word_bits``, rounded
+        up)."""
+        return -(-self.psum_bits // self.word_bits)
 
 
 @dataclass(frozen=True)
@@ -275,11 +286,16 @@ def _build_array(data: dict[str, Any]) -> ArraySpec:
     word_bits = _number("array", "word_bits", data.get("word_bits", d.word_bits), int, 1, False)
     if word_bits not in WORD_BITS:
         raise UserError(f"[array] word_bits = {word_bits}: allowed 8, 16, 32")
+    psum_bits = _number("array", "psum_bits", data.get("psum_bits", d.psum_bits), int, 1, False)
+    if psum_bits < word_bits or psum_bits % 8:
+        raise UserError(f"[array] psum_bits = {psum_bits}: allowed a multiple of 8 that is at "
+                        f"least word_bits ({word_bits})")
     return ArraySpec(
         rows=_number("array", "rows", data.get("rows", d.rows), int, 1, False),
         cols=_number("array", "cols", data.get("cols", d.cols), int, 1, False),
         dataflow=dataflow, word_bits=word_bits,
         clock_mhz=_number("array", "clock_mhz", data.get("clock_mhz", d.clock_mhz), float, 0, True),
+        psum_bits=psum_bits,
     )
 
 
@@ -302,19 +318,13 @@ def _build_memory(data: dict[str, Any]) -> MemorySpec:
     )
 
 
-def _build_sparse(data: dict[str, Any], dataflow: str) -> SparseSupport:
+def _build_sparse(data: dict[str, Any]) -> SparseSupport:
     _check_keys("sparse", data, tuple(f.name for f in fields(SparseSupport)))
-    spec = SparseSupport(
+    return SparseSupport(
         nm=parse_nm(data.get("nm")),
         **{k: _flag("sparse", k, data.get(k, False))
            for k in ("block_skipping", "zero_gating", "bitmap_weights")},
     )
-    if dataflow != "ws" and (spec.nm or spec.block_skipping):
-        raise UserError(
-            f"[sparse] N:M multiplexers and block skipping are modelled for dataflow ws only, "
-            f"not {dataflow!r}: set nm = 'none' and block_skipping = false"
-        )
-    return spec
 
 
 def _build_energy(data: dict[str, Any]) -> EnergyTable:
@@ -348,7 +358,7 @@ def build_hardware(data: dict[str, Any], origin: str = "<dict>") -> HardwareSpec
         name=str(data.get("name", Path(origin).stem)),
         array=array,
         memory=_build_memory(data.get("memory", {})),
-        sparse=_build_sparse(data.get("sparse", {}), array.dataflow),
+        sparse=_build_sparse(data.get("sparse", {})),
         energy_override=_build_energy(data["energy"]) if "energy" in data else None,
     )
 
@@ -455,7 +465,7 @@ def with_overrides(hw: HardwareSpec, **changes: Any) -> HardwareSpec:
     """``hw`` with CLI-style overrides, re-validated through :func:`build_hardware`.
 
     Args:
-        changes: any of ``array`` ("32x32"), ``dataflow``, ``nm`` ("2:4" / "none"),
+        changes: any of ``array`` ("32x32"), ``dataflow``, ``psum_bits``, ``nm`` ("2:4" / "none"),
             ``dram_bytes_per_cycle``, ``energy`` (an EnergyTable); None values are ignored.
     """
     data = describe(hw)
@@ -465,8 +475,8 @@ def with_overrides(hw: HardwareSpec, **changes: Any) -> HardwareSpec:
         data["memory"].pop("ifmap_words_per_cycle", None)  # re-derive for the new row count
     if "dataflow" in given:
         data["array"]["dataflow"] = given.pop("dataflow")
-        if data["array"]["dataflow"] != "ws":  # sparse support is ws-only; drop it
-            data["sparse"].update(nm="none", block_skipping=False)
+    if "psum_bits" in given:
+        data["array"]["psum_bits"] = given.pop("psum_bits")
     if "nm" in given:
         data["sparse"]["nm"] = given.pop("nm")
     if "dram_bytes_per_cycle" in given:

@@ -1,44 +1,51 @@
-"""Fold plans: how one layer (with its sparsity) tiles onto the array, as arrays over folds.
+"""Mappings and fold plans: how one layer (with its sparsity) is tiled and ordered on the array.
 
-The mapper is the only place that knows about dataflows and sparse formats; the kernel in
-:mod:`accel_sim.engine` walks any plan the same way.
+A :class:`Mapping` is the schedule of one layer: the loop order of its three fold loops and the
+tile of the streamed dimension. :func:`plan_folds` turns (layer, sparsity, hardware, mapping)
+into a :class:`FoldPlan`, arrays over folds that the kernel in :mod:`accel_sim.engine` walks.
+:mod:`accel_sim.mapper` searches mappings; nothing else knows about loop orders.
 
 **Fold shapes** (SCALE-Sim's): ``WS: Sr=K, Sc=N, T=P``; ``IS: Sr=K, Sc=P, T=N``;
-``OS: Sr=P, Sc=N, T=K``. A fold occupies up to R of the Sr rows and C of the Sc columns and streams
-T steps; it costs ``fill + T`` cycles with ``fill = 2R + C - 2`` (WS, IS: R cycles of stationary
-load, then R + C - 2 of skew and drain) or ``R + C - 2`` (OS), always with the full R and C, as
-SCALE-Sim counts. A grouped layer is ``groups`` GEMMs back to back.
+``OS: Sr=P, Sc=N, T=K``. The K extent is the *packed* one (:mod:`accel_sim.packing`): block
+skipping and N:M shorten it per fold of filters (WS, OS: a column fold's C filters; IS: the
+filters of a stream tile). Three fold loops tile the GEMM: ``i`` over row folds (R rows), ``j``
+over column folds (C columns) and ``t`` over tiles of the streamed dimension (``t_tile`` steps;
+untiled = one tile). A grouped layer runs its groups one after another (outermost).
 
-**Loop order**: group, then column fold j (outer), then row fold i (inner). In WS/IS the row folds
-of one column fold reduce into the same outputs, so partial sums stay in the ofmap SRAM.
+**Cycles**: a fold streams ``s`` steps. It costs ``fill + s`` cycles with ``fill = 2R + C - 2``
+(WS, IS: R cycles of stationary load, then skew and drain) or ``R + C - 2`` (OS), always with
+the full R and C, as SCALE-Sim counts; a fold that keeps the previous fold's stationary tile
+(the next stream tile of the same tile) continues the stream and costs only ``s``.
 
-**Operand roles** per dataflow (a tile depends on i, on j, or on both):
+**Operand tiles** (words) of a fold with ``r`` rows, ``c`` columns, ``s`` steps, and ``d(x) =
+ceil(x/N)*M`` activations for ``x`` N:M-packed positions (``d(x) = x`` without N:M):
 
-============  ===============  ===============  ==================
-dataflow      ifmap            filter           ofmap
-============  ===============  ===============  ==================
-ws            rows (i)         stationary (i,j)  columns (j), summed
-is            stationary (i,j) rows (i)          columns (j), summed
-os            rows (i)         columns (j)       stationary (i,j)
-============  ===============  ===============  ==================
+========  =====================  =====================  ==================  ==========
+dataflow  ifmap (A)              filter (W)             ofmap (O)           reduction
+========  =====================  =====================  ==================  ==========
+ws        ``s x d(r)``, (i, t)   ``r x c`` stat. (i, j)  ``s x c``, (j, t)   over i
+is        ``d(r) x c`` stat.     ``s x r``, (i, t)       ``s x c``, (j, t)   over i
+os        ``r x d(s)``, (i, t)   ``c x s``, (j, t)       ``r x c`` stat.     over t
+========  =====================  =====================  ==================  ==========
 
-**DRAM traffic and reuse** (SRAM capacity = half of each double-buffered SRAM; the ifmap moves as
-the feature map, not as im2col, see :func:`ifmap_distinct_fraction`):
-stationary tiles are fetched every fold (each is distinct); a rows tile is fetched every fold
-unless the whole operand (``T * Sr`` words) fits, then only during the first column fold of each
-group; a columns input tile is fetched once per column fold if it fits, else every fold.
-A summed output tile (``T * c`` words) stays in the ofmap SRAM across row folds and is written
-back after the last one; if it does not fit, partial sums spill: written after every row fold but
-the last, read back before every row fold but the first. OS writes ``r * c`` outputs per fold.
+(with block skipping the packed K indices differ per fold of filters, so the WS/OS ifmap tile
+depends on j and the IS stationary tile on t as well).
 
-**Sparse WS** (:func:`column_rows`): with block skipping, column fold j streams only the K indices
-of blocks that hold a non-zero for any of its C filters (the union over its filters: the fold is
-as long as its densest filter needs). With N:M multiplexers, the K indices are grouped by M and
-each touched group takes N array rows (compressed weights, log2(M)-bit offsets); the input edge
-then carries ``ceil(r / N) * M`` activations per cycle for a fold of r rows.
-A layer's mask runs compressed only if it satisfies the hardware's N:M (at most N non-zeros in
-every aligned group of M along K): 1:4 and 2:8 masks run as 2:4 on 2:4 hardware (no extra speed),
-a 4:8 mask that breaks 2:4 runs uncompressed.
+**Reuse** (one rule for every operand): each SRAM half holds a *window*, the innermost loops
+whose tiles of that operand fit together (footprint = tile x trips of the window's loops the
+operand depends on). A tile is fetched from DRAM on its first visit within a window instance,
+i.e. when every loop of the window that the operand does not depend on is at index 0; loops
+outside the window that it does not depend on fetch it again. A tile larger than its SRAM half
+streams through it (fetched every fold). With block skipping, the WS ifmap of all column folds
+of a group may stay resident as one copy of their union (:func:`accel_sim.packing.first_need`):
+each K unit is then fetched once, by the fold that first streams it.
+The ifmap moves as the feature map, not as im2col: DRAM fills move ``fraction x`` the im2col
+words (:func:`ifmap_distinct_fraction`) while the array reads every im2col word from the SRAM.
+
+**Partial sums** are ``psum_bits`` wide. If the output window spans the reduction loop, partial
+sums stay in the ofmap SRAM; otherwise they spill to DRAM (written after every reduction step
+but the last, read back before every one but the first), at ``psum_bits``. Final outputs leave
+at the operand width. SRAM traffic of partial sums is counted apart (``psum_*``).
 """
 
 from __future__ import annotations
@@ -47,156 +54,67 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from accel_sim.hardware import HardwareSpec
+from accel_sim.packing import BLOCK_INDEX_BYTES, Packing, first_need, pack
 from accel_sim.sparsity import DENSE, LayerSparsity
 from accel_sim.workload import GemmLayer
 from crisp.errors import UserError
 
 COUNT_NAMES = (
     "ifmap_sram_reads", "ifmap_sram_writes", "filter_sram_reads", "filter_sram_writes",
-    "ofmap_sram_reads", "ofmap_sram_writes", "psum_reads", "metadata_sram_bytes",
-    "dram_read_bytes", "dram_write_bytes", "dram_metadata_bytes", "mac_slots", "pe_reg_accesses",
+    "ofmap_sram_reads", "ofmap_sram_writes", "psum_sram_reads", "psum_sram_writes",
+    "metadata_sram_bytes", "dram_read_bytes", "dram_write_bytes", "dram_metadata_bytes",
+    "dram_psum_bytes", "mac_slots", "pe_reg_accesses",
 )
-"""Per-fold action counts (words unless the name says bytes); ``psum_reads`` is the part of
-``ofmap_sram_reads`` that the array reads back to accumulate across row folds."""
+"""Per-fold action counts: words at the operand width (``psum_*``: partial-sum words at
+``psum_bits``; ``*_bytes``: bytes). ``ofmap_sram_*`` are final outputs; ``dram_read_bytes`` and
+``dram_write_bytes`` include metadata and spilled partial sums."""
 
-_ROLES = {  # dataflow -> (ifmap role, filter role, ofmap role)
-    "ws": ("rows", "stationary", "columns"),
-    "is": ("stationary", "rows", "columns"),
-    "os": ("rows", "columns", "stationary"),
-}
-_BLOCK_INDEX_BYTES = 2  # one 16-bit K-block index per kept block and column fold
+LOOPS = "ijt"
+"""Fold loops: ``i`` row folds, ``j`` column folds, ``t`` tiles of the streamed dimension."""
+_DATAFLOW_CODE = {"ws": 0, "is": 1, "os": 2}
+_I, _J, _T = 1, 2, 4  # loop bits
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """The schedule of one layer on the array.
+
+    Attributes:
+        order: the fold loops outer to inner, a permutation of ``"ijt"`` (``"jit"``: column
+            folds outer, then row folds, then stream tiles; groups are always outermost).
+        t_tile: steps of the streamed dimension per fold, or None = untiled (the whole T).
+    """
+
+    order: str = "jit"
+    t_tile: int | None = None
+
+    def __post_init__(self) -> None:
+        if sorted(self.order) != sorted(LOOPS):
+            raise UserError(f"loop order {self.order!r}: allowed a permutation of 'ijt'")
+        if self.t_tile is not None and self.t_tile < 1:
+            raise UserError(f"stream tile {self.t_tile} must be >= 1")
+
+    def __str__(self) -> str:
+        return f"{'>'.join(self.order)} T/{'all' if self.t_tile is None else self.t_tile}"
+
+
+SCALESIM = Mapping("jit", None)
+"""SCALE-Sim's fixed schedule: column folds outer, row folds inner, every fold streams all of T."""
 
 
 def gemm_dims(layer: GemmLayer, dataflow: str) -> tuple[int, int, int]:
-    """``(Sr, Sc, T)`` of one group's GEMM for ``dataflow`` (SCALE-Sim's fold shapes)."""
+    """``(Sr, Sc, T)`` of one group's dense GEMM for ``dataflow`` (SCALE-Sim's fold shapes)."""
     return {"ws": (layer.K, layer.N, layer.P), "is": (layer.K, layer.P, layer.N),
             "os": (layer.P, layer.N, layer.K)}[dataflow]
 
 
 def fill_cycles(hw: HardwareSpec) -> int:
-    """Cycles of a fold besides its T streaming steps: ``2R + C - 2`` (WS, IS) or ``R + C - 2``."""
+    """Cycles of a fold besides its streaming steps: ``2R + C - 2`` (WS, IS) or ``R + C - 2``."""
     r, c = hw.array.rows, hw.array.cols
     return (r if hw.array.dataflow != "os" else 0) + r + c - 2
-
-
-@dataclass(frozen=True)
-class ColumnRows:
-    """Array rows each column fold needs.
-
-    Attributes:
-        rows: int64 ``[groups, column folds]`` array rows needed (0 = fold skipped).
-        need_blocks: bool ``[groups, column folds, ceil(K/B)]`` K-blocks streamed per column fold
-            (None = all of K).
-        block: the block size B of ``need_blocks``, or None.
-        k: the layer's K.
-        nm: the hardware ``(N, M)`` the layer runs compressed with, or None.
-        blocks: int64 ``[groups, column folds]`` kept K-blocks (block index metadata), or None.
-    """
-
-    rows: np.ndarray
-    need_blocks: np.ndarray | None
-    block: int | None
-    k: int
-    nm: tuple[int, int] | None
-    blocks: np.ndarray | None
-
-    def need(self, group: int, fold: int) -> np.ndarray:
-        """bool ``[K]``: the K indices column fold ``fold`` of ``group`` streams."""
-        if self.need_blocks is None:
-            return np.ones(self.k, bool)
-        return np.repeat(self.need_blocks[group, fold], self.block)[: self.k]
-
-
-def _block_need(sparsity: LayerSparsity, layer: GemmLayer, cols: int) -> np.ndarray:
-    """Per column fold, the K-blocks holding a non-zero for any of its filters.
-
-    Returns:
-        bool ``[groups, column folds, ceil(K/B)]``.
-    """
-    b, g, n = sparsity.block, layer.groups, layer.N
-    bitmap = sparsity.block_bitmap
-    csum = np.zeros((bitmap.shape[0] + 1, bitmap.shape[1]), np.int64)
-    np.cumsum(bitmap, axis=0, out=csum[1:])
-    ncf = math.ceil(n / cols)
-    lo = (np.arange(g)[:, None] * n + np.arange(ncf)[None, :] * cols)  # first filter row
-    hi = lo + np.minimum(cols, n - np.arange(ncf) * cols)[None, :]  # one past the last
-    return (csum[(hi - 1) // b + 1] - csum[lo // b]) > 0
-
-
-def _touched_groups(need_blocks: np.ndarray, b: int, k: int, m: int) -> np.ndarray:
-    """Aligned M-groups along K that hold at least one streamed index, per column fold.
-
-    Works on atoms of ``gcd(B, M)`` indices, which never straddle a block or a group edge.
-    """
-    atom = math.gcd(b, m)
-    atoms = np.repeat(need_blocks, b // atom, axis=2)[:, :, : -(-k // atom)]
-    per_group = m // atom
-    padded = np.pad(atoms, ((0, 0), (0, 0), (0, -atoms.shape[2] % per_group)))
-    grouped = padded.reshape(*padded.shape[:2], -1, per_group).any(axis=3)
-    return grouped.sum(axis=2)
-
-
-def column_rows(layer: GemmLayer, sparsity: LayerSparsity, hw: HardwareSpec) -> ColumnRows:
-    """The rows each column fold of ``layer`` needs on ``hw`` (see the module docstring)."""
-    sr, sc, _ = gemm_dims(layer, hw.array.dataflow)
-    ncf = math.ceil(sc / hw.array.cols)
-    mask, support = sparsity.mask, hw.sparse
-    blocks = mask is not None and support.block_skipping and sparsity.block is not None
-    nm = (support.nm if support.nm is not None and sparsity.nm is not None
-          and sparsity.satisfies_nm(*support.nm) else None)
-    if not blocks and nm is None:
-        return ColumnRows(np.full((layer.groups, ncf), sr, np.int64), None, None, layer.K, None,
-                          None)
-    k = layer.K
-    if blocks:
-        b = sparsity.block
-        need_blocks = _block_need(sparsity, layer, hw.array.cols)
-        lengths = np.minimum(b, k - np.arange(need_blocks.shape[2]) * b)  # partial last block
-        kept = need_blocks.sum(axis=2)
-    else:
-        b, need_blocks, kept = k, np.ones((layer.groups, ncf, 1), bool), None
-        lengths = np.array([k])
-    if nm is None:
-        rows = need_blocks @ lengths
-    else:
-        rows = _touched_groups(need_blocks, b, k, nm[1]) * nm[0]
-    return ColumnRows(rows.astype(np.int64), need_blocks if blocks else None,
-                      b if blocks else None, k, nm, kept)
-
-
-@dataclass(frozen=True)
-class FoldPlan:
-    """One layer's folds in execution order, as arrays the kernel walks.
-
-    Attributes:
-        fill: fixed cycles per fold besides streaming (see :func:`fill_cycles`).
-        gemms: GEMMs (groups) with at least one fold; SCALE-Sim subtracts one cycle per GEMM.
-        stream: int64 [F] streaming steps T per fold (cycles).
-        edge_stall: int64 [F] cycles the input edge adds when the ifmap SRAM cannot deliver the
-            activations a step needs.
-        fetch_bytes: int64 [F] DRAM bytes (data and metadata) a fold needs before it starts.
-        write_bytes: int64 [F] DRAM bytes a fold leaves to write back (outputs, spilled psums).
-        counts: int64 [F, len(COUNT_NAMES)] per-fold action counts.
-        effective_macs: MACs with a non-zero weight (the useful work).
-        nm: the ``(N, M)`` the layer runs compressed with, or None.
-    """
-
-    fill: int
-    gemms: int
-    stream: np.ndarray
-    edge_stall: np.ndarray
-    fetch_bytes: np.ndarray
-    write_bytes: np.ndarray
-    counts: np.ndarray
-    effective_macs: int
-    nm: tuple[int, int] | None
-
-    @property
-    def folds(self) -> int:
-        """Number of folds."""
-        return len(self.stream)
 
 
 def ifmap_distinct_fraction(layer: GemmLayer) -> float:
@@ -214,8 +132,235 @@ def ifmap_distinct_fraction(layer: GemmLayer) -> float:
     return min(1.0, math.prod(layer.in_shape) / (layer.P * layer.K * layer.groups))
 
 
-def _check_capacity(layer: GemmLayer, hw: HardwareSpec, buffer: str, need_bytes: int) -> None:
-    have = getattr(hw.memory, f"{buffer}_sram_kib") * 1024 / 2
+@dataclass(frozen=True)
+class FoldPlan:
+    """One layer's folds in execution order, as arrays the kernel walks.
+
+    Attributes:
+        mapping: the schedule the plan follows.
+        gemms: GEMMs (groups) with at least one fold; SCALE-Sim subtracts one cycle per GEMM.
+        fill: int64 [F] fixed cycles of each fold besides streaming (0 when it continues the
+            previous fold's stream).
+        stream: int64 [F] streaming steps per fold (cycles).
+        edge_stall: int64 [F] cycles the input edge adds when the ifmap SRAM cannot deliver the
+            activations a step needs.
+        fetch_bytes: int64 [F] DRAM bytes (data, metadata, spilled psums) a fold needs before
+            it starts.
+        write_bytes: int64 [F] DRAM bytes a fold leaves to write back (outputs, spilled psums).
+        counts: int64 [len(COUNT_NAMES)] action counts summed over the folds.
+        index: int64 [F, 4] each fold's (group, column fold j, row fold i, stream tile).
+        rows, cols: int64 [F] array rows and columns each fold occupies.
+        t_tile: steps per stream tile (fold ``(.., tt)`` streams from ``tt * t_tile``).
+        effective_macs: MACs with a non-zero weight (the useful work).
+        nm: the ``(N, M)`` the layer runs compressed with, or None.
+        packing: the sparse packing the folds follow.
+    """
+
+    mapping: Mapping
+    gemms: int
+    fill: np.ndarray
+    stream: np.ndarray
+    edge_stall: np.ndarray
+    fetch_bytes: np.ndarray
+    write_bytes: np.ndarray
+    counts: np.ndarray
+    index: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    t_tile: int
+    effective_macs: int
+    nm: tuple[int, int] | None
+    packing: Packing
+
+    @property
+    def folds(self) -> int:
+        """Number of folds."""
+        return len(self.stream)
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """What every mapping of one (layer, sparsity, hardware) shares: shapes, packing, masks.
+
+    Built once by :func:`geometry`; :func:`plan_folds` and the mapper reuse it for every
+    candidate mapping.
+    """
+
+    layer: GemmLayer
+    sparsity: LayerSparsity
+    hw: HardwareSpec
+    dataflow: str
+    stream_full: int
+    packing: Packing
+    union: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    distinct: float
+    bitmap: bool
+
+
+def geometry(layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE
+             ) -> LayerGeometry:
+    """The mapping-independent part of a layer on ``hw`` (see :class:`LayerGeometry`).
+
+    Raises:
+        UserError: a mask that does not fit the layer.
+    """
+    sparsity.check(layer)
+    df = hw.array.dataflow
+    packing = pack(layer, sparsity, hw, hw.array.cols)  # WS/OS: a column fold's filters
+    union = None
+    if df == "ws" and packing.need_blocks is not None:
+        union = first_need(packing, hw.array.rows)
+    stream_full = {"ws": layer.P, "is": layer.N, "os": int(packing.rows.max(initial=0))}[df]
+    bitmap = (sparsity.scheme == "unstructured" and hw.sparse.bitmap_weights
+              and sparsity.mask is not None)
+    return LayerGeometry(layer, sparsity, hw, df, max(1, stream_full), packing, union,
+                         ifmap_distinct_fraction(layer), bitmap)
+
+
+@dataclass(frozen=True)
+class _Extents:
+    """Per-mapping extents: packed rows per (group, j, tile), steps per (group, j), columns."""
+
+    rext: np.ndarray  # int64 [G, NJ or 1, NT or 1]
+    text: np.ndarray  # int64 [G, NJ]
+    cext: np.ndarray  # int64 [NJ]
+    kblocks: np.ndarray  # int64 [G, NJ or 1, NT or 1] kept blocks (block-index metadata)
+    t_len: int
+    packing: Packing
+
+
+def _extents(geo: LayerGeometry, t_len: int) -> _Extents:
+    layer, hw = geo.layer, geo.hw
+    C = hw.array.cols
+    g = layer.groups
+    packing = geo.packing
+    if geo.dataflow == "ws":
+        rext, text, width = packing.rows[:, :, None], np.full_like(packing.rows, layer.P), layer.N
+    elif geo.dataflow == "os":
+        nj = packing.rows.shape[1]
+        rext, text, width = np.full((g, nj, 1), layer.P, np.int64), packing.rows, layer.N
+    else:  # IS: columns are pixels; the filters of a stream tile set its packed K extent
+        packing = pack(layer, geo.sparsity, hw, min(t_len, layer.N))
+        rext, width = packing.rows[:, None, :], layer.P
+        text = np.full((g, -(-layer.P // C)), layer.N, np.int64)
+    cext = np.minimum(C, width - np.arange(-(-width // C)) * C).astype(np.int64)
+    kblocks = (np.zeros_like(rext) if packing.blocks is None
+               else packing.blocks.reshape(rext.shape))
+    return _Extents(np.ascontiguousarray(rext), np.ascontiguousarray(text), cext,
+                    np.ascontiguousarray(kblocks), t_len, packing)
+
+
+def _relevance(geo: LayerGeometry) -> tuple[int, int, int, int, int]:
+    """Loop bits each operand depends on: (ifmap, filter, ofmap, stationary, reduction)."""
+    blocks = geo.packing.need_blocks is not None
+    if geo.dataflow == "ws":
+        return _I | _T | (_J if blocks else 0), _I | _J, _J | _T, _I | _J, _I
+    if geo.dataflow == "is":
+        a = _I | _J | (_T if blocks else 0)
+        return a, _I | _T, _J | _T, a, _I
+    return _I | _T | (_J if blocks else 0), _J | _T, _I | _J, _I | _J, _T
+
+
+def _trips(ext: _Extents, R: int) -> dict[int, int]:
+    nt = max(1, int((-(-ext.text // ext.t_len)).max(initial=1)))
+    ni = max(1, int((-(-ext.rext // R)).max(initial=1)))
+    return {_I: ni, _J: len(ext.cext), _T: nt}
+
+
+@dataclass(frozen=True)
+class StreamTiling:
+    """Everything :func:`fold_arrays` needs for one stream tile, whatever the loop order.
+
+    Built once per (layer geometry, stream tile) by :func:`stream_tiling`; the mapper costs every
+    loop order of a stream tile from one of these in a single kernel call.
+    """
+
+    t_len: int
+    ext: _Extents
+    kernel_args: tuple
+
+
+def stream_tiling(geo: LayerGeometry, t_tile: int | None) -> StreamTiling:
+    """The order-independent kernel arguments of ``geo`` at stream tile ``t_tile``.
+
+    Raises:
+        UserError: an SRAM half too small for one fold's stationary tile (names the layer,
+            buffer, needed and available KiB).
+    """
+    layer, hw = geo.layer, geo.hw
+    R, C = hw.array.rows, hw.array.cols
+    wb, pb = hw.array.word_bytes, hw.array.psum_bits // 8
+    t_len = min(t_tile or geo.stream_full, geo.stream_full)
+    ext = _extents(geo, t_len)
+    nm = ext.packing.nm
+    n, m = nm or (1, 1)
+    meta_bits = int(math.log2(m)) if nm else 0
+    rel_a, rel_w, rel_o, rel_s, red = _relevance(geo)
+    trips = _trips(ext, R)
+    rmax = min(R, int(ext.rext.max(initial=1)))
+    cmax = int(ext.cext.max(initial=1))
+    demand = ext.packing.demand
+    half = {b: getattr(hw.memory, f"{b}_sram_kib") * 1024 / 2 for b in ("ifmap", "filter", "ofmap")}
+    w_scale = wb + meta_bits / 8
+    a_tile, w_tile, o_tile = {  # largest tiles in bytes
+        "ws": (t_len * demand(rmax) * wb * geo.distinct, rmax * cmax * w_scale, t_len * cmax * pb),
+        "is": (demand(rmax) * cmax * wb * geo.distinct, t_len * rmax * w_scale, t_len * cmax * pb),
+        "os": (rmax * demand(t_len) * wb * geo.distinct, cmax * t_len * w_scale, rmax * cmax * pb),
+    }[geo.dataflow]
+    stationary = {"ws": ("filter", w_tile), "is": ("ifmap", a_tile / geo.distinct),
+                  "os": ("ofmap", o_tile)}[geo.dataflow]
+    _check_capacity(layer, stationary[0], stationary[1], half[stationary[0]])
+    union_bytes, new_j, new_i = -1.0, np.zeros((1, 1, 1), np.int64), np.zeros((1, 1, 1), np.int64)
+    if geo.union is not None:
+        new_j, new_i, union = geo.union
+        union_bytes = float(union.max(initial=0)) * t_len * wb * geo.distinct
+    nzt = np.zeros((1, 1, 1), np.int64)
+    if geo.bitmap:
+        tile_k, tile_n = {"ws": (R, C), "is": (R, t_len), "os": (t_len, C)}[geo.dataflow]
+        nzt = geo.sparsity.tile_nonzeros(layer.groups, tile_k, tile_n)
+    args = (
+        _DATAFLOW_CODE[geo.dataflow], R, t_len, ext.rext, ext.text, ext.cext, n, m, meta_bits,
+        ext.kblocks, BLOCK_INDEX_BYTES, rel_a, rel_w, rel_o, rel_s, red,
+        np.array([trips[_I], trips[_J], trips[_T]], np.int64),
+        np.array([a_tile, w_tile, o_tile, half["ifmap"], half["filter"], half["ofmap"]]),
+        union_bytes, new_j, new_i, geo.distinct, geo.bitmap, nzt, wb, pb,
+        hw.edge_words_per_cycle, fill_cycles(hw),
+    )
+    return StreamTiling(t_len, ext, args)
+
+
+def order_code(order: str) -> np.ndarray:
+    """int64 [3]: the loop order as loop indices (0 = i, 1 = j, 2 = t), outer to inner."""
+    return np.array([LOOPS.index(c) for c in order], np.int64)
+
+
+def plan_folds(
+    layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE,
+    mapping: Mapping = SCALESIM, geo: LayerGeometry | None = None,
+) -> FoldPlan:
+    """The fold plan of ``layer`` with ``sparsity`` on ``hw`` under ``mapping`` (module docstring).
+
+    Args:
+        geo: the layer's :func:`geometry`, when the caller already has it (the mapper).
+
+    Raises:
+        UserError: a mask that does not fit the layer, or an SRAM half too small for one fold's
+            stationary tile (names the layer, buffer, needed and available KiB).
+    """
+    geo = geo or geometry(layer, hw, sparsity)
+    tiling = stream_tiling(geo, mapping.t_tile)
+    fill, stream, edge, fetch, write, index, rows, cols, totals = fold_arrays(
+        order_code(mapping.order), *tiling.kernel_args)
+    return FoldPlan(
+        mapping=mapping, gemms=int(np.unique(index[:, 0]).size), fill=fill, stream=stream,
+        edge_stall=edge, fetch_bytes=fetch, write_bytes=write, counts=totals, index=index,
+        rows=rows, cols=cols, t_tile=tiling.t_len,
+        effective_macs=layer.P * sparsity.nonzeros(layer), nm=tiling.ext.packing.nm,
+        packing=tiling.ext.packing,
+    )
+
+
+def _check_capacity(layer: GemmLayer, buffer: str, need_bytes: float, have: float) -> None:
     if need_bytes > have:
         raise UserError(
             f"layer {layer.name}: {buffer} SRAM half holds {have / 1024:g} KiB but one fold's "
@@ -223,103 +368,189 @@ def _check_capacity(layer: GemmLayer, hw: HardwareSpec, buffer: str, need_bytes:
         )
 
 
-def plan_folds(
-    layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE
-) -> FoldPlan:
-    """The fold plan of ``layer`` with ``sparsity`` on ``hw`` (see the module docstring).
+@njit(cache=True)
+def _window(order, rel, tile_bytes, trips, cap, union_bytes):
+    """Loop bits of the largest inner window whose tiles fit ``cap`` bytes (0: none).
 
-    Raises:
-        UserError: a mask that does not fit the layer, or an SRAM half too small for one fold's
-            stationary tile (names the layer, buffer, needed and available KiB).
+    ``cap`` is an SRAM half; the whole nest may use the whole SRAM, since an operand that stays
+    resident throughout is loaded once, tile by tile, and never replaced (no next tile to
+    prefetch into a second half).
     """
-    sparsity.check(layer)
-    R, C, df = hw.array.rows, hw.array.cols, hw.array.dataflow
-    wb = hw.array.word_bytes
-    sr, sc, t = gemm_dims(layer, df)
-    cr = column_rows(layer, sparsity, hw)
-    ncf = cr.rows.shape[1]
-    rows = cr.rows.ravel()
-    cols = np.tile(np.minimum(C, sc - np.arange(ncf) * C), layer.groups)
-    nrf = -(-rows // R)
-    cf = np.repeat(np.arange(rows.size), nrf)  # column fold (over all groups) of each fold
-    i = np.arange(cf.size) - (np.cumsum(nrf) - nrf)[cf]
-    last = i == nrf[cf] - 1
-    r = np.minimum(R, rows[cf] - i * R)
-    c = cols[cf]
-    group = cf // ncf
-    group_start = np.r_[True, group[1:] != group[:-1]] if cf.size else np.zeros(0, bool)
-    in_first_cf = cf == cf[np.flatnonzero(group_start)][np.cumsum(group_start) - 1]
-    demand = -(-r // cr.nm[0]) * cr.nm[1] if cr.nm else r
+    for start in range(3):
+        window = 0
+        need = tile_bytes
+        for q in range(start, 3):
+            bit = 1 << order[q]
+            window |= bit
+            if rel & bit:
+                need *= trips[order[q]]
+        if union_bytes >= 0 and window & 3 == 3:
+            need = union_bytes * (trips[2] if window & 4 else 1)
+        if need <= (2 * cap if start == 0 else cap):
+            return window
+    return 0
 
-    half = {b: getattr(hw.memory, f"{b}_sram_kib") * 1024 / 2 for b in ("ifmap", "filter", "ofmap")}
-    tile = {"stationary": r * c, "rows": t * demand, "columns": t * c}
-    meta_bytes = np.zeros(cf.size, np.int64)
-    if cr.nm:
-        meta_bytes += -(-r * c * int(math.log2(cr.nm[1])) // 8)
-    if cr.blocks is not None:
-        meta_bytes += np.where(i == 0, cr.blocks.ravel()[cf] * _BLOCK_INDEX_BYTES, 0)
 
-    fetch = {}
-    distinct = {"ifmap": ifmap_distinct_fraction(layer), "filter": 1.0}
-    roles = dict(zip(("ifmap", "filter", "ofmap"), _ROLES[df], strict=True))
-    for buffer in ("ifmap", "filter"):
-        role = roles[buffer]
-        if role == "stationary":
-            _check_capacity(layer, hw, buffer, int(tile[role].max(initial=0)) * wb
-                            + int(meta_bytes.max(initial=0)))
-            fetch[buffer] = np.ceil(tile[role] * distinct[buffer]).astype(np.int64)
-        elif role == "rows":
-            whole_fits = math.ceil(t * sr * distinct[buffer]) * wb <= half[buffer]
-            words = np.ceil(tile[role] * distinct[buffer]).astype(np.int64)
-            fetch[buffer] = np.where(whole_fits & ~in_first_cf, 0, words)
+@njit(cache=True)
+def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kblocks,
+                block_index_bytes, rel_a, rel_w, rel_o, rel_s, red, trips, sizes, union_bytes,
+                new_j, new_i, distinct, bitmap, nzt, wb, pb, edge_bw, fill_full):
+    """Walk one loop order's nest; returns the per-fold arrays of a FoldPlan and summed counts.
+
+    ``sizes`` holds the largest (ifmap, filter, ofmap) tiles and the three SRAM halves, in
+    bytes; ``trips`` the (i, j, t) trip counts. See the module docstring for the semantics.
+    """
+    groups, nj = text.shape
+    win_a = _window(order, rel_a, sizes[0], trips, sizes[3], union_bytes)
+    a_union = union_bytes >= 0 and win_a & 3 == 3
+    new = new_j
+    for q in range(3):
+        if order[q] == 0:  # i before j: i-major first need
+            new = new_i
+            break
+        if order[q] == 1:
+            break
+    win_w = _window(order, rel_w, sizes[1], trips, sizes[4], -1.0)
+    win_o = _window(order, rel_o, sizes[2], trips, sizes[5], -1.0)
+    resident = win_o & red != 0
+    # enumerate the folds: count them, then record them
+    f = 0
+    idx = np.zeros(3, np.int64)
+    index = np.zeros((0, 4), np.int64)
+    rows = np.zeros(0, np.int64)
+    cols = np.zeros(0, np.int64)
+    stream = np.zeros(0, np.int64)
+    for record in range(2):
+        if record:
+            index = np.zeros((f, 4), np.int64)
+            rows = np.zeros(f, np.int64)
+            cols = np.zeros(f, np.int64)
+            stream = np.zeros(f, np.int64)
+        f = 0
+        for g in range(groups):
+            for a in range(trips[order[0]]):
+                idx[order[0]] = a
+                for b in range(trips[order[1]]):
+                    idx[order[1]] = b
+                    for c3 in range(trips[order[2]]):
+                        idx[order[2]] = c3
+                        i, j, tt = idx[0], idx[1], idx[2]
+                        s_full = text[g, j]
+                        if tt * t_len >= s_full:
+                            continue
+                        r_full = rext[g, j if rext.shape[1] > 1 else 0,
+                                      tt if rext.shape[2] > 1 else 0]
+                        if i * R >= r_full:
+                            continue
+                        if record:
+                            index[f, 0], index[f, 1], index[f, 2], index[f, 3] = g, j, i, tt
+                            rows[f] = min(R, r_full - i * R)
+                            cols[f] = cext[j]
+                            stream[f] = min(t_len, s_full - tt * t_len)
+                        f += 1
+    fill = np.zeros(f, np.int64)
+    edge = np.zeros(f, np.int64)
+    fetch = np.zeros(f, np.int64)
+    write = np.zeros(f, np.int64)
+    totals = np.zeros(15, np.int64)
+    for k in range(f):
+        g, j, i, tt = index[k, 0], index[k, 1], index[k, 2], index[k, 3]
+        r, c, s = rows[k], cols[k], stream[k]
+        cont = k > 0 and index[k - 1, 0] == g
+        if cont:
+            cont = not ((rel_s & 1 and index[k - 1, 2] != i) or (rel_s & 2 and index[k - 1, 1] != j)
+                        or (rel_s & 4 and index[k - 1, 3] != tt))
+        # first visit within the window: every window loop the operand ignores is at 0
+        moved = (1 if i else 0) | (2 if j else 0) | (4 if tt else 0)
+        fa = (moved & win_a & ~rel_a) == 0
+        fw = (moved & win_w & ~rel_w) == 0
+        dr = (r + nm_n - 1) // nm_n * nm_m
+        ds = (s + nm_n - 1) // nm_n * nm_m
+        if df == 0:  # ws
+            a_words, w_words, o_words = s * dr, r * c, s * c
+        elif df == 1:  # is
+            a_words, w_words, o_words = dr * c, s * r, s * c
+        else:  # os
+            a_words, w_words, o_words = r * ds, c * s, r * c
+        if a_union:
+            a_fill = new[g, j, i] * s
+        elif fa:
+            a_fill = a_words
         else:
-            fits = t * C * wb <= half[buffer]
-            fetch[buffer] = np.where(fits & (i > 0), 0, tile[role])
-    bitmap = (sparsity.scheme == "unstructured" and hw.sparse.bitmap_weights and df == "ws"
-              and sparsity.mask is not None)
-    if bitmap:  # non-zeros plus one bit per weight position
-        fetch["filter"] = sparsity.tile_nonzeros(layer.groups, R, C).ravel()
-        meta_bytes += -(-r * c // 8)
-
-    psum_reads = np.zeros(cf.size, np.int64)
-    spill_reads = np.zeros(cf.size, np.int64)
-    if roles["ofmap"] == "columns":
-        out_writes = t * c
-        psum_reads = np.where(i > 0, t * c, 0)
-        fits = t * C * wb <= half["ofmap"]
-        write_words = np.where(last | (not fits), t * c, 0)
-        spill_reads = np.where(fits, 0, psum_reads)
-    else:
-        _check_capacity(layer, hw, "ofmap", R * C * wb)
-        out_writes = write_words = r * c
-    slots = r * c * t
-
-    counts = np.stack([
-        tile[roles["ifmap"]],
-        fetch["ifmap"],
-        tile[roles["filter"]],
-        fetch["filter"],
-        psum_reads + write_words,
-        out_writes + spill_reads,
-        psum_reads,
-        2 * meta_bytes,
-        (fetch["ifmap"] + fetch["filter"] + spill_reads) * wb + meta_bytes,
-        write_words * wb,
-        meta_bytes,
-        slots,
-        2 * slots + r * c,
-    ], axis=1).astype(np.int64)
-    edge_bw = hw.edge_words_per_cycle
-    edge_stall = (np.maximum(0, -(-t * demand // edge_bw) - t) if df != "is"
-                  else np.zeros(cf.size, np.int64))
-    return FoldPlan(
-        fill=fill_cycles(hw),
-        gemms=int(np.unique(group).size),
-        stream=np.full(cf.size, t, np.int64),
-        edge_stall=np.asarray(edge_stall, np.int64),
-        fetch_bytes=counts[:, COUNT_NAMES.index("dram_read_bytes")].copy(),
-        write_bytes=counts[:, COUNT_NAMES.index("dram_write_bytes")].copy(),
-        counts=counts,
-        effective_macs=layer.P * sparsity.nonzeros(layer),
-        nm=cr.nm,
-    )
+            a_fill = 0
+        a_fill = int(math.ceil(a_fill * distinct))
+        meta = 0
+        w_fill = 0
+        if fw:
+            w_fill = w_words
+            meta = (w_words * meta_bits + 7) // 8
+            if bitmap:
+                if df == 0:
+                    w_fill = nzt[g, j, i]
+                elif df == 1:
+                    w_fill = nzt[g, tt, i]
+                else:
+                    w_fill = nzt[g, j, tt]
+                meta = (w_words + 7) // 8
+            if (tt == 0 if df == 2 else i == 0):  # block indices come with the first K tile
+                meta += kblocks[g, j if kblocks.shape[1] > 1 else 0,
+                                tt if kblocks.shape[2] > 1 else 0] * block_index_bytes
+        # partial sums and outputs
+        if red == 4:
+            red_idx = tt
+            last = (tt + 1) * t_len >= text[g, j]
+        else:
+            red_idx = i
+            last = (i + 1) * R >= rext[g, j if rext.shape[1] > 1 else 0,
+                                       tt if rext.shape[2] > 1 else 0]
+        psum_rd = psum_wr = out_wr = spill_rd = spill_wr = 0
+        starts = red_idx > 0
+        ends = True
+        if df == 2:  # os: the outputs stay in the PEs while the stream continues
+            starts = starts and not cont
+            ends = k == f - 1 or index[k + 1, 0] != g or index[k + 1, 1] != j \
+                or index[k + 1, 2] != i
+        if starts:
+            psum_rd += o_words
+            if not resident:
+                spill_rd += o_words
+                psum_wr += o_words
+        if ends:
+            if last:
+                out_wr = o_words
+            else:
+                psum_wr += o_words
+                if not resident:
+                    spill_wr += o_words
+                    psum_rd += o_words
+        slots = r * c * s
+        a_reads = 0 if cont and df == 1 else a_words
+        w_reads = 0 if cont and df == 0 else w_words
+        read_bytes = (a_fill + w_fill) * wb + meta + spill_rd * pb
+        write_bytes = out_wr * wb + spill_wr * pb
+        totals[0] += a_reads
+        totals[1] += a_fill
+        totals[2] += w_reads
+        totals[3] += w_fill
+        totals[4] += out_wr
+        totals[5] += out_wr
+        totals[6] += psum_rd
+        totals[7] += psum_wr
+        totals[8] += 2 * meta
+        totals[9] += read_bytes
+        totals[10] += write_bytes
+        totals[11] += meta
+        totals[12] += (spill_rd + spill_wr) * pb
+        totals[13] += slots
+        totals[14] += 2 * slots + (0 if cont else r * c)
+        fetch[k] = read_bytes
+        write[k] = write_bytes
+        fill[k] = 0 if cont else fill_full
+        if df == 0:
+            e = (s * dr + edge_bw - 1) // edge_bw - s
+        elif df == 2:
+            e = (r * ds + edge_bw - 1) // edge_bw - s
+        else:
+            e = 0 if cont else dr - R
+        edge[k] = max(0, e)
+    return fill, stream, edge, fetch, write, index, rows, cols, totals

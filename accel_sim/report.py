@@ -13,7 +13,7 @@ from accel_sim.workload import GemmLayer
 from crisp.errors import UserError
 from crisp.io import write_atomic
 
-_LABELS = ("layer", "kind", "scheme")
+_LABELS = ("layer", "kind", "scheme", "mapping")
 _SHARED = ("pes", "clock_mhz")  # equal in every layer of a run; kept, not summed
 _COUNTS = {  # LayerResult field -> engine (component, action)
     "gated_macs": ("mac", "gated"), "mux_selects": ("mux", "select"),
@@ -21,9 +21,10 @@ _COUNTS = {  # LayerResult field -> engine (component, action)
     "ifmap_sram_reads": ("ifmap_sram", "read"), "ifmap_sram_writes": ("ifmap_sram", "write"),
     "filter_sram_reads": ("filter_sram", "read"), "filter_sram_writes": ("filter_sram", "write"),
     "ofmap_sram_reads": ("ofmap_sram", "read"), "ofmap_sram_writes": ("ofmap_sram", "write"),
-    "psum_reads": ("ofmap_sram", "psum_read"), "metadata_sram_bytes": ("metadata_sram", "byte"),
+    "psum_reads": ("ofmap_sram", "psum_read"), "psum_writes": ("ofmap_sram", "psum_write"),
+    "metadata_sram_bytes": ("metadata_sram", "byte"),
     "dram_read_bytes": ("dram", "read_byte"), "dram_write_bytes": ("dram", "write_byte"),
-    "dram_metadata_bytes": ("dram", "metadata_byte"),
+    "dram_metadata_bytes": ("dram", "metadata_byte"), "dram_psum_bytes": ("dram", "psum_byte"),
 }
 
 
@@ -31,13 +32,17 @@ _COUNTS = {  # LayerResult field -> engine (component, action)
 class LayerResult:
     """One layer's simulation (or a sum of layers: ``a + b``, ``sum(results)``).
 
-    Cycles are array clock cycles; access counts are words (``*_bytes``: bytes); energies pJ.
-    A total has label ``total`` and zero GEMM shape.
+    Cycles are array clock cycles; access counts are words (``*_bytes``: bytes; ``psum_*``:
+    partial-sum words; ofmap SRAM reads/writes count a partial sum as ``psum_bits/word_bits``
+    words); energies pJ. A total has label ``total`` and zero GEMM shape. ``mapping`` is the
+    schedule the mapper chose (:class:`accel_sim.mapping.Mapping`), ``compulsory_dram_bytes``
+    the layer's traffic floor (:func:`accel_sim.mapper.compulsory_dram_bytes`).
     """
 
     layer: str
     kind: str
     scheme: str
+    mapping: str
     P: int
     K: int
     N: int
@@ -60,10 +65,13 @@ class LayerResult:
     ofmap_sram_reads: int
     ofmap_sram_writes: int
     psum_reads: int
+    psum_writes: int
     metadata_sram_bytes: int
     dram_read_bytes: int
     dram_write_bytes: int
     dram_metadata_bytes: int
+    dram_psum_bytes: int
+    compulsory_dram_bytes: int
     energy_mac_pj: float
     energy_mux_pj: float
     energy_reg_pj: float
@@ -83,11 +91,13 @@ class LayerResult:
     ) -> LayerResult:
         """Assemble a result from the engine's run and the priced energy."""
         return cls(
-            layer=layer.name, kind=layer.kind, scheme=scheme, P=layer.P, K=layer.K, N=layer.N,
+            layer=layer.name, kind=layer.kind, scheme=scheme, mapping=run.mapping,
+            P=layer.P, K=layer.K, N=layer.N,
             groups=layer.groups, folds=run.folds, compute_cycles=run.compute_cycles,
             edge_stall_cycles=run.edge_stall_cycles, dram_stall_cycles=run.dram_stall_cycles,
             prefetch_cycles=run.prefetch_cycles, writeback_cycles=run.writeback_cycles,
             macs=layer.macs, effective_macs=run.effective_macs,
+            compulsory_dram_bytes=run.compulsory_dram_bytes,
             **{name: run.counts[key] for name, key in _COUNTS.items()},
             **{f"energy_{c}_pj": energy_pj[c] for c in COMPONENTS},
             pes=pes, clock_mhz=clock_mhz,
@@ -129,6 +139,19 @@ class LayerResult:
         return self.dram_read_bytes + self.dram_write_bytes
 
     @property
+    def dram_over_compulsory(self) -> float:
+        """DRAM bytes over the compulsory floor (>= 1; 0 when no floor was computed)."""
+        return self.dram_bytes / self.compulsory_dram_bytes if self.compulsory_dram_bytes else 0.0
+
+    @property
+    def bound(self) -> str:
+        """What limits the layer: ``compute`` (compute cycles), ``dram`` (DRAM stall, prefetch
+        and write-back cycles) or ``edge`` (input-edge stalls), whichever is largest."""
+        dram = self.dram_stall_cycles + self.prefetch_cycles + self.writeback_cycles
+        parts = {"compute": self.compute_cycles, "dram": dram, "edge": self.edge_stall_cycles}
+        return max(parts, key=parts.get)
+
+    @property
     def energy_total_pj(self) -> float:
         """Energy of all components (pJ)."""
         return sum(getattr(self, f"energy_{c}_pj") for c in COMPONENTS)
@@ -147,7 +170,7 @@ class LayerResult:
         """Fields and derived figures as one flat dict."""
         row = {f.name: getattr(self, f.name) for f in fields(self)}  # flat: no deep copy
         for name in ("stall_cycles", "total_cycles", "utilization", "dram_bytes",
-                     "energy_total_pj", "latency_us"):
+                     "dram_over_compulsory", "bound", "energy_total_pj", "latency_us"):
             row[name] = getattr(self, name)
         return row
 
@@ -184,8 +207,9 @@ class Report:
         return pd.DataFrame([r.as_row() for r in rows])
 
 
-SUMMARY_COLUMNS = ("layer", "scheme", "folds", "compute_cycles", "stall_cycles", "total_cycles",
-                   "utilization", "dram_bytes", "energy_total_pj", "latency_us")
+SUMMARY_COLUMNS = ("layer", "scheme", "mapping", "folds", "compute_cycles", "stall_cycles",
+                   "total_cycles", "utilization", "dram_bytes", "dram_over_compulsory", "bound",
+                   "energy_total_pj", "latency_us")
 
 
 def summary(frame: pd.DataFrame, columns: tuple[str, ...] = SUMMARY_COLUMNS) -> str:
@@ -194,6 +218,8 @@ def summary(frame: pd.DataFrame, columns: tuple[str, ...] = SUMMARY_COLUMNS) -> 
     for col in shown.columns:
         if col == "utilization":
             shown[col] = shown[col].map("{:.1%}".format)
+        elif col == "dram_over_compulsory":
+            shown[col] = shown[col].map("{:.2f}x".format)
         elif col.endswith(("_pj", "_us")) or shown[col].dtype.kind == "f":
             shown[col] = shown[col].map("{:,.4g}".format)
         elif shown[col].dtype.kind == "i":

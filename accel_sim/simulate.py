@@ -13,8 +13,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from accel_sim.energy import energy
-from accel_sim.engine import run_layer
 from accel_sim.hardware import HardwareSpec
+from accel_sim.mapper import check_choice, run_layer
 from accel_sim.report import LayerResult, Report
 from accel_sim.sparsity import DENSE, SCHEMES, LayerSparsity, synthetic_network
 from accel_sim.workload import GemmLayer
@@ -22,10 +22,11 @@ from crisp.errors import UserError
 
 
 def simulate_layer(
-    layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE
+    layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE,
+    mapping: str = "best", objective: str = "latency",
 ) -> LayerResult:
-    """Cycles, counts and energy of one layer on ``hw``."""
-    run = run_layer(layer, hw, sparsity)
+    """Cycles, counts and energy of one layer on ``hw`` (see :func:`simulate`)."""
+    run = run_layer(layer, hw, sparsity, mapping, objective)
     pj = energy(run.counts, hw.energy, run.total_cycles, hw.array.clock_mhz)
     return LayerResult.from_run(layer, sparsity.scheme, run, pj, hw.array.rows * hw.array.cols,
                                 hw.array.clock_mhz)
@@ -36,6 +37,8 @@ def simulate(
     hw: HardwareSpec,
     sparsity: Mapping[str, LayerSparsity] | None = None,
     progress: bool = False,
+    mapping: str = "best",
+    objective: str = "latency",
 ) -> Report:
     """Simulate a network layer by layer.
 
@@ -45,11 +48,15 @@ def simulate(
         sparsity: per-layer descriptors keyed by layer name, from any source (the pruner's
             masks, :func:`accel_sim.sparsity.synthetic_network`); missing layers run dense.
         progress: show a tqdm bar (it appears only if the run takes over a second).
+        mapping: ``best`` (the mapper searches each layer's loop order and stream tile,
+            :mod:`accel_sim.mapper`) or ``scalesim`` (SCALE-Sim's fixed schedule).
+        objective: what ``best`` minimises: ``latency``, ``energy`` or ``edp``.
 
     Raises:
         UserError: no layers, a descriptor for an unknown layer, a mask of the wrong shape, an
-            SRAM too small for one fold.
+            SRAM too small for one fold, an unknown mapping or objective.
     """
+    check_choice(mapping, objective)
     if not layers:
         raise UserError("no layers to simulate")
     sparsity = sparsity or {}
@@ -58,7 +65,8 @@ def simulate(
         raise UserError(f"sparsity given for unknown layer {unknown[0]!r}")
     bar = tqdm(layers, desc=hw.name, unit="layer", delay=1, disable=not progress, leave=False)
     return Report(hw.name, tuple(
-        simulate_layer(layer, hw, sparsity.get(layer.name, DENSE)) for layer in bar
+        simulate_layer(layer, hw, sparsity.get(layer.name, DENSE), mapping, objective)
+        for layer in bar
     ))
 
 
@@ -99,15 +107,18 @@ def compare(
     nm: tuple[int, int] = (2, 4),
     block: int = 32,
     progress: bool = False,
+    mapping: str = "best",
+    objective: str = "latency",
 ) -> Comparison:
     """Simulate each scheme with synthetic masks at ``density`` (one seed) and compare.
 
-    See :mod:`accel_sim.sparsity` for how ``density`` maps onto each scheme.
+    See :mod:`accel_sim.sparsity` for how ``density`` maps onto each scheme; every scheme is
+    mapped at its best (``mapping="best"``: each layer's schedule chosen for that scheme).
     """
     frames, totals = [], []
     for scheme in schemes:
         net, descriptors = synthetic_network(list(layers), scheme, density, seed, nm, block)
-        report = simulate(net, hw, descriptors, progress)
+        report = simulate(net, hw, descriptors, progress, mapping, objective)
         frame = report.to_frame()
         frame["scheme"] = scheme
         frames.append(frame)

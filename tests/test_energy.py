@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from accel_sim.energy import COMPONENTS, energy
-from accel_sim.engine import run_layer
 from accel_sim.hardware import build_hardware
+from accel_sim.mapper import run_layer
 from accel_sim.simulate import simulate
 from accel_sim.workload import GemmLayer
 

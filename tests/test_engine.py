@@ -8,9 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel_sim.engine import run_layer
 from accel_sim.hardware import build_hardware
+from accel_sim.mapper import run_layer
 from accel_sim.workload import GemmLayer
+
+
+def run_scalesim(layer, hw, sparsity=None):
+    """SCALE-Sim's fixed schedule (the semantics these tests pin)."""
+    return run_layer(layer, hw, *( [sparsity] if sparsity is not None else []), mapping="scalesim")
 
 
 def hw(rows: int, cols: int, dataflow: str, bandwidth: float = math.inf, kib: float = 64):
@@ -36,7 +41,7 @@ def scalesim_cycles(P: int, K: int, N: int, R: int, C: int, dataflow: str) -> in
     (196, 256, 1024, "is", 62607),
 ])
 def test_golden_scalesim(P: int, K: int, N: int, dataflow: str, cycles: int) -> None:
-    run = run_layer(GemmLayer("x", "conv", P=P, K=K, N=N), hw(32, 32, dataflow))
+    run = run_scalesim(GemmLayer("x", "conv", P=P, K=K, N=N), hw(32, 32, dataflow))
     assert run.compute_cycles == cycles
 
 
@@ -44,13 +49,13 @@ def test_golden_scalesim(P: int, K: int, N: int, dataflow: str, cycles: int) -> 
 @given(st.integers(1, 64), st.integers(1, 64), st.integers(1, 300), st.integers(1, 300),
        st.integers(1, 300), st.sampled_from(["ws", "os", "is"]))
 def test_formula(R: int, C: int, P: int, K: int, N: int, dataflow: str) -> None:
-    run = run_layer(GemmLayer("x", "conv", P=P, K=K, N=N), hw(R, C, dataflow))
+    run = run_scalesim(GemmLayer("x", "conv", P=P, K=K, N=N), hw(R, C, dataflow))
     assert run.compute_cycles == scalesim_cycles(P, K, N, R, C, dataflow)
 
 
 def test_groups_repeat_the_gemm() -> None:
-    one = run_layer(GemmLayer("x", "conv", P=49, K=9, N=1), hw(8, 8, "ws"))
-    many = run_layer(GemmLayer("x", "depthwise", P=49, K=9, N=1, groups=12), hw(8, 8, "ws"))
+    one = run_scalesim(GemmLayer("x", "conv", P=49, K=9, N=1), hw(8, 8, "ws"))
+    many = run_scalesim(GemmLayer("x", "depthwise", P=49, K=9, N=1, groups=12), hw(8, 8, "ws"))
     assert many.compute_cycles == 12 * one.compute_cycles
     assert many.folds == 12 * one.folds
     assert many.counts[("filter_sram", "read")] == 12 * 9
@@ -58,7 +63,7 @@ def test_groups_repeat_the_gemm() -> None:
 
 def test_ideal_bandwidth_has_no_stalls_and_counts_each_operand_once() -> None:
     layer = GemmLayer("x", "conv", P=100, K=64, N=48)
-    run = run_layer(layer, hw(16, 16, "ws"))
+    run = run_scalesim(layer, hw(16, 16, "ws"))
     assert run.dram_stall_cycles == run.prefetch_cycles == run.writeback_cycles == 0
     assert run.total_cycles == run.compute_cycles
     c = run.counts
@@ -72,18 +77,18 @@ def test_ideal_bandwidth_has_no_stalls_and_counts_each_operand_once() -> None:
 
 def test_low_bandwidth_stalls_and_prefetch_is_exposed() -> None:
     layer = GemmLayer("x", "conv", P=100, K=64, N=48)
-    slow = run_layer(layer, hw(16, 16, "ws", bandwidth=1.0, kib=1))
+    slow = run_scalesim(layer, hw(16, 16, "ws", bandwidth=1.0, kib=1))
     assert slow.prefetch_cycles == 100 * 16 + 16 * 16  # first fold's ifmap rows and weights
     assert slow.dram_stall_cycles > 0
     assert slow.total_cycles > slow.compute_cycles + slow.dram_stall_cycles
-    fast = run_layer(layer, hw(16, 16, "ws", bandwidth=1e6, kib=1))
+    fast = run_scalesim(layer, hw(16, 16, "ws", bandwidth=1e6, kib=1))
     assert fast.dram_stall_cycles == 0 and fast.compute_cycles == slow.compute_cycles
 
 
 def test_small_sram_refetches_and_spills() -> None:
     layer = GemmLayer("x", "conv", P=512, K=64, N=48)
-    big = run_layer(layer, hw(16, 16, "ws", kib=256)).counts
-    small = run_layer(layer, hw(16, 16, "ws", kib=4)).counts
+    big = run_scalesim(layer, hw(16, 16, "ws", kib=256)).counts
+    small = run_scalesim(layer, hw(16, 16, "ws", kib=4)).counts
     assert small[("dram", "read_byte")] > big[("dram", "read_byte")]
     assert small[("dram", "write_byte")] > big[("dram", "write_byte")]  # spilled psums
 
@@ -95,7 +100,7 @@ def test_ifmap_moves_as_a_feature_map_not_as_im2col() -> None:
     layer = GemmLayer("c", "conv", P=16 * 16, K=8 * 9, N=8, kernel=(3, 3), padding=(1, 1),
                       in_shape=(1, 8, 16, 16), out_shape=(1, 8, 16, 16))
     assert ifmap_distinct_fraction(layer) == pytest.approx(1 / 9)
-    c = run_layer(layer, hw(128, 8, "ws", kib=1024)).counts
+    c = run_scalesim(layer, hw(128, 8, "ws", kib=1024)).counts
     assert c[("ifmap_sram", "read")] == 16 * 16 * 72  # im2col words streamed into the array
     assert c[("ifmap_sram", "write")] == 16 * 16 * 8  # the feature map, fetched once
     linear = GemmLayer("l", "linear", P=4, K=10, N=3, in_shape=(4, 10), out_shape=(4, 3))

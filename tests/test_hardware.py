@@ -55,7 +55,9 @@ def test_scalesim_cfg(tmp_path) -> None:
     ({"array": {"word_bits": 12}}, "allowed 8, 16, 32"),
     ({"memory": {"dram_bytes_per_cycle": 0}}, "dram_bytes_per_cycle = 0 must be > 0"),
     ({"memory": {"ifmap_sram_kib": -1}}, "ifmap_sram_kib = -1 must be > 0"),
-    ({"array": {"dataflow": "os"}, "sparse": {"nm": "2:4"}}, "dataflow ws only"),
+    ({"array": {"psum_bits": 4}}, "psum_bits = 4: allowed a multiple of 8 that is at least"),
+    ({"array": {"word_bits": 16, "psum_bits": 8}}, "at least word_bits"),
+    ({"array": {"psum_bits": 20}}, "multiple of 8"),
     ({"sparse": {"nm": "3:3"}}, "1 <= N < M"),
     ({"array": {"color": 1}}, "unknown field 'color'"),
     ({"energy": {"mac_pj": 1.0}}, "missing field 'gated_mac_pj'"),
@@ -73,7 +75,7 @@ def test_unknown_preset_lists_presets() -> None:
 def test_overrides_revalidate() -> None:
     hw = with_overrides(load_hardware("edge-32x32"), array="128x64", dataflow="os")
     assert (hw.array.rows, hw.array.cols, hw.array.dataflow) == (128, 64, "os")
-    assert hw.sparse.nm is None  # N:M support is ws-only
+    assert hw.sparse.nm == (2, 4)  # N:M and block skipping map onto every dataflow
     with pytest.raises(UserError, match="ROWSxCOLS"):
         with_overrides(hw, array="0x4")
 

@@ -6,10 +6,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel_sim.engine import run_layer
 from accel_sim.hardware import build_hardware
+from accel_sim.mapper import run_layer
 from accel_sim.reference import run_reference
 from accel_sim.workload import GemmLayer
+
+
+def run_scalesim(layer, hw, sparsity=None):
+    """SCALE-Sim's fixed schedule (the semantics these tests pin)."""
+    return run_layer(layer, hw, *( [sparsity] if sparsity is not None else []), mapping="scalesim")
 
 
 @settings(max_examples=40, deadline=None)
@@ -23,8 +28,8 @@ def test_engine_matches_reference(
     w = rng.integers(-8, 8, (N, K))
     ref = run_reference(a, w, R, C, dataflow)
     np.testing.assert_array_equal(ref.output, a @ w.T)  # the dataflow computes the GEMM
-    hw = build_hardware({"array": {"rows": R, "cols": C, "dataflow": dataflow}})
-    run = run_layer(GemmLayer("x", "conv", P=P, K=K, N=N), hw)
+    hw = build_hardware({"array": {"rows": R, "cols": C, "dataflow": dataflow, "psum_bits": 8}})
+    run = run_scalesim(GemmLayer("x", "conv", P=P, K=K, N=N), hw)
     c = run.counts
     assert run.compute_cycles == ref.cycles
     assert c[("ifmap_sram", "read")] == ref.ifmap_sram_reads

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel_sim.engine import run_layer
 from accel_sim.hardware import build_hardware
+from accel_sim.mapper import run_layer
 from accel_sim.simulate import compare, simulate
 from accel_sim.sparsity import (
     DENSE,
@@ -116,9 +116,25 @@ def test_from_weight_reads_zeros_and_checks_shape() -> None:
         nm_for_density(0.3)
 
 
-def test_sparse_support_is_ws_only() -> None:
-    with pytest.raises(UserError, match="dataflow ws only"):
-        build_hardware({"array": {"dataflow": "is"}, "sparse": {"block_skipping": True}})
+@pytest.mark.parametrize("dataflow", ["os", "is"])
+def test_nm_and_blocks_shorten_os_and_is(dataflow: str) -> None:
+    """OS: K streams in time, so N:M and skipped blocks shorten T; IS: K is the row dimension."""
+    layer = GemmLayer("x", "conv", P=64, K=256, N=64)
+    hw = sparse_hw(32, 32)
+    hw = build_hardware({"array": {"rows": 32, "cols": 32, "dataflow": dataflow},
+                         "sparse": {"nm": "2:4", "block_skipping": True}})
+    rng = np.random.default_rng(0)
+    dense = run_layer(layer, hw, mapping="scalesim")
+    nm = run_layer(layer, hw, synthetic(layer, "nm", 0.5, rng), mapping="scalesim")
+    hybrid = run_layer(layer, hw, synthetic(layer, "hybrid", 0.25, rng, block=32),
+                       mapping="scalesim")
+    if dataflow == "os":  # one fold per (pixel, filter) tile streams K*N/M steps
+        fill = 32 + 32 - 2
+        assert nm.compute_cycles == 2 * 2 * (fill + 128) - 1
+    else:  # K folds halve
+        assert nm.folds * 2 == dense.folds
+    assert hybrid.compute_cycles < nm.compute_cycles < dense.compute_cycles
+    assert nm.counts[("mux", "select")] > 0
 
 
 def test_channel_pruning_shrinks_consistently() -> None:

@@ -1,0 +1,239 @@
+"""The mapper: per layer, generate candidate mappings, cost each with the engine, keep the best.
+
+As in ZigZag's flow (generate spatial/temporal mappings -> cost model -> reduce), three pieces:
+
+- :func:`candidates` generates mappings (:class:`accel_sim.mapping.Mapping`): every loop order
+  of the three fold loops (row folds i, column folds j, stream tiles t), each untiled and with
+  every stream tile at which some operand's reuse window starts to fit its SRAM half (the
+  largest tile of each such regime: a smaller tile of the same regime moves the same data and
+  only adds fills). SCALE-Sim's schedule (``j > i > t``, untiled) is always among them.
+- :func:`accel_sim.engine.run_plan` is the cost model of one candidate.
+- :func:`choose` reduces by the objective: ``latency`` (fewest total cycles, ties: less energy),
+  ``energy`` (least energy, ties: fewer cycles) or ``edp`` (energy x cycles).
+
+``mapping="scalesim"`` skips the search and runs SCALE-Sim's fixed schedule, whose compute
+cycles equal SCALE-Sim's. Because that schedule is a candidate, ``best`` never has more total
+cycles than ``scalesim`` under the latency objective.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import replace
+
+import numpy as np
+from numba import njit
+
+from accel_sim.energy import energy
+from accel_sim.engine import LayerRun, action_counts, run_plan, walk
+from accel_sim.hardware import HardwareSpec
+from accel_sim.mapping import (
+    COUNT_NAMES,
+    LOOPS,
+    SCALESIM,
+    FoldPlan,
+    LayerGeometry,
+    Mapping,
+    fold_arrays,
+    geometry,
+    order_code,
+    plan_folds,
+    stream_tiling,
+)
+from accel_sim.sparsity import DENSE, LayerSparsity
+from accel_sim.workload import GemmLayer
+from crisp.errors import UserError
+
+MAPPINGS = ("best", "scalesim")
+"""``best``: search per layer; ``scalesim``: SCALE-Sim's fixed schedule."""
+OBJECTIVES = ("latency", "energy", "edp")
+
+
+def check_choice(mapping: str, objective: str) -> None:
+    """Raise UserError for an unknown mapping or objective name."""
+    if mapping not in MAPPINGS:
+        raise UserError(f"mapping {mapping!r}: allowed {', '.join(MAPPINGS)}")
+    if objective not in OBJECTIVES:
+        raise UserError(f"objective {objective!r}: allowed {', '.join(OBJECTIVES)}")
+
+
+def candidates(geo: LayerGeometry) -> list[Mapping]:
+    """The mappings the mapper costs for one layer (see module docstring).
+
+    Every order untiled, and for each order every stream tile at which a reuse window inside
+    the t loop starts to fit: a window of operand X that holds a loop X does not depend on (the
+    only way a window saves traffic) and whose footprint grows with the tile. Each such regime
+    contributes its largest tile.
+    """
+    hw, layer, packing = geo.hw, geo.layer, geo.packing
+    R, C = hw.array.rows, hw.array.cols
+    wb, pb = hw.array.word_bytes, hw.array.psum_bits // 8
+    n, m = packing.nm or (1, 1)
+    rows = min(R, int(packing.rows.max(initial=1)))
+    trips = {"i": max(1, -(-int(packing.rows.max(initial=1)) // R)),
+             "j": max(1, -(-{"ws": layer.N, "is": layer.P, "os": layer.N}[geo.dataflow] // C))}
+    if geo.dataflow == "os":
+        trips["i"] = -(-layer.P // R)
+    w_step = wb + (math.log2(m) / 8 if packing.nm else 0)
+    a_step = -(-rows // n) * m * wb * geo.distinct
+    half = {b: getattr(hw.memory, f"{b}_sram_kib") * 512 for b in ("ifmap", "filter", "ofmap")}
+    blocks = packing.need_blocks is not None
+    # per operand that grows with the tile: (loops it depends on besides t, bytes per step, SRAM)
+    growing = {
+        "ws": [("i" + ("j" if blocks else ""), a_step, half["ifmap"]), ("j", C * pb, half["ofmap"])],
+        "is": [("i", rows * w_step, half["filter"]), ("j", C * pb, half["ofmap"])],
+        "os": [("i" + ("j" if blocks else ""), R * m / n * wb * geo.distinct, half["ifmap"]),
+               ("j", C * w_step, half["filter"])],
+    }[geo.dataflow]
+    union_step = (float(geo.union[2].max(initial=1)) * wb * geo.distinct
+                  if geo.union is not None else None)
+    out = [Mapping(order, None) for order in ("jit", "ijt")]
+    for order in ("".join(p) for p in itertools.permutations(LOOPS)):
+        inner = order[order.index("t") + 1:]
+        tiles = set()
+        for start in range(len(inner)):
+            window = inner[start:]
+            for rel, step, cap in growing:
+                if set(window) - set(rel):  # the window holds a loop the operand ignores
+                    tiles.add(int(cap // (step * math.prod(trips[x] for x in window if x in rel))))
+            if union_step and set("ij") <= set(window):
+                tiles.add(int(half["ifmap"] // union_step))
+        if geo.dataflow == "is" and blocks:  # IS: filters of one block-row skip its blocks
+            tiles.update({geo.sparsity.block, C})
+        out += [Mapping(order, t) for t in sorted(tiles) if 1 <= t < geo.stream_full]
+    return out
+
+
+def compulsory_dram_bytes(geo: LayerGeometry) -> int:
+    """The layer's DRAM traffic floor in bytes, whatever the mapping.
+
+    Stored weights of the format the hardware runs (non-zeros when the layer runs N:M-packed,
+    block-skipped or bitmap-compressed, else all of them) with their metadata (N:M offsets per
+    non-zero, one bitmap bit per weight, one 16-bit index per K-block some filter of the group
+    keeps), plus every distinct input word a kept weight needs (K indices with a non-zero in
+    some filter, moved as the feature map), plus the outputs of filters with a non-zero weight,
+    each at the operand width.
+    """
+    layer, sp, wb = geo.layer, geo.sparsity, geo.hw.array.word_bytes
+    g, n, k = layer.groups, layer.N, layer.K
+    nonzeros = sp.nonzeros(layer)
+    packed = geo.packing.nm is not None or geo.packing.need_blocks is not None or geo.bitmap
+    weights = (nonzeros if packed else g * n * k) * wb
+    if geo.packing.nm is not None:
+        weights += math.ceil(nonzeros * math.log2(geo.packing.nm[1]) / 8)
+    if geo.bitmap:
+        weights += math.ceil(g * n * k / 8)
+    if geo.packing.need_blocks is not None:
+        weights += int(geo.packing.need_blocks.any(axis=1).sum()) * 2
+    if sp.mask is None:
+        inputs, outputs = g * k, g * n
+    else:
+        per_group = sp.mask.reshape(g, n, k)
+        inputs = int(per_group.any(axis=1).sum())
+        outputs = int(per_group.any(axis=2).sum())
+    in_words = math.ceil(layer.P * inputs * geo.distinct)
+    return (in_words + layer.P * outputs) * wb + weights
+
+
+@njit(cache=True)
+def _search(orders, bandwidth, *args):
+    """Cost every loop order of one stream tiling: int64 [orders, 5 + counts] rows of
+    (compute + gemms, edge stall, DRAM stall, prefetch, write-back, summed counts)."""
+    out = np.zeros((orders.shape[0], 5 + len(COUNT_NAMES)), np.int64)
+    for k in range(orders.shape[0]):
+        fill, stream, edge, fetch, write, _, _, _, totals = fold_arrays(orders[k], *args)
+        out[k, :5] = walk(fill, stream, edge, fetch, write, bandwidth)
+        out[k, 5:] = totals
+    return out
+
+
+def _energy_pj(row: np.ndarray, geo: LayerGeometry, nm: tuple[int, int] | None) -> float:
+    hw = geo.hw
+    summed = dict(zip(COUNT_NAMES, (int(v) for v in row[5:]), strict=True))
+    counts = action_counts(summed, geo.layer.P * geo.sparsity.nonzeros(geo.layer), nm, hw)
+    return sum(energy(counts, hw.energy, int(row[:5].sum()), hw.array.clock_mhz).values())
+
+
+def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
+    """The candidate with the lowest cost under ``objective`` (the first one on a full tie).
+
+    Every loop order of a stream tile is costed in one kernel call (the engine's own timeline
+    walk over the plan's folds). Stream tiles whose stationary tile does not fit its SRAM are
+    skipped; if SCALE-Sim's untiled schedule does not fit either, its error is raised.
+    """
+    by_tile: dict[int | None, list[str]] = {}
+    for mapping in candidates(geo):
+        by_tile.setdefault(mapping.t_tile, []).append(mapping.order)
+    rows, found = [], []
+    for t_tile, orders in by_tile.items():
+        try:
+            tiling = stream_tiling(geo, t_tile)
+        except UserError:
+            if t_tile is None:
+                raise
+            continue
+        codes = np.stack([order_code(o) for o in orders])
+        costs = _search(codes, float(geo.hw.memory.dram_bytes_per_cycle), *tiling.kernel_args)
+        rows.append(costs)
+        found += [(Mapping(o, t_tile), tiling.ext.packing.nm) for o in orders]
+    table = np.concatenate(rows)
+    cycles = table[:, :5].sum(axis=1).astype(float)
+    if objective == "latency":
+        tied = np.flatnonzero(cycles == cycles.min())
+        if len(tied) == 1:
+            return found[tied[0]][0]
+        pj = [_energy_pj(table[k], geo, found[k][1]) for k in tied]
+        return found[tied[int(np.argmin(pj))]][0]
+    pj = np.array([_energy_pj(table[k], geo, found[k][1]) for k in range(len(found))])
+    score = pj if objective == "energy" else pj * cycles
+    return found[int(np.lexsort((cycles, score))[0])][0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _choose_unmasked(layer: GemmLayer, hw: HardwareSpec, scheme: str, objective: str) -> Mapping:
+    """:func:`choose` for a layer without a mask, shared by layers of the same shape (a network
+    repeats its blocks; a sweep repeats its networks)."""
+    return choose(geometry(layer, hw, LayerSparsity(scheme)), objective)
+
+
+def run_layer(
+    layer: GemmLayer,
+    hw: HardwareSpec,
+    sparsity: LayerSparsity = DENSE,
+    mapping: str | Mapping = "best",
+    objective: str = "latency",
+) -> LayerRun:
+    """Map one layer (search, SCALE-Sim's schedule, or a given Mapping) and run it.
+
+    Returns:
+        the engine's run of the chosen plan, with ``mapping`` and ``compulsory_dram_bytes`` set.
+
+    Raises:
+        UserError: an unknown mapping or objective, a mask that does not fit the layer, or an
+            SRAM too small for one fold's stationary tile.
+    """
+    return map_layer(layer, hw, sparsity, mapping, objective)[1]
+
+
+def map_layer(
+    layer: GemmLayer,
+    hw: HardwareSpec,
+    sparsity: LayerSparsity = DENSE,
+    mapping: str | Mapping = "best",
+    objective: str = "latency",
+) -> tuple[FoldPlan, LayerRun]:
+    """Like :func:`run_layer`, also returning the chosen plan."""
+    if not isinstance(mapping, Mapping):
+        check_choice(mapping, objective)
+    geo = geometry(layer, hw, sparsity)
+    if mapping == "best":
+        mapping = (choose(geo, objective) if sparsity.mask is not None
+                   else _choose_unmasked(replace(layer, name="", weight=None), hw, sparsity.scheme,
+                                         objective))
+    elif mapping == "scalesim":
+        mapping = SCALESIM
+    plan = plan_folds(layer, hw, sparsity, mapping, geo)
+    run = run_plan(plan, hw)
+    return plan, replace(run, compulsory_dram_bytes=compulsory_dram_bytes(geo))

@@ -1,0 +1,158 @@
+"""Sparse packing: which K indices each fold of filters streams, and how many array rows that takes.
+
+This is what the sparse hardware does to a layer, whatever the loop order; the mapping
+(:mod:`accel_sim.mapping`) then tiles the packed GEMM onto the array.
+
+- **Block skipping**: a fold of filters (the C filters of a WS/OS column fold, or the filters of
+  an IS stream tile) visits only the K-blocks that hold a non-zero for one of its filters (the
+  union over its filters: the densest filter sets the length); kept K indices are packed densely.
+- **N:M multiplexers**: the K indices are grouped by M; each touched group takes N packed
+  positions (compressed weights, log2(M)-bit offsets, one M:1 mux per PE), so the packed length
+  falls by M/N while the activations of every touched group still travel (M per N positions).
+
+A layer's mask runs compressed only if it satisfies the hardware's N:M (at most N non-zeros in
+every aligned group of M along K): 1:4 and 2:8 masks run as 2:4 on 2:4 hardware (no extra speed),
+a 4:8 mask that breaks 2:4 runs uncompressed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from accel_sim.hardware import HardwareSpec
+from accel_sim.sparsity import LayerSparsity
+from accel_sim.workload import GemmLayer
+
+BLOCK_INDEX_BYTES = 2
+"""One 16-bit K-block index per kept block and filter fold (metadata)."""
+
+
+@dataclass(frozen=True)
+class Packing:
+    """The packed K extent of every fold of filters.
+
+    Attributes:
+        rows: int64 ``[groups, filter folds]`` packed positions each fold of filters streams
+            (array rows in WS/IS, time steps in OS; 0 = nothing to do).
+        need_blocks: bool ``[groups, filter folds, ceil(K/B)]`` K-blocks each fold visits, or None
+            (all of K).
+        block: the block size B of ``need_blocks``, or None.
+        k: the layer's K.
+        nm: the hardware ``(N, M)`` the layer runs compressed with, or None.
+        blocks: int64 ``[groups, filter folds]`` kept K-blocks (block index metadata), or None.
+        width: filters per fold.
+    """
+
+    rows: np.ndarray
+    need_blocks: np.ndarray | None
+    block: int | None
+    k: int
+    nm: tuple[int, int] | None
+    blocks: np.ndarray | None
+    width: int
+
+    def need(self, group: int, fold: int) -> np.ndarray:
+        """bool ``[K]``: the K indices fold ``fold`` of ``group`` streams."""
+        if self.need_blocks is None:
+            return np.ones(self.k, bool)
+        return np.repeat(self.need_blocks[group, fold], self.block)[: self.k]
+
+    def demand(self, positions: np.ndarray | int) -> np.ndarray | int:
+        """Activations that ``positions`` packed positions need: ``ceil(p/N)*M`` with N:M."""
+        if self.nm is None:
+            return positions
+        return -(-positions // self.nm[0]) * self.nm[1]
+
+
+def _block_need(sparsity: LayerSparsity, layer: GemmLayer, width: int) -> np.ndarray:
+    """Per fold of ``width`` filters, the K-blocks holding a non-zero for any of its filters.
+
+    Returns:
+        bool ``[groups, ceil(N/width), ceil(K/B)]``.
+    """
+    b, g, n = sparsity.block, layer.groups, layer.N
+    bitmap = sparsity.block_bitmap
+    csum = np.zeros((bitmap.shape[0] + 1, bitmap.shape[1]), np.int64)
+    np.cumsum(bitmap, axis=0, out=csum[1:])
+    nf = math.ceil(n / width)
+    lo = (np.arange(g)[:, None] * n + np.arange(nf)[None, :] * width)  # first filter row
+    hi = lo + np.minimum(width, n - np.arange(nf) * width)[None, :]  # one past the last
+    return (csum[(hi - 1) // b + 1] - csum[lo // b]) > 0
+
+
+def _units(need_blocks: np.ndarray, b: int, k: int, unit: int) -> np.ndarray:
+    """bool ``[groups, folds, ceil(K/unit)]``: units of ``unit`` K indices holding a streamed index.
+
+    Works on atoms of ``gcd(B, unit)`` indices, which never straddle a block or a unit edge.
+    """
+    atom = math.gcd(b, unit)
+    atoms = np.repeat(need_blocks, b // atom, axis=2)[:, :, : -(-k // atom)]
+    per_unit = unit // atom
+    if per_unit == 1:
+        return atoms
+    padded = np.pad(atoms, ((0, 0), (0, 0), (0, -atoms.shape[2] % per_unit)))
+    return padded.reshape(*padded.shape[:2], -1, per_unit).any(axis=3)
+
+
+def pack(layer: GemmLayer, sparsity: LayerSparsity, hw: HardwareSpec, width: int) -> Packing:
+    """The packed K extent of each fold of ``width`` filters of ``layer`` on ``hw``."""
+    nf = math.ceil(layer.N / width)
+    masked = sparsity.mask is not None
+    blocks = masked and hw.sparse.block_skipping and sparsity.block is not None
+    nm = (hw.sparse.nm if masked and hw.sparse.nm is not None and sparsity.nm is not None
+          and sparsity.satisfies_nm(*hw.sparse.nm) else None)
+    k = layer.K
+    if not blocks and nm is None:
+        return Packing(np.full((layer.groups, nf), k, np.int64), None, None, k, None, None, width)
+    if blocks:
+        b = sparsity.block
+        need_blocks = _block_need(sparsity, layer, width)
+        kept = need_blocks.sum(axis=2)
+    else:
+        b, need_blocks, kept = k, np.ones((layer.groups, nf, 1), bool), None
+    if nm is None:
+        lengths = np.minimum(b, k - np.arange(need_blocks.shape[2]) * b)  # partial last block
+        rows = need_blocks @ lengths
+    else:
+        rows = _units(need_blocks, b, k, nm[1]).sum(axis=2) * nm[0]
+    return Packing(rows.astype(np.int64), need_blocks if blocks else None,
+                   b if blocks else None, k, nm, kept, width)
+
+
+def first_need(packing: Packing, rows_per_fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Activation words each (fold of filters, row fold) needs first, for a resident union.
+
+    When the activations every fold of filters of a group needs stay resident (one copy of their
+    union), each K unit (an index, or an M-group with N:M) is fetched by the first fold that
+    streams it. The first fold depends on the loop order: filter folds outer (j-major) or row
+    folds outer (i-major).
+
+    Args:
+        packing: a block-skipping packing (``need_blocks`` set).
+        rows_per_fold: packed positions per row fold (the array's R).
+
+    Returns:
+        ``(new_j_major, new_i_major, union)``: int64 ``[groups, filter folds, row folds]`` words of
+        K units first needed by that fold in each order, and int64 ``[groups]`` words of the
+        union (each unit counted once); words are per stream step.
+    """
+    unit, unit_rows, words = ((packing.nm[1], packing.nm[0], packing.nm[1]) if packing.nm
+                              else (1, 1, 1))
+    need = _units(packing.need_blocks, packing.block, packing.k, unit)  # [G, F, U]
+    g, f, _ = need.shape
+    pos = np.cumsum(need, axis=2) - 1  # packed unit index where needed
+    fold = pos * unit_rows // rows_per_fold  # row fold holding the unit's first row
+    nrf = max(1, -(-int(packing.rows.max(initial=0)) // rows_per_fold))
+    any_need = need.any(axis=1)  # [G, U]
+    gi, ui = np.nonzero(any_need)
+    first_j = need.argmax(axis=1)[gi, ui]
+    new_j = np.zeros((g, f, nrf), np.int64)
+    np.add.at(new_j, (gi, first_j, fold[gi, first_j, ui]), words)
+    key = np.where(need, fold * f + np.arange(f)[None, :, None], np.iinfo(np.int64).max)
+    best = key.min(axis=1)[gi, ui]
+    new_i = np.zeros((g, f, nrf), np.int64)
+    np.add.at(new_i, (gi, best % f, best // f), words)
+    return new_j, new_i, any_need.sum(axis=1).astype(np.int64) * words
