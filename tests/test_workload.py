@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from accel_sim.workload import GemmLayer, lower_model, read_topology_csv, write_topology_csv
+from accel_sim.lowering import lower_model
+from accel_sim.workload import GemmLayer, read_topology_csv, write_topology_csv
 from crisp.errors import UserError
 from crisp.models import build_model, input_shape
 
