@@ -24,12 +24,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from crisp.errors import UserError
 from crisp.pattern_core import check_nm
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KINDS = ("conv", "depthwise", "linear")
 MAX_MACS = 2**44
@@ -133,6 +136,8 @@ class GemmLayer:
 
 def layers_frame(layers: list[GemmLayer]) -> pd.DataFrame:
     """One row per layer: name, kind, P, K, N, groups, kernel, stride, padding, shapes, macs."""
+    import pandas as pd  # only tables need pandas; reading and simulating layers do not
+
     return pd.DataFrame([layer.as_row() for layer in layers])
 
 
