@@ -18,7 +18,6 @@ from accel_sim.hardware import (
     with_overrides,
 )
 from accel_sim.mapper import check_choice
-from accel_sim.plots import sweep_figures
 from accel_sim.report import summary, write_frame
 from accel_sim.simulate import compare, parse_schemes, simulate
 from accel_sim.sources import load_layers, load_workload
@@ -108,11 +107,14 @@ def _nm(args: argparse.Namespace) -> tuple[int, int]:
 def _cmd_run(args: argparse.Namespace) -> int:
     hw = _hardware(args)
     layers, descriptors = load_workload(args.source, args.batch, args.resolution,
-                                        args.checkpoint, args.pretrained)
+                                        args.checkpoint, args.pretrained, seed=args.seed)
     if descriptors is None:
         layers, descriptors = synthetic_network(layers, args.scheme, args.density, args.seed,
                                                 _nm(args), args.block)
         what = f"scheme {args.scheme}"
+    elif args.source.endswith(".csv"):
+        what = (f"the N:M column of {args.source}, synthetic masks from --seed {args.seed} "
+                "(--scheme, --density ignored)")
     else:
         what = f"the real masks of {args.source} (--scheme, --density ignored)"
     report = simulate(layers, hw, descriptors, progress=True, mapping=args.mapping,
@@ -149,6 +151,8 @@ def _csv(text: str, kind: type = str) -> list:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from accel_sim.plots import sweep_figures  # matplotlib: only the sweep draws figures
+
     points = grid(
         _csv(args.models), parse_schemes(args.schemes), _csv(args.densities, float),
         [parse_array(a) for a in _csv(args.arrays)], _csv(args.dataflows), _csv(args.blocks, int),

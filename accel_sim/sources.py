@@ -1,7 +1,12 @@
 """Where a workload comes from: a zoo model name, a SCALE-Sim topology CSV, or a pruned file.
 
 :func:`load_layers` and :func:`load_workload` are the one place the CLIs turn a ``SOURCE``
-argument into GEMM layers (and, for a pruned ``.safetensors`` file, their real masks).
+argument into GEMM layers (and, for a pruned ``.safetensors`` file or a SCALE-Sim topology with a
+``Sparsity`` column, their sparsity).
+
+Only a zoo model name needs torch: :mod:`crisp.models` and :mod:`accel_sim.lowering` are imported
+when one is given, so simulating a topology or a pruned file (read with
+:mod:`crisp.compressed_format`, numpy only) never imports torch.
 """
 
 from __future__ import annotations
@@ -9,11 +14,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from accel_sim.sparsity import LayerSparsity, from_weight
-from accel_sim.workload import GemmLayer, lower_model, read_topology_csv
-from crisp import compressed
+from accel_sim.sparsity import LayerSparsity, from_weight, topology_sparsity
+from accel_sim.workload import GemmLayer, read_topology
+from crisp import compressed_format
 from crisp.errors import UserError
-from crisp.models import build_model, input_shape
 
 
 def load_layers(
@@ -46,26 +50,40 @@ def load_workload(
     resolution: int | None = None,
     checkpoint: str | Path | None = None,
     pretrained: bool = False,
+    seed: int = 0,
 ) -> tuple[list[GemmLayer], dict[str, LayerSparsity] | None]:
-    """Layers of ``source`` and, for a pruned ``.safetensors`` file, each layer's real sparsity.
+    """Layers of ``source`` and, where the source carries it, each layer's sparsity.
 
     A pruned file carries its layers' geometry at the input shape it was pruned for, so
     ``resolution`` cannot change it; ``batch`` scales P. The descriptors read each layer's mask
     as ``weight != 0`` with the scheme, N:M and block size stored for it (see
-    :func:`crisp.compressed.read_layers`); channel-pruned layers are smaller dense layers.
+    :func:`crisp.compressed_format.read_layers`); channel-pruned layers are smaller dense layers.
+
+    A SCALE-Sim topology with a ``Sparsity`` column (SCALE-Sim v3,
+    :func:`accel_sim.workload.read_topology`) carries each layer's N:M but no weights: its sparse
+    layers get synthetic N:M masks drawn from ``seed``
+    (:func:`accel_sim.sparsity.topology_sparsity`), the others run dense.
+
+    Args:
+        seed: seeds the synthetic masks of a sparse topology (the run's ``--seed``).
 
     Returns:
-        (layers, descriptors keyed by layer name, or None for sources without masks).
+        (layers, descriptors keyed by layer name, or None for sources without sparsity: zoo
+        models and topologies without a sparse entry).
     """
     if batch < 1:
         raise UserError(f"batch {batch} must be >= 1")
     if source.endswith(".csv"):
-        return read_topology_csv(source), None
+        layers, nm = read_topology(source)
+        return layers, (topology_sparsity(layers, nm, seed) if nm else None)
     if source.endswith(".safetensors"):
         if resolution is not None:
             raise UserError(f"--resolution: {source} holds its layers at the shape it was pruned "
                             "for; leave --resolution out")
         return _pruned_workload(source, batch)
+    from accel_sim.lowering import lower_model  # torch: only for a zoo model
+    from crisp.models import build_model, input_shape
+
     model = build_model(source, pretrained=pretrained, checkpoint=checkpoint)
     channels, height, width = input_shape(source)
     if resolution is not None:
@@ -75,7 +93,7 @@ def load_workload(
 
 def _pruned_workload(path: str, batch: int) -> tuple[list[GemmLayer], dict[str, LayerSparsity]]:
     layers, descriptors = [], {}
-    for stored in compressed.read_layers(path):
+    for stored in compressed_format.read_layers(path):
         layer = GemmLayer(name=stored.name, weight=stored.weight, **stored.geometry)
         if batch > 1:
             layer = replace(layer, P=layer.P * batch,

@@ -4,7 +4,8 @@ A :class:`LayerSparsity` names a scheme and holds the layer's keep-mask (bool ``
 K in the pruner's order) with the pattern parameters the hardware needs to exploit it: N:M and
 the block size B. Masks come from a pruned model (:func:`from_weight`, :func:`from_mask`) or are
 synthetic (:func:`synthetic`): random scores from a seeded Generator go through the same pattern
-functions as the pruner (:mod:`crisp.patterns`).
+functions as the pruner, in their torch-free core (:mod:`crisp.pattern_core`, which
+:mod:`crisp.patterns` builds on), so the simulator never imports torch.
 
 Synthetic density conventions (``density`` = fraction of weights kept):
 
@@ -27,10 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from accel_sim.workload import GemmLayer
-from crisp import patterns
+from crisp import pattern_core as patterns
 from crisp.errors import UserError
 
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
@@ -224,34 +224,64 @@ def synthetic(
     if scheme == "unstructured":
         return from_mask(layer, _by_rows(shape, rng, lambda s: s < density), scheme)
     if scheme == "nm":
-        n, m = nm_for_density(density)
-        return from_mask(layer, _by_rows(shape, rng, lambda s: patterns.nm_mask(s, n, m)), scheme,
-                         (n, m))
+        return synthetic_nm(layer, *nm_for_density(density), rng)
     # Block scores straight from the Generator: the same ranking as summed uniform weight scores
     # would give in distribution, without a float array of the whole layer.
-    blocks = torch.from_numpy(rng.random((-(-shape[0] // block), -(-shape[1] // block))))
+    blocks = rng.random((-(-shape[0] // block), -(-shape[1] // block)))
     block_density = density if scheme == "block" else min(1.0, density * nm[1] / nm[0])
-    keep = patterns.blocks_to_keep(torch.empty(0, shape[1]), block, block_density)
-    mask = patterns.expand_blocks(patterns.block_bitmap(blocks, 1, keep), block, shape).numpy()
+    keep = patterns.blocks_per_row(shape[1], block, block_density)
+    mask = patterns.expand_blocks(patterns.top_k_rows(blocks, keep), block, shape)
     if scheme == "block":
         return from_mask(layer, mask, scheme, None, block)
-    mask &= _by_rows(shape, rng, lambda s: patterns.nm_mask(s, *nm))
+    mask &= _by_rows(shape, rng, lambda s: patterns.nm_keep(s, *nm))
     return from_mask(layer, mask, scheme, nm, block)
+
+
+def synthetic_nm(layer: GemmLayer, n: int, m: int, rng: np.random.Generator) -> LayerSparsity:
+    """A synthetic N:M mask: the top N of M uniform random scores in every group along K.
+
+    The ``nm`` scheme of :func:`synthetic` and the N:M column of a SCALE-Sim topology
+    (:func:`topology_sparsity`) both draw their masks here.
+
+    Raises:
+        UserError: a pattern :func:`crisp.pattern_core.check_nm` rejects.
+    """
+    patterns.check_nm(n, m)
+    mask = _by_rows((layer.groups * layer.N, layer.K), rng, lambda s: patterns.nm_keep(s, n, m))
+    return from_mask(layer, mask, "nm", (n, m))
 
 
 _CHUNK_ROWS = 256  # rows of random scores drawn at a time (bounds memory on large layers)
 
 
 def _by_rows(
-    shape: tuple[int, int], rng: np.random.Generator, pattern: Callable[[torch.Tensor], object]
+    shape: tuple[int, int], rng: np.random.Generator, pattern: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
     """A bool mask of ``shape`` built chunk by chunk of rows from uniform float32 scores."""
     mask = np.empty(shape, bool)
     for lo in range(0, shape[0], _CHUNK_ROWS):
         hi = min(shape[0], lo + _CHUNK_ROWS)
-        scores = torch.from_numpy(rng.random((hi - lo, shape[1]), dtype=np.float32))
-        mask[lo:hi] = np.asarray(pattern(scores))
+        mask[lo:hi] = pattern(rng.random((hi - lo, shape[1]), dtype=np.float32))
     return mask
+
+
+def topology_sparsity(
+    layers: list[GemmLayer], nm: dict[str, tuple[int, int]], seed: int
+) -> dict[str, LayerSparsity]:
+    """Descriptors for a SCALE-Sim topology's per-layer N:M column.
+
+    A topology carries shapes, not weights, so a layer with an N:M entry gets a synthetic N:M mask
+    (:func:`synthetic_nm`) drawn from ``numpy.random.default_rng(seed)``, layer by layer in file
+    order; a layer without one (or ``1:1``) is dense.
+
+    Args:
+        layers: the topology's layers.
+        nm: ``(N, M)`` by layer name, only for the sparse layers.
+        seed: the run's ``--seed``.
+    """
+    rng = np.random.default_rng(seed)
+    return {la.name: synthetic_nm(la, *nm[la.name], rng) if la.name in nm else DENSE
+            for la in layers}
 
 
 def synthetic_network(

@@ -6,29 +6,52 @@ A layer computes ``O[P, N] = A[P, K] x W^T[K, N]``, repeated ``groups`` times, w
 with kw fastest, so the pruner's N:M groups and blocks line up with the array's rows. A Linear on
 ``[..., in_features]`` has ``P`` = the product of its leading dims, ``K = in``, ``N = out``.
 
-Layers are found by running the network once with forward hooks, so residual and branching networks
-lower correctly, and a module called twice appears twice (``name#1``).
+Networks are lowered by :func:`accel_sim.lowering.lower_model` (forward hooks; the only simulator
+module that imports torch). SCALE-Sim topology CSV files are read here (:func:`read_topology`):
+conv rows are lowered as SCALE-Sim lowers them (no padding, ``E = ceil((H - F + s) / s)`` per axis)
+and GEMM rows (``Layer, M, N, K``) as ``P=M, K=K, N=N``; SCALE-Sim v3's per-layer ``Sparsity``
+column (``N:M``) is read too.
 
-SCALE-Sim topology CSV files are read too (:func:`read_topology_csv`): conv rows are lowered as
-SCALE-Sim lowers them (no padding, ``E = ceil((H - F + s) / s)`` per axis) and GEMM rows
-(``Layer, M, N, K``) as ``P=M, K=K, N=N``.
+**Size limit.** Every layer must have at most :data:`MAX_MACS` = 2**44 dense MACs
+(``P * K * N * groups``); bigger layers are refused with a UserError rather than simulated with
+counts that wrap around (see :class:`GemmLayer`).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
-from torch import nn
 
 from crisp.errors import UserError
+from crisp.pattern_core import check_nm
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KINDS = ("conv", "depthwise", "linear")
+MAX_MACS = 2**44
+"""Largest dense MAC count of one layer (``P * K * N * groups``), about 1.8e13.
+
+Chosen so that every count the engine makes stays below 2**62 (int64 holds 2**63 - 1), with
+margin, for arrays of up to :data:`MAX_ARRAY_SIDE` rows and columns: a fold of r <= R rows,
+c <= C columns and T streaming steps counts at most ``r * c * T`` MAC slots and a small multiple
+of that in register accesses, SRAM words and bytes (at most 16 input words per slot with N:M
+multiplexers, 4 bytes per word, psums at 32 bits), so every action count is below
+``64 * MAX_MACS = 2**50``; cycles are at most ``folds * (T + fill + edge stall)`` with
+``folds <= groups * Sr * Sc`` (the two spatial dimensions), ``fill <= 2R + C`` and edge stalls
+below ``16 T``, so below ``MAX_MACS * (17 + 3 * MAX_ARRAY_SIDE) < 2**62``; DRAM stall cycles
+(bytes / bandwidth) stay below 2**62 for bandwidths of at least 2**-12 byte per cycle. Layers of
+real networks are far below the limit (ResNet-50's largest has 1.2e8 MACs, a 16k x 16k GEMM over
+8k tokens 2.2e12).
+"""
+MAX_ARRAY_SIDE = 2**16
+"""Largest array side (rows or columns) for which :data:`MAX_MACS` guarantees no overflow."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +72,12 @@ class GemmLayer:
         out_shape: output activation shape, batch first.
         weight: the module's weight as a float32 ``[groups * N, K]`` matrix in K order, or None
             (topology files). Not part of equality or the repr.
+
+    Raises:
+        UserError: an unknown kind, a dimension below 1, a weight of the wrong shape, or more
+            than :data:`MAX_MACS` dense MACs (the counts of such a layer could overflow int64:
+            refused, never printed wrong). ``dataclasses.replace`` checks again, so a batch that
+            scales P past the limit is refused too.
     """
 
     name: str
@@ -70,6 +99,12 @@ class GemmLayer:
         for dim in ("P", "K", "N", "groups"):
             if getattr(self, dim) < 1:
                 raise UserError(f"layer {self.name}: {dim}={getattr(self, dim)} must be >= 1")
+        if self.macs > MAX_MACS:  # Python ints: exact, whatever the size
+            raise UserError(
+                f"layer {self.name}: P*K*N*groups = {self.P}*{self.K}*{self.N}*{self.groups} = "
+                f"{self.macs:.3e} MACs is above the limit of {MAX_MACS:.3e} (2**44), beyond which "
+                "the simulator's 64-bit counts could overflow"
+            )
         if self.weight is not None and self.weight.shape != (self.groups * self.N, self.K):
             raise UserError(
                 f"layer {self.name}: weight shape {self.weight.shape} is not "
@@ -78,8 +113,8 @@ class GemmLayer:
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulates of the dense layer: ``P * K * N * groups``."""
-        return self.P * self.K * self.N * self.groups
+        """Multiply-accumulates of the dense layer: ``P * K * N * groups`` (a Python int)."""
+        return int(self.P) * int(self.K) * int(self.N) * int(self.groups)
 
     def as_row(self) -> dict[str, object]:
         """The layer's shape as a flat dict for a table (no weight)."""
@@ -101,96 +136,9 @@ class GemmLayer:
 
 def layers_frame(layers: list[GemmLayer]) -> pd.DataFrame:
     """One row per layer: name, kind, P, K, N, groups, kernel, stride, padding, shapes, macs."""
+    import pandas as pd  # only tables need pandas; reading and simulating layers do not
+
     return pd.DataFrame([layer.as_row() for layer in layers])
-
-
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def _conv_layer(name: str, conv: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> GemmLayer:
-    kh, kw = conv.kernel_size
-    g = conv.groups
-    weight = conv.weight.detach().to(torch.float32).reshape(conv.out_channels, -1).cpu().numpy()
-    return GemmLayer(
-        name=name,
-        kind="depthwise" if g > 1 and g == conv.in_channels else "conv",
-        P=y.shape[0] * y.shape[2] * y.shape[3],
-        K=(conv.in_channels // g) * kh * kw,
-        N=conv.out_channels // g,
-        groups=g,
-        kernel=(kh, kw),
-        stride=_pair(conv.stride),
-        padding=_pair(conv.padding) if not isinstance(conv.padding, str) else (kh // 2, kw // 2),
-        in_shape=tuple(x.shape),
-        out_shape=tuple(y.shape),
-        weight=weight,
-    )
-
-
-def _linear_layer(name: str, lin: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> GemmLayer:
-    return GemmLayer(
-        name=name,
-        kind="linear",
-        P=int(np.prod(x.shape[:-1])),
-        K=lin.in_features,
-        N=lin.out_features,
-        in_shape=tuple(x.shape),
-        out_shape=tuple(y.shape),
-        weight=lin.weight.detach().to(torch.float32).cpu().numpy(),
-    )
-
-
-def lower_model(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> list[GemmLayer]:
-    """Trace ``model`` on one zero input and return its GEMM layers in execution order.
-
-    Args:
-        model: any network; its Conv2d and Linear modules (and subclasses, e.g. parametrized or
-            pruned ones) are lowered, every other module only passes activations on.
-        input_shape: (channels, height, width) of one sample, without the batch.
-        batch: samples per inference; P scales with it.
-
-    Raises:
-        UserError: a Conv1d/Conv3d/ConvTranspose layer (not a GEMM this lowering maps) or a
-            network with no Conv2d/Linear layer.
-    """
-    found: list[GemmLayer] = []
-    calls: dict[str, int] = {}
-    handles = []
-
-    def hook(name: str):
-        def record(
-            module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
-        ) -> None:
-            count = calls.get(name, 0)
-            calls[name] = count + 1
-            label = name if count == 0 else f"{name}#{count}"
-            make = _conv_layer if isinstance(module, nn.Conv2d) else _linear_layer
-            found.append(make(label, module, inputs[0], output))
-
-        return record
-
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d)):
-            raise UserError(
-                f"layer {name}: {type(module).__name__} is not supported: allowed Conv2d, Linear"
-            )
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            handles.append(module.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        with torch.no_grad():
-            model(torch.zeros((batch, *input_shape), device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    if not found:
-        raise UserError(f"{type(model).__name__} has no Conv2d or Linear layer to simulate")
-    return found
 
 
 _CONV_FIELDS = (
@@ -217,15 +165,59 @@ def _positive_int(path: Path, line: int, field_name: str, text: str) -> int:
     return value
 
 
-def read_topology_csv(path: str | Path) -> list[GemmLayer]:
-    """Read a SCALE-Sim topology CSV (conv rows or ``Layer, M, N, K`` GEMM rows).
+_NM_TEXT = re.compile(r"(\d+)\s*:\s*(\d+)")
 
-    The header decides the format. Conv rows lower without padding, as SCALE-Sim does; a layer
-    whose name contains ``DP`` is taken as depthwise (SCALE-Sim's convention), its channels becoming
-    groups of one. Extra columns (SCALE-Sim v3's sparsity column) are ignored.
+
+def _parse_sparsity(path: Path, line: int, name: str, text: str) -> tuple[int, int] | None:
+    """A topology row's ``Sparsity`` cell: ``(N, M)``, or None for dense (empty, ``1:1``, N = M).
 
     Raises:
-        UserError: a missing file, an unknown header, or a bad row (names file, line and field).
+        UserError: not ``N:M`` with integers ``1 <= N <= M``, or an N < M pattern other than those
+            of :func:`crisp.pattern_core.check_nm` (M in 2, 4, 8, 16).
+    """
+    text = text.strip()
+    where = f"{path}:{line}: layer {name}: Sparsity {text!r}"
+    if not text:
+        return None
+    match = _NM_TEXT.fullmatch(text)
+    if match is None:
+        raise UserError(f"{where} is not N:M with integers 1 <= N <= M (e.g. 2:4; 1:1 = dense)")
+    n, m = int(match[1]), int(match[2])
+    if not 1 <= n <= m:
+        raise UserError(f"{where}: need 1 <= N <= M (N:M keeps N of every M weights)")
+    if n == m:
+        return None
+    try:
+        check_nm(n, m)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    return n, m
+
+
+def read_topology(path: str | Path) -> tuple[list[GemmLayer], dict[str, tuple[int, int]]]:
+    """Read a SCALE-Sim topology CSV: its layers and the N:M of its sparse layers.
+
+    The header decides the format: conv rows (``Layer name, IFMAP Height, IFMAP Width, Filter
+    Height, Filter Width, Channels, Num Filter, Strides``) or GEMM rows (``Layer, M, N, K``). Conv
+    rows lower without padding, as SCALE-Sim does; a layer whose name contains ``DP`` is taken as
+    depthwise (SCALE-Sim's convention), its channels becoming groups of one. A name that occurs
+    again becomes ``name#1``, ``name#2``, ... (as repeated modules do), so every layer has its
+    own name.
+
+    **Sparsity** (SCALE-Sim v3): a header column named ``Sparsity`` after the shape columns (the
+    fifth of ``Layer, M, N, K, Sparsity,``, the ninth of the conv form) gives each layer's
+    ``N:M``: N kept weights in every M consecutive ones along K. ``1:1``, any ``N:N`` and an empty
+    or missing cell mean dense (SCALE-Sim's default); a sparse entry must be one of the patterns
+    the simulator models (M in 2, 4, 8, 16, ``1 <= N < M``; SCALE-Sim's row-wise mode itself
+    asks for N <= M/2). Other extra columns are ignored.
+
+    Returns:
+        (layers in file order, ``(N, M)`` by layer name for the layers with a sparse entry).
+
+    Raises:
+        UserError: a missing file, an unknown header, a bad row (names file, line and field), a
+            Sparsity entry that is not ``N:M`` with ``1 <= N <= M``, or a layer above
+            :data:`MAX_MACS`.
     """
     path = Path(path)
     if not path.is_file():
@@ -236,47 +228,68 @@ def read_topology_csv(path: str | Path) -> list[GemmLayer]:
         ]
     if not rows:
         raise UserError(f"{path}: empty topology file")
-    header = [c.strip().lower() for c in rows[0][1] if c.strip()]
+    raw_header = [c.strip().lower() for c in rows[0][1]]
+    header = [c for c in raw_header if c]
     gemm = header[1:4] == list(_GEMM_FIELDS)
     if not gemm and tuple(header[1:8]) != _CONV_FIELDS:
         raise UserError(
             f"{path}:1: unknown header {header}: expected 'Layer name, IFMAP Height, IFMAP Width, "
-            "Filter Height, Filter Width, Channels, Num Filter, Strides' or 'Layer, M, N, K'"
+            "Filter Height, Filter Width, Channels, Num Filter, Strides' or 'Layer, M, N, K' "
+            "(each optionally followed by 'Sparsity')"
         )
     fields = _GEMM_FIELDS if gemm else _CONV_FIELDS
-    layers = []
+    extra = raw_header[len(fields) + 1:]
+    sparsity_col = len(fields) + 1 + extra.index("sparsity") if "sparsity" in extra else None
+    layers: list[GemmLayer] = []
+    nm: dict[str, tuple[int, int]] = {}
+    seen: dict[str, int] = {}
     for line, row in rows[1:]:
         if len(row) < len(fields) + 1:
             raise UserError(f"{path}:{line}: {len(row)} fields, expected {len(fields) + 1}")
         name = row[0].strip()
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        unique = name if count == 0 else f"{name}#{count}"
         v = [_positive_int(path, line, f, t) for f, t in zip(fields, row[1:], strict=False)]
-        if gemm:
-            m, n, k = v
-            layers.append(
-                GemmLayer(name, "linear", P=m, K=k, N=n, in_shape=(m, k), out_shape=(m, n))
-            )
-            continue
-        h, w, fh, fw, c, nf, s = v
-        if fh > h or fw > w:
-            raise UserError(f"{path}:{line}: filter {fh}x{fw} larger than ifmap {h}x{w}")
-        eh, ew = math.ceil((h - fh + s) / s), math.ceil((w - fw + s) / s)
-        depthwise = "DP" in name and c > 1
-        groups = c if depthwise else 1
-        layers.append(
-            GemmLayer(
-                name,
-                "depthwise" if depthwise else "conv",
-                P=eh * ew,
-                K=(c // groups) * fh * fw,
-                N=max(nf // groups, 1),
-                groups=groups,
-                kernel=(fh, fw),
-                stride=(s, s),
-                in_shape=(1, c, h, w),
-                out_shape=(1, nf, eh, ew),
-            )
-        )
-    return layers
+        try:
+            layers.append(_topology_layer(unique, v, gemm))
+        except UserError as err:
+            raise UserError(f"{path}:{line}: {err}") from None
+        if sparsity_col is not None and sparsity_col < len(row):
+            pattern = _parse_sparsity(path, line, name, row[sparsity_col])
+            if pattern is not None:
+                nm[unique] = pattern
+    return layers, nm
+
+
+def read_topology_csv(path: str | Path) -> list[GemmLayer]:
+    """The layers of a SCALE-Sim topology CSV (:func:`read_topology` without the sparsity)."""
+    return read_topology(path)[0]
+
+
+def _topology_layer(name: str, v: list[int], gemm: bool) -> GemmLayer:
+    """One topology row's layer from its integer fields (GEMM ``M, N, K`` or the conv seven)."""
+    if gemm:
+        m, n, k = v
+        return GemmLayer(name, "linear", P=m, K=k, N=n, in_shape=(m, k), out_shape=(m, n))
+    h, w, fh, fw, c, nf, s = v
+    if fh > h or fw > w:
+        raise UserError(f"filter {fh}x{fw} larger than ifmap {h}x{w}")
+    eh, ew = math.ceil((h - fh + s) / s), math.ceil((w - fw + s) / s)
+    depthwise = "DP" in name and c > 1
+    groups = c if depthwise else 1
+    return GemmLayer(
+        name,
+        "depthwise" if depthwise else "conv",
+        P=eh * ew,
+        K=(c // groups) * fh * fw,
+        N=max(nf // groups, 1),
+        groups=groups,
+        kernel=(fh, fw),
+        stride=(s, s),
+        in_shape=(1, c, h, w),
+        out_shape=(1, nf, eh, ew),
+    )
 
 
 def write_topology_csv(layers: list[GemmLayer], path: str | Path) -> None:

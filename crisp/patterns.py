@@ -3,7 +3,9 @@
 Every function takes a layer's weight scores as a 2-D ``[C_out, K]`` tensor, K ordered as PyTorch
 flattens a conv weight (``(C_in/groups, kh, kw)``, kw fastest), and returns a bool mask of the same
 shape (True = weight kept). The pruner and the simulator's synthetic masks both use these, so a
-pattern means the same thing everywhere.
+pattern means the same thing everywhere: the simulator uses their torch-free core,
+:mod:`crisp.pattern_core` (numpy; the N:M kernel, the checks and the block arithmetic live there
+and are re-exported here), and never imports torch.
 
 - **N:M** (:func:`nm_mask`): in every group of M consecutive weights along K, keep the N with the
   highest score. A tail group shorter than M (K not a multiple of M) keeps at most N.
@@ -19,26 +21,17 @@ from __future__ import annotations
 
 import math
 
-import numba
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from crisp import pattern_core
 from crisp.errors import UserError
+from crisp.pattern_core import check_block, check_nm
 
-
-def check_nm(n: int, m: int) -> None:
-    """Raise UserError unless ``1 <= n < m`` and ``m`` is a power of two no larger than 16."""
-    if m not in (2, 4, 8, 16):
-        raise UserError(f"N:M = {n}:{m}: M={m} must be a power of two in 2..16")
-    if not 1 <= n < m:
-        raise UserError(f"N:M = {n}:{m}: N={n} must satisfy 1 <= N < M={m}")
-
-
-def check_block(b: int) -> None:
-    """Raise UserError unless the block size is a positive integer."""
-    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-        raise UserError(f"block size {b!r} must be a positive integer")
+__all__ = [
+    "bitmap_of", "block_bitmap", "block_mask", "block_scores", "blocks_to_keep", "check_block",
+    "check_nm", "expand_blocks", "hybrid_mask", "nm_mask", "rank_scores",
+]
 
 
 def _as_matrix(scores: torch.Tensor) -> torch.Tensor:
@@ -70,28 +63,8 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     s = scores if scores.dtype in (torch.float32, torch.float64) else _as_matrix(scores)
     if s.dim() != 2:
         _as_matrix(s)  # raises the shape error
-    return torch.from_numpy(_nm_keep(s.detach().cpu().contiguous().numpy(), n, m))
-
-
-@numba.njit(cache=True)
-def _nm_keep(s: np.ndarray, n: int, m: int) -> np.ndarray:  # pragma: no cover - compiled
-    """Keep weight i of a group iff fewer than N group members outrank it and its score is finite.
-
-    j outranks i if ``s[j] > s[i]``, or ``s[j] == s[i]`` and ``j < i`` (a stable descending sort's
-    order); O(M^2) per group, about 1 ns per weight for 2:4.
-    """
-    rows, k = s.shape
-    keep = np.zeros((rows, k), np.bool_)
-    for r in range(rows):
-        for start in range(0, k, m):
-            stop = min(start + m, k)
-            for i in range(start, stop):
-                rank = 0
-                for j in range(start, stop):
-                    if s[r, j] > s[r, i] or (s[r, j] == s[r, i] and j < i):
-                        rank += 1
-                keep[r, i] = rank < n and np.isfinite(s[r, i])
-    return keep
+    keep = pattern_core.nm_keep(s.detach().cpu().contiguous().numpy(), n, m)
+    return torch.from_numpy(keep)
 
 
 def block_scores(scores: torch.Tensor, b: int) -> torch.Tensor:
@@ -182,7 +155,4 @@ def bitmap_of(mask: torch.Tensor, b: int) -> torch.Tensor:
 
 def blocks_to_keep(scores: torch.Tensor, b: int, density: float) -> int:
     """Blocks per block-row that keep at least ``density`` of the block columns (at least one)."""
-    if not 0 < density <= 1:
-        raise UserError(f"density {density} must be in (0, 1]")
-    cols = math.ceil(scores.shape[1] / b)
-    return max(1, min(cols, math.ceil(round(density * cols, 9))))
+    return pattern_core.blocks_per_row(scores.shape[1], b, density)

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from accel_sim.workload import GemmLayer, lower_model, read_topology_csv, write_topology_csv
+from accel_sim.cli import main
+from accel_sim.lowering import lower_model
+from accel_sim.sources import load_workload
+from accel_sim.workload import (
+    MAX_ARRAY_SIDE,
+    MAX_MACS,
+    GemmLayer,
+    read_topology,
+    read_topology_csv,
+    write_topology_csv,
+)
 from crisp.errors import UserError
 from crisp.models import build_model, input_shape
 
@@ -109,3 +123,93 @@ def test_bad_topology_rows_name_file_line_field(tmp_path, text: str, message: st
     path.write_text(text)
     with pytest.raises(UserError, match=message):
         read_topology_csv(path)
+
+
+def test_layers_above_the_mac_limit_are_refused() -> None:
+    GemmLayer("ok", "linear", P=2**20, K=2**12, N=2**12)  # exactly MAX_MACS
+    assert MAX_MACS == 2**44 and MAX_MACS * (17 + 3 * MAX_ARRAY_SIDE) < 2**62
+    with pytest.raises(UserError, match=r"layer big: P\*K\*N\*groups = .* above the limit"):
+        GemmLayer("big", "conv", P=2**20 + 1, K=2**12, N=2**12)
+    layer = GemmLayer("b", "linear", P=2**22, K=2**11, N=2**11)
+    with pytest.raises(UserError, match="layer b:"):
+        replace(layer, P=layer.P * 8)  # a batch that scales P past the limit
+
+
+def test_huge_topology_row_exits_2_with_one_line(tmp_path, capsys) -> None:
+    path = tmp_path / "huge.csv"
+    path.write_text(f"{CONV_HEADER}\nhuge, 100000000, 100000000, 3, 3, 64, 64, 1,\n")
+    assert main(["run", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}:2: layer huge:")
+    assert "3.686e+20 MACs" in lines[0] and "1.759e+13 (2**44)" in lines[0]
+
+
+CONV_HEADER = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+               "Num Filter, Strides,")
+
+
+def _nm_groups_ok(mask: np.ndarray, n: int, m: int) -> bool:
+    """Every full group of m along K keeps exactly n, the tail at most n."""
+    full = mask[:, : mask.shape[1] // m * m].reshape(mask.shape[0], -1, m).sum(axis=2)
+    tail = mask[:, mask.shape[1] // m * m:].sum(axis=1)
+    return bool((full == n).all() and (tail <= n).all())
+
+
+def test_scalesim_v3_gemm_sparsity_column(tmp_path) -> None:
+    path = tmp_path / "gemm.csv"  # SCALE-Sim v3's topologies/sparsity/gemm.csv, plus two rows
+    path.write_text("Layer Name, M, N, K, Sparsity,\nGEMM_1, 3, 5, 16, 3:4,\n"
+                    "GEMM_1, 1, 5, 16, 1:4,\nG3, 7, 9, 30, 1:1,\nG4, 7, 9, 30,\n")
+    layers, nm = read_topology(path)
+    assert [la.name for la in layers] == ["GEMM_1", "GEMM_1#1", "G3", "G4"]
+    assert nm == {"GEMM_1": (3, 4), "GEMM_1#1": (1, 4)}
+    got, descriptors = load_workload(str(path), seed=5)
+    assert got == layers
+    assert descriptors["G3"].scheme == descriptors["G4"].scheme == "dense"
+    for name, (n, m) in nm.items():
+        sp = descriptors[name]
+        assert (sp.scheme, sp.nm, sp.mask.shape) == ("nm", (n, m), (5, 16))
+        assert _nm_groups_ok(sp.mask, n, m)
+    again = load_workload(str(path), seed=5)[1]
+    other = load_workload(str(path), seed=6)[1]
+    assert all(np.array_equal(again[k].mask, descriptors[k].mask) for k in nm)
+    assert not all(np.array_equal(other[k].mask, descriptors[k].mask) for k in nm)
+
+
+def test_scalesim_v3_conv_sparsity_column_runs_compressed(tmp_path, capsys) -> None:
+    rows = "conv1, 16, 16, 3, 3, 32, 64, 1,{}\nCB_DP, 8, 8, 3, 3, 16, 16, 1,{}\n"
+    sparse, dense = tmp_path / "sparse.csv", tmp_path / "dense.csv"
+    sparse.write_text(f"{CONV_HEADER} Sparsity,\n" + rows.format(" 2:4,", " 1:4,"))
+    dense.write_text(f"{CONV_HEADER}\n" + rows.format("", ""))
+    layers, nm = read_topology(sparse)
+    assert layers == read_topology_csv(dense) and layers[1].kind == "depthwise"
+    assert nm == {"conv1": (2, 4), "CB_DP": (1, 4)}
+    _, descriptors = load_workload(str(sparse))
+    assert descriptors["CB_DP"].mask.shape == (16, 9)  # groups * N rows, K = 3 * 3
+    assert all(_nm_groups_ok(descriptors[k].mask, *v) for k, v in nm.items())
+    frames = []
+    for path in (sparse, dense):
+        out = tmp_path / f"{path.stem}.out.csv"
+        assert main(["run", str(path), "--hw", "edge-32x32", "--out", str(out)]) == 0
+        frames.append(pd.read_csv(out).set_index("layer"))
+    assert "the N:M column of" in capsys.readouterr().out
+    # edge-32x32 has 2:4 multiplexers: conv1 (K = 288) streams half its rows.
+    assert frames[0].loc["conv1", "compute_cycles"] < frames[1].loc["conv1", "compute_cycles"]
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    ("2-4", r"Sparsity '2-4' is not N:M with integers 1 <= N <= M"),
+    ("5:4", r"Sparsity '5:4': need 1 <= N <= M"),
+    ("0:4", r"Sparsity '0:4': need 1 <= N <= M"),
+    ("2:6", r"Sparsity '2:6': N:M = 2:6: M=6 must be a power of two in 2..16"),
+    ("half", r"Sparsity 'half' is not N:M"),
+])
+def test_bad_sparsity_column_is_one_line_exit_2(tmp_path, capsys, cell: str, message: str) -> None:
+    path = tmp_path / "g.csv"
+    path.write_text(f"Layer, M, N, K, Sparsity,\nfc, 4, 4, 8, 2:4,\nfc2, 4, 4, 8, {cell},\n")
+    with pytest.raises(UserError, match=rf"g.csv:3: layer fc2: {message}"):
+        read_topology(path)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
