@@ -82,7 +82,8 @@ def candidates(geo: LayerGeometry) -> list[Mapping]:
     blocks = packing.need_blocks is not None
     # per operand that grows with the tile: (loops it depends on besides t, bytes per step, SRAM)
     growing = {
-        "ws": [("i" + ("j" if blocks else ""), a_step, half["ifmap"]), ("j", C * pb, half["ofmap"])],
+        "ws": [("i" + ("j" if blocks else ""), a_step, half["ifmap"]),
+               ("j", C * pb, half["ofmap"])],
         "is": [("i", rows * w_step, half["filter"]), ("j", C * pb, half["ofmap"])],
         "os": [("i" + ("j" if blocks else ""), R * m / n * wb * geo.distinct, half["ifmap"]),
                ("j", C * w_step, half["filter"])],
@@ -196,6 +197,11 @@ def _choose_unmasked(layer: GemmLayer, hw: HardwareSpec, scheme: str, objective:
     """:func:`choose` for a layer without a mask, shared by layers of the same shape (a network
     repeats its blocks; a sweep repeats its networks)."""
     return choose(geometry(layer, hw, LayerSparsity(scheme)), objective)
+
+
+def clear_memo() -> None:
+    """Forget the memoised mappings of unmasked layers (benchmarks time a fresh search)."""
+    _choose_unmasked.cache_clear()
 
 
 def run_layer(

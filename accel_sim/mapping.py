@@ -105,12 +105,6 @@ SCALESIM = Mapping("jit", None)
 """SCALE-Sim's fixed schedule: column folds outer, row folds inner, every fold streams all of T."""
 
 
-def gemm_dims(layer: GemmLayer, dataflow: str) -> tuple[int, int, int]:
-    """``(Sr, Sc, T)`` of one group's dense GEMM for ``dataflow`` (SCALE-Sim's fold shapes)."""
-    return {"ws": (layer.K, layer.N, layer.P), "is": (layer.K, layer.P, layer.N),
-            "os": (layer.P, layer.N, layer.K)}[dataflow]
-
-
 def fill_cycles(hw: HardwareSpec) -> int:
     """Cycles of a fold besides its streaming steps: ``2R + C - 2`` (WS, IS) or ``R + C - 2``."""
     r, c = hw.array.rows, hw.array.cols
@@ -400,7 +394,7 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     ``sizes`` holds the largest (ifmap, filter, ofmap) tiles and the three SRAM halves, in
     bytes; ``trips`` the (i, j, t) trip counts. See the module docstring for the semantics.
     """
-    groups, nj = text.shape
+    groups = text.shape[0]
     win_a = _window(order, rel_a, sizes[0], trips, sizes[3], union_bytes)
     a_union = union_bytes >= 0 and win_a & 3 == 3
     new = new_j
@@ -478,7 +472,7 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             a_fill = a_words
         else:
             a_fill = 0
-        a_fill = int(math.ceil(a_fill * distinct))
+        a_fill = math.ceil(a_fill * distinct)
         meta = 0
         w_fill = 0
         if fw:

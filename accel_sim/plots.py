@@ -237,6 +237,33 @@ def accuracy_pareto(df: pd.DataFrame) -> Figure:
     return fig
 
 
+@_styled
+def roofline(df: pd.DataFrame, peak_macs_per_cycle: float, dram_bytes_per_cycle: float) -> Figure:
+    """Per layer and scheme: attained MACs per cycle against MACs per DRAM byte, under the
+    array's compute roof and the DRAM roof (log-log).
+
+    Columns: ``scheme``, ``layer``, ``effective_macs``, ``dram_bytes``, ``total_cycles``
+    (per-layer rows; a ``total`` row is left out).
+    """
+    rows = df[df["layer"] != "total"]
+    fig, (ax,) = _figure(2.4)
+    intensity = rows["effective_macs"] / rows["dram_bytes"].clip(lower=1)
+    lo, hi = max(intensity.min() / 2, 1e-3), intensity.max() * 2
+    x = np.geomspace(lo, hi, 200)
+    ax.plot(x, np.minimum(peak_macs_per_cycle, dram_bytes_per_cycle * x), color="0.5", lw=0.8)
+    ax.text(hi, peak_macs_per_cycle, f"compute roof {peak_macs_per_cycle:g} MAC/cycle",
+            ha="right", va="bottom", color="0.4", fontsize=5)
+    for scheme in _schemes(rows):
+        part = rows[rows["scheme"] == scheme]
+        ax.scatter(part["effective_macs"] / part["dram_bytes"].clip(lower=1),
+                   part["effective_macs"] / part["total_cycles"].clip(lower=1), s=6,
+                   color=SCHEME_COLORS.get(scheme, "0.3"), label=scheme, alpha=0.8, lw=0)
+    ax.set(xscale="log", yscale="log", xlabel="useful MACs per DRAM byte",
+           ylabel="useful MACs per cycle")
+    ax.legend(frameon=False, ncol=3, loc="lower right")
+    return fig
+
+
 def pareto_front(df: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
     """Rows not dominated by another row with lower-or-equal ``cost`` and higher ``value``."""
     ordered = df.sort_values([cost, value], ascending=[True, False])

@@ -1,5 +1,8 @@
 """Simulator speed: ResNet-50 (batch 1, 224x224, every conv and fc layer), dense, per array and
-dataflow: wall time after JIT warm-up, cold start in a fresh process (Numba cache warm), peak RSS;
+dataflow: wall time after JIT warm-up with the mapper searching every layer (``best``, its memo of
+unmasked layer shapes cleared before each run, so every unique layer is searched again), with the
+memo warm, and with SCALE-Sim's fixed schedule; cold start in a fresh process (Numba cache warm),
+peak RSS;
 then the command line itself: a fresh ``accel-sim run resnet50.csv`` process on a SCALE-Sim
 topology of the same layers.
 
@@ -37,6 +40,7 @@ def measure(workload: str) -> None:
     """In a fresh process: cold start, then the warm table, then peak RSS."""
     start = time.perf_counter()
     from accel_sim.hardware import build_hardware
+    from accel_sim.mapper import clear_memo
     from accel_sim.simulate import simulate
 
     layers = pickle.loads(Path(workload).read_bytes())
@@ -49,19 +53,31 @@ def measure(workload: str) -> None:
     simulate(layers, hardware(*CONFIGS[0]))
     cold = time.perf_counter() - start
     print(f"resnet50: {len(layers)} GEMMs, {sum(la.macs for la in layers) / 1e9:.2f} GMACs")
-    print("| array | dataflow | compute cycles | total cycles | wall time (warm) |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| array | dataflow | mapping | compute cycles | total cycles | DRAM MB | "
+          "wall (search) | wall (memo warm) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    repeats = 5
+
+    def timed(hw, mapping: str, fresh: bool) -> tuple[float, object]:
+        total = 0.0
+        for _ in range(repeats):
+            if fresh:
+                clear_memo()
+            begin = time.perf_counter()
+            report = simulate(layers, hw, mapping=mapping)
+            total += time.perf_counter() - begin
+        return total / repeats, report
+
     for size, kib, dataflow in CONFIGS:
         hw = hardware(size, kib, dataflow)
-        simulate(layers, hw)  # JIT warm-up (a no-op once the Numba cache is warm)
-        repeats = 5
-        begin = time.perf_counter()
-        for _ in range(repeats):
-            report = simulate(layers, hw)
-        wall = (time.perf_counter() - begin) / repeats
-        t = report.totals
-        print(f"| {size}x{size} | {dataflow} | {t.compute_cycles:,} | {t.total_cycles:,} | "
-              f"{wall * 1e3:.1f} ms |")
+        for mapping in ("best", "scalesim"):
+            simulate(layers, hw, mapping=mapping)  # JIT warm-up (no-op with a warm Numba cache)
+            search, report = timed(hw, mapping, fresh=True)
+            warm = timed(hw, mapping, fresh=False)[0] if mapping == "best" else search
+            t = report.totals
+            print(f"| {size}x{size} | {dataflow} | {mapping} | {t.compute_cycles:,} | "
+                  f"{t.total_cycles:,} | {t.dram_bytes / 1e6:.1f} | {search * 1e3:.1f} ms | "
+                  f"{warm * 1e3:.1f} ms |")
     print(f"cold start (fresh process: imports, cached kernels, whole network on 32x32 ws): "
           f"{cold:.2f} s")
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.

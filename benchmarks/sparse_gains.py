@@ -4,9 +4,10 @@ For each network (ResNet-50, VGG-16-BN, MobileNetV2; batch 1, 224x224), density 
 6.25 %) and array (edge-32x32, cloud-128x128 presets: 2:4 multiplexers, block skipping, zero
 gating, bitmap-compressed unstructured weights), prints total latency (us), energy (uJ) and the
 speed-up of hybrid over dense, unstructured and channel. Synthetic masks, seed 0, block 32,
-hybrid = 2:4 inside blocks. Masks are drawn once and reused on both arrays.
+hybrid = 2:4 inside blocks. Masks are drawn once and reused on both arrays. Every scheme is
+mapped at its best (``--mapping best``, the default) or with SCALE-Sim's fixed schedule.
 
-    python benchmarks/sparse_gains.py [--models resnet50,vgg16_bn,mobilenet_v2]
+    python benchmarks/sparse_gains.py [--models resnet50,vgg16_bn,mobilenet_v2] [--mapping best]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     """Print one markdown table per network."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet50,vgg16_bn,mobilenet_v2")
+    parser.add_argument("--mapping", default="best", help="best (default) or scalesim")
     args = parser.parse_args()
     arrays = [load_hardware("edge-32x32"), load_hardware("cloud-128x128")]
     for model in args.models.split(","):
@@ -37,7 +39,8 @@ def main() -> None:
         for density in DENSITIES:
             nets = {s: synthetic_network(layers, s, density, seed=0) for s in SCHEMES}
             for hw in arrays:
-                totals = {s: simulate(*nets[s][:1], hw, nets[s][1]).totals for s in SCHEMES}
+                totals = {s: simulate(nets[s][0], hw, nets[s][1], mapping=args.mapping).totals
+                          for s in SCHEMES}
                 cells = [f"{t.latency_us:,.0f} / {t.energy_total_pj / 1e6:,.0f}"
                          for t in totals.values()]
                 hyb = totals["hybrid"].total_cycles

@@ -66,6 +66,7 @@ def test_every_figure_saves_png_and_pdf(tmp_path) -> None:
         "heat": plots.utilization_heatmap(df[df.block == 16]),
         "codesign": plots.codesign_map(df[df.model == "netA"]),
         "pareto": plots.accuracy_pareto(acc),
+        "roofline": plots.roofline(df.assign(effective_macs=df.macs, dram_bytes=50), 64, 16),
     }
     for name, fig in figures.items():
         paths = plots.save(fig, tmp_path / name)
@@ -77,3 +78,14 @@ def test_pareto_front_drops_dominated_points() -> None:
     df = pd.DataFrame({"latency_us": [1, 2, 3, 4], "accuracy": [50, 40, 70, 60]})
     front = plots.pareto_front(df, "latency_us", "accuracy")
     assert front.latency_us.tolist() == [1, 3]
+
+
+def test_roofline_points_sit_under_both_roofs() -> None:
+    df = pd.DataFrame({"scheme": ["dense", "hybrid", "hybrid"], "layer": ["a", "a", "total"],
+                       "effective_macs": [1000, 500, 500], "dram_bytes": [100, 10, 10],
+                       "total_cycles": [200, 50, 50]})
+    fig = plots.roofline(df, 64, 16)
+    points = np.concatenate([c.get_offsets() for c in fig.axes[0].collections])
+    np.testing.assert_allclose(sorted(map(tuple, points)), [(10, 5), (50, 10)])  # total dropped
+    roof = fig.axes[0].lines[0].get_ydata()
+    assert roof.max() == 64
