@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -40,7 +40,7 @@ class Runtime:
         channels_last: NHWC memory format for 4-D weights and input batches.
     """
 
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     amp: bool = False
     workers: int = 0
     channels_last: bool = False

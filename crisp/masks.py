@@ -70,7 +70,8 @@ def attach(model: nn.Module, names: list[str] | None = None) -> None:
     for tensor_name in names if names is not None else map(weight_name, gemm_layers(model)):
         module = _module_of(model, tensor_name)
         if not parametrize.is_parametrized(module, "weight"):
-            parametrize.register_parametrization(module, "weight", WeightMask(module.weight.shape, module.weight.device))
+            mask = WeightMask(module.weight.shape, module.weight.device)
+            parametrize.register_parametrization(module, "weight", mask)
 
 
 def _parametrization(model: nn.Module, tensor_name: str) -> WeightMask:

@@ -15,8 +15,8 @@ The mask schemes (``hybrid``, ``nm``, ``block``, ``unstructured``) share one loo
 5. fine-tune after every round, gathering the next round's gradients on the way.
 
 ``channel`` and ``dense`` are in :mod:`crisp.baselines` (which never imports this module); the
-settings are :class:`crisp.config.PruneConfig`, re-exported here. Densities are always global: non-zero
-weights over all Conv2d/Linear weights of the model, the excluded layers included.
+settings are :class:`crisp.config.PruneConfig`, re-exported here. Densities are always global:
+non-zero weights over all Conv2d/Linear weights of the model, the excluded layers included.
 """
 
 from __future__ import annotations
