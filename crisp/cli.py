@@ -29,7 +29,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from crisp import compressed, distributed
 from crisp import masks as mk
-from crisp.data import load_dataset, user_subset
+from crisp.data import KNOWN_DATASETS, load_dataset, user_subset
 from crisp.devices import DEVICES, Runtime, runtime
 from crisp.errors import UserError, command_line
 from crisp.io import write_atomic
@@ -55,15 +55,15 @@ def say(*parts: object) -> None:
 def committed_checkpoint(model: str, data: str, data_seed: int) -> Path | None:
     """The committed dense checkpoint of ``model`` trained on embedded data set ``data``, if any.
 
-    Only a plain data set name (not a folder) with a ``<model>_<data>.pt`` under
-    :data:`CHECKPOINTS` qualifies.
+    Only an embedded data set (a name of :data:`crisp.data.KNOWN_DATASETS`, never a folder) with
+    a ``<model>_<data>.pt`` under :data:`CHECKPOINTS` qualifies.
 
     Raises:
         UserError: the checkpoint's record says it was trained on another ``--data-seed``.
     """
-    if Path(data).name != data or Path(data).exists():
+    if data.lower() not in KNOWN_DATASETS:
         return None
-    path = CHECKPOINTS / f"{model}_{data}.pt"
+    path = CHECKPOINTS / f"{model}_{data.lower()}.pt"
     if not path.is_file():
         return None
     record = path.with_suffix(".json")
@@ -176,6 +176,20 @@ def _dense_source(args: argparse.Namespace) -> str | None:
     return str(committed)
 
 
+def _dense_model(name: str, pretrained: bool, checkpoint: str | None) -> nn.Module:
+    """The zoo model with as many outputs as the checkpoint's classifier (``crisp train`` sizes
+    the head to its data set: 10 classes for a 10-class folder), loaded from it."""
+    if checkpoint is None:
+        return build_model(name, pretrained=pretrained)
+    state = read_torch_dict(checkpoint)
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    head = f"{mk.classifier_name(build_model(name))}.weight"
+    outputs = state[head].shape[0] if isinstance(state.get(head), torch.Tensor) else None
+    return build_model(name, num_classes=outputs, checkpoint=checkpoint)
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     config = _prune_config(args)  # validate flags before loading anything
     rt = _runtime(args)
@@ -185,7 +199,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
     checkpoint = _dense_source(args)
-    model = build_model(args.model, pretrained=args.pretrained, checkpoint=checkpoint)
+    model = _dense_model(args.model, args.pretrained, checkpoint)
     train, test, ids = _user_data(args, parse_classes(args.classes))
     distributed.agree({"model": args.model, "data": args.data, "data_seed": args.data_seed,
                        "classes": ids, "seed": args.seed, "n_per_class": args.n_per_class})

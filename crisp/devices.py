@@ -68,6 +68,11 @@ class Runtime:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 
+    def sync(self) -> None:
+        """Wait for the device's queued work (CUDA runs asynchronously; for honest timings)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def place(self, model: nn.Module) -> nn.Module:
         """Move ``model`` (parameters, buffers, masks) to the device, in place; returns it."""
         model.to(self.device)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -338,9 +339,15 @@ def prune(
         gradient_pass(model, user_batches(train_data, config.batch_size_grad, generator,
                                           label_map, rt), pruner.meter, runtime=rt)
 
+    clock = time.perf_counter()
     gradients()
+    rt.sync()
+    timing: dict[str, object] = {"gradient_pass": time.perf_counter() - clock, "rounds": []}
     if config.scheme in ("hybrid", "nm"):
+        clock = time.perf_counter()
         pruner.apply_nm()
+        rt.sync()
+        timing["nm_selection"] = time.perf_counter() - clock
     start = mk.density(model)
     target = start if config.scheme == "nm" else config.target(len(classes))
     densities = schedule(target, start, config.step)
@@ -350,6 +357,7 @@ def prune(
     rounds = []
     tune = config.fine_tune()
     for t, goal in enumerate(densities):
+        clock = time.perf_counter()
         decisions = {} if goal >= start and t == 0 else pruner.shrink_to(goal)
         digest = distributed.check_identical(mk.get_masks(model), f"masks after round {t}")
         pruner.meter.reset()
@@ -363,9 +371,11 @@ def prune(
             "train_loss": loss, **metrics, **decisions, "layer_density": _layer_densities(model),
             "mask_sha256": digest,
         })
+        timing["rounds"].append(time.perf_counter() - clock)  # evaluate() ends with a device sync
     final_masks = {n: m.cpu() for n, m in mk.get_masks(model).items()}
     mk.squash(model)
     record["rounds"] = rounds
+    record["seconds"] = timing  # wall clock: gradient pass, then each round (prune + tune + eval)
     return PruneResult(_to_cpu(model), final_masks, record, label_map)
 
 
