@@ -140,17 +140,22 @@ def _layout(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
         return {k: (str(f.get_tensor(k).dtype), tuple(f.get_tensor(k).shape)) for k in names}
 
 
-def test_torchrun_prune_writes_the_single_process_format(tmp_path: Path) -> None:
+def test_torchrun_train_then_prune_writes_the_single_process_format(tmp_path: Path) -> None:
     data = _cifar(tmp_path)
     dense = tmp_path / "dense.pt"
-    torch.save(ResNetSmall(num_classes=100).state_dict(), dense)
-    flags = ["prune", "--data", str(data), "--checkpoint", str(dense), "--classes", "1,2",
-             "--density", "0.3", "--step", "0.5", "--block", "16", "--batch-size", "4",
-             "--device", "cpu", "--seed", "3"]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
               "--nproc-per-node", "2", "-m", "crisp.cli"]
+    trained = subprocess.run([*launch, "train", "--data", str(data), "--epochs", "1",
+                              "--batch-size", "8", "--device", "cpu", "--out", str(dense)],
+                             env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert json.loads(dense.with_suffix(".json").read_text())["world_size"] == 2
+    assert torch.load(dense, weights_only=True)["fc.weight"].shape == (100, 128)
+    flags = ["prune", "--data", str(data), "--checkpoint", str(dense), "--classes", "1,2",
+             "--density", "0.3", "--step", "0.5", "--block", "16", "--batch-size", "4",
+             "--device", "cpu", "--seed", "3"]
     done = subprocess.run([*launch, *flags, "--out", str(tmp_path / "ddp")], env=env,
                           capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
