@@ -62,8 +62,11 @@ class Runtime:
         return contextlib.nullcontext()
 
     def batch(self, images: torch.Tensor) -> torch.Tensor:
-        """Move a float image batch ``[B, C, H, W]`` to the device (in its memory format)."""
-        images = images.to(self.device, non_blocking=self.pin_memory)
+        """An image batch ``[B, C, H, W]`` as float32 on the device (in its memory format).
+
+        The copy leaves pinned memory asynchronously; the cast runs on the device.
+        """
+        images = images.to(self.device, non_blocking=self.pin_memory).float()
         if self.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         return images

@@ -96,7 +96,7 @@ def _batches(
             labels = label_map[labels]
             if bool((labels < 0).any()):
                 raise UserError("a label outside the user's classes reached a shrunk head")
-        yield rt.batch(images.float()), labels.to(rt.device, non_blocking=rt.pin_memory)
+        yield rt.batch(images), labels.to(rt.device, non_blocking=rt.pin_memory)
 
 
 def _sampler(dataset: Dataset, generator: torch.Generator) -> DistributedSampler | None:

@@ -142,3 +142,17 @@ def test_cpu_and_cuda_give_the_same_masks_for_a_deterministic_case() -> None:
                 runtime=runtime("cuda", amp=False, channels_last=False))
     for name, mask in cpu.masks.items():
         assert torch.equal(mask, gpu.masks[name]), name
+
+
+def test_channels_last_keeps_the_masks_in_weight_order() -> None:
+    """The CUDA memory format exercised on the CPU: NHWC weights and batches change the strides,
+    never the logical order, so the masks (and the saved model) are the contiguous run's."""
+    model, train, test = _tiny_task()
+    plain = prune(model, train, test, [1, 2], _config(0), seed=5, runtime="cpu")
+    nhwc = prune(model, train, test, [1, 2], _config(0), seed=5,
+                 runtime=Runtime(channels_last=True))
+    for name, mask in plain.masks.items():
+        assert torch.equal(mask, nhwc.masks[name]), name
+    weight = nhwc.model.stages[0].conv1.weight
+    assert weight.is_contiguous()
+    assert torch.equal(weight == 0, ~plain.masks["stages.0.conv1.weight"])
