@@ -146,6 +146,9 @@ def runtime(
         raise UserError(f"--workers {workers} must be >= 0")
     if local_rank is None and "LOCAL_RANK" in os.environ:
         local_rank = int(os.environ["LOCAL_RANK"])
+    if ":" in device and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(f"--device {device}: under torchrun each rank uses cuda:LOCAL_RANK; "
+                        "give --device cuda (or auto)")
     dev = resolve_device(device, local_rank)
     cuda = dev.type == "cuda"
     if amp and not cuda:

@@ -72,7 +72,9 @@ class PruneResult:
             physically smaller model.
         masks: final bool masks by dotted weight name, shaped like the weights (empty for
             ``channel`` and ``dense``).
-        record: the replayable JSON-ready record (config, seed, classes, schedule, plan, rounds).
+        record: the replayable JSON-ready record (config, seed, classes, schedule, plan, rounds;
+            ``world_size``, ``runtime`` and the wall-clock ``seconds`` of the gradient pass and
+            each round).
         label_map: class id -> head index for a shrunk head, else None.
     """
 

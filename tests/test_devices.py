@@ -156,3 +156,11 @@ def test_channels_last_keeps_the_masks_in_weight_order() -> None:
     weight = nhwc.model.stages[0].conv1.weight
     assert weight.is_contiguous()
     assert torch.equal(weight == 0, ~plain.masks["stages.0.conv1.weight"])
+
+
+def test_a_fixed_cuda_index_under_torchrun_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(UserError, match="each rank uses cuda:LOCAL_RANK"):
+        runtime("cuda:0")
+    assert runtime("cpu").device == torch.device("cpu")
