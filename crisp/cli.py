@@ -125,11 +125,12 @@ def _train(args: argparse.Namespace, rt: Runtime) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     train = load_dataset(args.data, "train", seed=args.data_seed, root=args.data_root)
     test = load_dataset(args.data, "test", seed=args.data_seed, root=args.data_root)
-    distributed.agree({"model": args.model, "data": args.data, "data_seed": args.data_seed,
-                       "seed": args.seed, "train_images": len(train), "test_images": len(test)})
-    model = rt.place(build_model(args.model, num_classes=train.num_classes))
+    model = build_model(args.model, num_classes=train.num_classes)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          warmup=args.warmup, augment=not args.no_augment)
+    distributed.agree({"model": args.model, "data": args.data, "data_seed": args.data_seed,
+                       "seed": args.seed, "train_images": len(train), "test_images": len(test)})
+    rt.place(model)
     loss = train_epochs(model, in_memory(train), config, generator, desc=f"train {args.model}",
                         runtime=rt)
     metrics = evaluate(model, in_memory(test), runtime=rt)
@@ -143,8 +144,8 @@ def _train(args: argparse.Namespace, rt: Runtime) -> int:
     write_atomic(out, lambda tmp: torch.save(state, tmp))
     record = {"command": "train", "model": args.model, "data": args.data, "seed": args.seed,
               "data_seed": args.data_seed, "train": config.as_dict(), "fp16": args.fp16,
-              "world_size": distributed.world_size(), "runtime": rt.as_dict(),
               "train_loss": loss, "test": metrics}
+    record.update(world_size=distributed.world_size(), runtime=rt.as_dict())
     write_atomic(out.with_suffix(".json"),
                  lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     print(f"wrote {out}")
