@@ -187,14 +187,15 @@ def select_block_ranks(
         bs = block_scores(s, b).masked_fill(~allowed, -math.inf)
         ranked = torch.sort(bs, dim=1, descending=True, stable=True).indices
         counts = block_scores(current[name].to(torch.float64), b).gather(1, ranked)
-        cost = counts.sum(dim=0)  # weights added by each rank, summed over block-rows
-        ranks = rank_scores(s, b, allowed)
+        # weights added by each rank, summed over block-rows; Python lists: one device sync
+        cost = counts.sum(dim=0).tolist()
+        ranks = rank_scores(s, b, allowed).tolist()
         keep[name] = 1
         used += int(cost[0])
         items += [
-            (-float(ranks[k]), order, k, name, int(cost[k]))
+            (-ranks[k], order, k, name, int(cost[k]))
             for k in range(1, len(ranks))
-            if math.isfinite(float(ranks[k]))
+            if math.isfinite(ranks[k])
         ]
     threshold = math.inf
     for neg_score, _order, k, name, cost in sorted(items):
