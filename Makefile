@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m crisp.demo
+	$(PY) -m crisp_sim.demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -13,13 +13,13 @@
   round), so every model sees the same user-class training.
 
 The two model-level baselines return ``(model, rounds, extra)``: the model, one metrics dict per
-round and extra record fields.
+round and extra record fields. This module does not import :mod:`crisp.pruner` (which dispatches
+to it); both read their settings from :mod:`crisp.config`.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +28,12 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import Dataset
 
+from crisp import distributed
 from crisp import masks as mk
+from crisp.config import PruneConfig
+from crisp.devices import Runtime
 from crisp.schedule import schedule
 from crisp.train import evaluate, train_epochs, user_batches
-
-if TYPE_CHECKING:
-    from crisp.pruner import PruneConfig
 
 Rounds = list[dict[str, object]]
 
@@ -123,15 +123,19 @@ def channel_prune(
     config: PruneConfig,
     generator: torch.Generator,
     label_map: torch.Tensor | None,
+    runtime: Runtime | None = None,
 ) -> tuple[nn.Module, Rounds, dict[str, object]]:
     """Class-aware channel pruning to the target density in ``schedule(target, 1, step)`` rounds.
 
     Before each round the Taylor importance sees ``|W * dL/dW|`` summed over one pass of the
     user-class data; each round removes channels, then fine-tunes ``config.epochs`` epochs. The
-    density is the remaining weights over the original ones.
+    density is the remaining weights over the original ones. Under ``torchrun`` the gradients
+    behind the importance are summed over the ranks before each step, so all ranks remove the
+    same channels.
     """
     model.eval()
-    example = next(iter(user_batches(train_data, 1, torch.Generator().manual_seed(0), None)))[0]
+    example = next(iter(user_batches(train_data, 1, torch.Generator().manual_seed(0), None,
+                                     runtime, shard=False)))[0]
     target = config.target(len(classes))
     densities = schedule(target, 1.0, config.step)[1:] or [1.0]
     total = gemm_weights(model)
@@ -142,15 +146,16 @@ def channel_prune(
     for t, goal in enumerate(densities):
         model.eval()
         model.zero_grad(set_to_none=True)
-        batches = user_batches(train_data, config.batch_size_grad, generator, label_map)
+        batches = user_batches(train_data, config.batch_size_grad, generator, label_map, runtime)
         for images, labels in batches:
             F.cross_entropy(model(images), labels).backward()
+        distributed.all_reduce_grads(model)
         pruner.step()
         model.zero_grad(set_to_none=True)
         loss = train_epochs(model, train_data, config.fine_tune(), generator, label_map,
-                            desc=f"channel round {t}/{len(densities) - 1}")
+                            desc=f"channel round {t}/{len(densities) - 1}", runtime=runtime)
         rounds.append(_round_metrics(t, goal, model, total, loss,
-                                     evaluate(model, test_data, label_map)))
+                                     evaluate(model, test_data, label_map, runtime=runtime)))
     extra = {"schedule": densities, "channel_ratio": ratio,
              "layer_shapes": {n: list(m.weight.shape) for n, m in mk.gemm_layers(model).items()}}
     return model, rounds, extra
@@ -170,12 +175,15 @@ def dense_finetune(
     config: PruneConfig,
     generator: torch.Generator,
     label_map: torch.Tensor | None,
+    runtime: Runtime | None = None,
 ) -> tuple[nn.Module, Rounds, dict[str, object]]:
     """The dense model fine-tuned on the user's classes for :func:`dense_epochs` epochs."""
     epochs = dense_epochs(config, len(classes))
     tune = config.fine_tune()
     tune = type(tune)(**{**tune.as_dict(), "epochs": epochs})
     total = gemm_weights(model)
-    loss = train_epochs(model, train_data, tune, generator, label_map, desc="dense fine-tune")
-    rounds = [_round_metrics(0, 1.0, model, total, loss, evaluate(model, test_data, label_map))]
+    loss = train_epochs(model, train_data, tune, generator, label_map, desc="dense fine-tune",
+                        runtime=runtime)
+    rounds = [_round_metrics(0, 1.0, model, total, loss,
+                             evaluate(model, test_data, label_map, runtime=runtime))]
     return model, rounds, {"schedule": [1.0], "epochs": epochs}

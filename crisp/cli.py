@@ -8,6 +8,12 @@
   metrics), each file atomically.
 - ``crisp eval``: user-class top-1/top-5 of a dense or pruned checkpoint.
 
+All three take ``--device auto|cpu|cuda|mps`` (auto: CUDA when present), ``--amp/--no-amp`` (bf16
+autocast, on by default on CUDA) and ``--workers`` (DataLoader processes), see
+:mod:`crisp.devices`. Under ``torchrun --nproc-per-node N -m crisp.cli train|prune ...`` the ranks
+train in DistributedDataParallel and share saliency (:mod:`crisp.distributed`); only rank 0 prints
+and writes, and the record says the world size.
+
 User mistakes exit with status 2 and a one-line message (see :mod:`crisp.errors`).
 """
 
@@ -21,14 +27,52 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from crisp import compressed
+from crisp import compressed, distributed
 from crisp import masks as mk
-from crisp.data import load_dataset, user_subset
+from crisp.data import KNOWN_DATASETS, load_dataset, user_subset
+from crisp.devices import DEVICES, Runtime, runtime
 from crisp.errors import UserError, command_line
 from crisp.io import write_atomic
 from crisp.models import build_model, input_shape, read_torch_dict
 from crisp.pruner import HEADS, SCHEMES, PruneConfig, prune
 from crisp.train import TrainConfig, evaluate, train_epochs
+
+#: Committed dense checkpoints, ``<model>_<data>.pt`` with a ``.json`` record beside each.
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def _runtime(args: argparse.Namespace) -> Runtime:
+    """The run's device settings from ``--device``, ``--amp``, ``--workers``."""
+    return runtime(args.device, amp=args.amp, workers=args.workers)
+
+
+def say(*parts: object) -> None:
+    """Print on rank 0 only (every line once under ``torchrun``)."""
+    if distributed.is_main():
+        print(*parts)
+
+
+def committed_checkpoint(model: str, data: str, data_seed: int) -> Path | None:
+    """The committed dense checkpoint of ``model`` trained on embedded data set ``data``, if any.
+
+    Only an embedded data set (a name of :data:`crisp.data.KNOWN_DATASETS`, never a folder) with
+    a ``<model>_<data>.pt`` under :data:`CHECKPOINTS` qualifies.
+
+    Raises:
+        UserError: the checkpoint's record says it was trained on another ``--data-seed``.
+    """
+    if data.lower() not in KNOWN_DATASETS:
+        return None
+    path = CHECKPOINTS / f"{model}_{data.lower()}.pt"
+    if not path.is_file():
+        return None
+    record = path.with_suffix(".json")
+    if record.is_file():
+        trained_seed = json.loads(record.read_text()).get("data_seed", 0)
+        if trained_seed != data_seed:
+            raise UserError(f"the committed {path.name} was trained on --data-seed {trained_seed}, "
+                            f"not {data_seed}: give --checkpoint PATH")
+    return path
 
 
 def in_memory(dataset: Dataset) -> Dataset:
@@ -71,6 +115,12 @@ def _user_data(
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    with distributed.session(rt):
+        return _train(args, rt)
+
+
+def _train(args: argparse.Namespace, rt: Runtime) -> int:
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     train = load_dataset(args.data, "train", seed=args.data_seed, root=args.data_root)
@@ -78,17 +128,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model = build_model(args.model, num_classes=train.num_classes)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          warmup=args.warmup, augment=not args.no_augment)
-    loss = train_epochs(model, in_memory(train), config, generator, desc=f"train {args.model}")
-    metrics = evaluate(model, in_memory(test))
-    print(f"{args.model} on {args.data}: train loss {loss:.3f}, test top-1 {metrics['top1']:.2f}% "
-          f"top-5 {metrics['top5']:.2f}%")
-    state = {k: v.half() if args.fp16 and v.is_floating_point() else v
-             for k, v in model.state_dict().items()}
+    distributed.agree({"model": args.model, "data": args.data, "data_seed": args.data_seed,
+                       "seed": args.seed, "train_images": len(train), "test_images": len(test)})
+    rt.place(model)
+    loss = train_epochs(model, in_memory(train), config, generator, desc=f"train {args.model}",
+                        runtime=rt)
+    metrics = evaluate(model, in_memory(test), runtime=rt)
+    say(f"{args.model} on {args.data}: train loss {loss:.3f}, test top-1 {metrics['top1']:.2f}% "
+        f"top-5 {metrics['top5']:.2f}%")
+    if not distributed.is_main():
+        return 0
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.half() if args.fp16 and v.is_floating_point() else v for k, v in state.items()}
     out = Path(args.out)
     write_atomic(out, lambda tmp: torch.save(state, tmp))
     record = {"command": "train", "model": args.model, "data": args.data, "seed": args.seed,
               "data_seed": args.data_seed, "train": config.as_dict(), "fp16": args.fp16,
               "train_loss": loss, "test": metrics}
+    record.update(world_size=distributed.world_size(), runtime=rt.as_dict())
     write_atomic(out.with_suffix(".json"),
                  lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     print(f"wrote {out}")
@@ -103,16 +160,56 @@ def _prune_config(args: argparse.Namespace) -> PruneConfig:
                        exclude_first=not args.include_first, train=train)
 
 
+def _dense_source(args: argparse.Namespace) -> str | None:
+    """The dense checkpoint to prune: ``--checkpoint``, else the committed one for embedded data.
+
+    Returns None for ``--pretrained``.
+    """
+    if args.checkpoint is not None and args.pretrained:
+        raise UserError("give the dense model as --checkpoint PATH or --pretrained (one of them)")
+    if args.checkpoint is not None or args.pretrained:
+        return args.checkpoint
+    committed = committed_checkpoint(args.model, args.data, args.data_seed)
+    if committed is None:
+        raise UserError(f"no committed checkpoint of {args.model} on {args.data}: give the dense "
+                        "model as --checkpoint PATH or --pretrained (one of them)")
+    say(f"no --checkpoint: starting from the committed {committed}")
+    return str(committed)
+
+
+def _dense_model(name: str, pretrained: bool, checkpoint: str | None) -> nn.Module:
+    """The zoo model with as many outputs as the checkpoint's classifier (``crisp train`` sizes
+    the head to its data set: 10 classes for a 10-class folder), loaded from it."""
+    if checkpoint is None:
+        return build_model(name, pretrained=pretrained)
+    state = read_torch_dict(checkpoint)
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    head = f"{mk.classifier_name(build_model(name))}.weight"
+    outputs = state[head].shape[0] if isinstance(state.get(head), torch.Tensor) else None
+    return build_model(name, num_classes=outputs, checkpoint=checkpoint)
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     config = _prune_config(args)  # validate flags before loading anything
-    if (args.checkpoint is None) == (not args.pretrained):
-        raise UserError("give the dense model as --checkpoint PATH or --pretrained (one of them)")
-    model = build_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+    rt = _runtime(args)
+    with distributed.session(rt):
+        return _prune(args, config, rt)
+
+
+def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
+    checkpoint = _dense_source(args)
+    model = _dense_model(args.model, args.pretrained, checkpoint)
     train, test, ids = _user_data(args, parse_classes(args.classes))
-    result = prune(model, train, test, ids, config, seed=args.seed)
-    result.record.update({"model": args.model, "checkpoint": str(args.checkpoint),
+    distributed.agree({"model": args.model, "data": args.data, "data_seed": args.data_seed,
+                       "classes": ids, "seed": args.seed, "n_per_class": args.n_per_class})
+    result = prune(model, train, test, ids, config, seed=args.seed, runtime=rt)
+    result.record.update({"model": args.model, "checkpoint": str(checkpoint),
                           "data": args.data, "data_seed": args.data_seed,
                           "n_per_class": args.n_per_class})
+    if not distributed.is_main():
+        return 0
     out = Path(args.out)
     state = {"state_dict": result.model.state_dict(), "classes": ids, "head": config.head,
              "scheme": config.scheme}
@@ -177,6 +274,12 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    with distributed.session(rt):
+        return _eval(args, rt)
+
+
+def _eval(args: argparse.Namespace, rt: Runtime) -> int:
     model, meta = load_pruned(args.model, args.checkpoint)
     if args.classes is not None:
         classes = parse_classes(args.classes)
@@ -192,9 +295,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise UserError(f"the checkpoint's head has {head_out} outputs, not {len(ids)} classes")
         label_map = torch.full((max(ids) + 1,), -1, dtype=torch.long)
         label_map[torch.tensor(ids)] = torch.arange(len(ids))
-    metrics = evaluate(model, test, label_map)
-    print(f"classes {ids}: user-class top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% "
-          f"(loss {metrics['loss']:.3f}); density {mk.density(model):.4f}")
+    distributed.agree({"data": args.data, "data_seed": args.data_seed, "classes": ids})
+    metrics = evaluate(rt.place(model), test, label_map, runtime=rt)
+    say(f"classes {ids}: user-class top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% "
+        f"(loss {metrics['loss']:.3f}); density {mk.density(model):.4f}")
     return 0
 
 
@@ -205,6 +309,16 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="glyph100 cache / base of a relative path")
     p.add_argument("--data-seed", type=int, default=0, help="glyph100 rendering seed (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seeds every random choice (default 0)")
+    _add_runtime(p)
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help=f"{'|'.join(DEVICES)} or cuda:N (default auto: CUDA when present)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on with CUDA, off elsewhere)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes (default 0: load in the main process)")
 
 
 def _add_user(p: argparse.ArgumentParser, required: bool) -> None:
@@ -233,7 +347,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a trained model for a user's classes")
     _add_data(p)
     _add_user(p, required=True)
-    p.add_argument("--checkpoint", default=None, help="the dense model's state dict")
+    p.add_argument("--checkpoint", default=None,
+                   help="the dense model's state dict (default: the committed checkpoint of "
+                        "--model on embedded --data, when there is one)")
     p.add_argument("--pretrained", action="store_true",
                    help="start from torchvision's weights instead (needs them cached offline)")
     p.add_argument("--scheme", default="hybrid", choices=SCHEMES)

@@ -27,9 +27,9 @@ class WeightMask(nn.Module):
     Masked entries are +0.0 exactly (``torch.where``, so never ``-0.0``) and get zero gradient.
     """
 
-    def __init__(self, shape: torch.Size) -> None:
+    def __init__(self, shape: torch.Size, device: torch.device | str | None = None) -> None:
         super().__init__()
-        self.register_buffer("mask", torch.ones(shape, dtype=torch.bool))
+        self.register_buffer("mask", torch.ones(shape, dtype=torch.bool, device=device))
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         """The effective weight: ``original`` with the masked entries set to zero."""
@@ -65,12 +65,13 @@ def _module_of(model: nn.Module, tensor_name: str) -> nn.Module:
 def attach(model: nn.Module, names: list[str] | None = None) -> None:
     """Attach an all-True mask to each named weight (default: every Conv2d/Linear weight).
 
-    Already-masked weights keep their masks.
+    Already-masked weights keep their masks. Masks live on their weight's device.
     """
     for tensor_name in names if names is not None else map(weight_name, gemm_layers(model)):
         module = _module_of(model, tensor_name)
         if not parametrize.is_parametrized(module, "weight"):
-            parametrize.register_parametrization(module, "weight", WeightMask(module.weight.shape))
+            mask = WeightMask(module.weight.shape, module.weight.device)
+            parametrize.register_parametrization(module, "weight", mask)
 
 
 def _parametrization(model: nn.Module, tensor_name: str) -> WeightMask:
@@ -100,7 +101,7 @@ def update(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 
     Args:
         masks: bool masks by dotted weight name, each shaped like its weight (or its
-            ``[C_out, K]`` matrix view).
+            ``[C_out, K]`` matrix view), on any device (moved to the weight's).
 
     Raises:
         UserError: a name without an attached mask or a mask of the wrong size.
@@ -112,7 +113,7 @@ def update(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
                 f"mask for {tensor_name!r} has {new.numel()} entries, the weight "
                 f"{tuple(holder.mask.shape)}"
             )
-        holder.mask &= new.reshape(holder.mask.shape).to(torch.bool)
+        holder.mask &= new.to(holder.mask.device, torch.bool).reshape(holder.mask.shape)
         with torch.no_grad():
             param = original(model, tensor_name)
             param.copy_(torch.where(holder.mask, param, 0.0))

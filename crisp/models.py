@@ -205,10 +205,20 @@ def read_torch_dict(path: str | Path) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise UserError(f"checkpoint {path} is not a readable torch file: {err}") from None
+        raise UserError(f"checkpoint {path} is not a readable torch file "
+                        f"({_first_reason(err)})") from None
     if not isinstance(blob, dict):
         raise UserError(f"checkpoint {path} holds a {type(blob).__name__}, not a state dict")
     return blob
+
+
+def _first_reason(err: Exception) -> str:
+    """One short line from torch's multi-line load error (the unpickler's own reason if given)."""
+    text = str(err)
+    _, marker, rest = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (rest if marker else text).splitlines() if line.strip()]
+    first = lines[0].split(". ")[0].rstrip(".") if lines else "no detail"
+    return f"{type(err).__name__}: {first}"[:160]
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:

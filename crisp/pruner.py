@@ -14,109 +14,45 @@ The mask schemes (``hybrid``, ``nm``, ``block``, ``unstructured``) share one loo
    one global threshold on the weight scores; masks only shrink;
 5. fine-tune after every round, gathering the next round's gradients on the way.
 
-``channel`` and ``dense`` are in :mod:`crisp.baselines`. Densities are always global: non-zero
-weights over all Conv2d/Linear weights of the model, the excluded layers included.
+``channel`` and ``dense`` are in :mod:`crisp.baselines` (which never imports this module); the
+settings are :class:`crisp.config.PruneConfig`, re-exported here. Densities are always global:
+non-zero weights over all Conv2d/Linear weights of the model, the excluded layers included.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from crisp import baselines
+from crisp import baselines, distributed
 from crisp import masks as mk
+from crisp.config import (  # noqa: F401  (SCHEMES, HEADS, PATTERNS, PruneConfig: public here too)
+    _BODY_PATTERN,
+    HEADS,
+    MASK_SCHEMES,
+    PATTERNS,
+    SCHEMES,
+    PruneConfig,
+)
+from crisp.devices import Runtime, as_runtime
 from crisp.errors import UserError
 from crisp.patterns import (
     bitmap_of,
     block_bitmap,
     block_scores,
-    check_block,
-    check_nm,
     expand_blocks,
     nm_mask,
     rank_scores,
 )
 from crisp.saliency import GradientMeter, gradient_pass, saliency
-from crisp.schedule import check_density, default_density, schedule
-from crisp.train import TrainConfig, evaluate, train_epochs, user_batches
-
-SCHEMES = ("hybrid", "nm", "block", "unstructured", "channel", "dense")
-MASK_SCHEMES = ("hybrid", "nm", "block", "unstructured")
-HEADS = ("full", "shrink")
-#: What each scheme does to an ordinary layer; the classifier default is in :func:`plan_layers`.
-_BODY_PATTERN = {"hybrid": "hybrid", "nm": "nm", "block": "block", "unstructured": "unstructured"}
-PATTERNS = ("hybrid", "nm", "block", "unstructured", "dense")
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """Everything that decides a pruning run besides the model and the data.
-
-    Attributes:
-        scheme: one of :data:`SCHEMES`.
-        density: final global density in (0, 1]; None = the paper's default for the class count
-            (:func:`crisp.schedule.default_density`). Ignored by ``nm`` (N:M fixes it).
-        n, m: the N:M pattern (``hybrid``, ``nm``).
-        block: block size B (``hybrid``, ``block``).
-        step: fraction of the start density removed per round (0.1 in the paper's code).
-        epochs: fine-tuning epochs after each round.
-        head: ``full`` keeps every class (arg-max over all, as the paper's code); ``shrink`` cuts
-            the classifier to the user's classes.
-        exclude_first: leave the first conv dense.
-        head_pattern: the classifier's pattern; None = ``nm`` for hybrid/nm, ``dense`` for block,
-            ``unstructured`` for unstructured.
-        train: optimiser settings of the fine-tuning (its ``epochs`` field is ignored).
-        batch_size_grad: minibatch size of the gradient pass before pruning.
-    """
-
-    scheme: str = "hybrid"
-    density: float | None = None
-    n: int = 2
-    m: int = 4
-    block: int = 16
-    step: float = 0.1
-    epochs: int = 1
-    head: str = "full"
-    exclude_first: bool = True
-    head_pattern: str | None = None
-    train: TrainConfig = field(default_factory=TrainConfig)
-    batch_size_grad: int = 64
-
-    def __post_init__(self) -> None:
-        if self.scheme not in SCHEMES:
-            raise UserError(f"scheme {self.scheme!r}: allowed {', '.join(SCHEMES)}")
-        check_nm(self.n, self.m)
-        check_block(self.block)
-        if self.scheme == "hybrid" and self.block % self.m:
-            raise UserError(f"block size {self.block} must be a multiple of M={self.m} for hybrid")
-        if self.density is not None:
-            check_density(self.density)
-        check_density(self.step, "schedule step")
-        if self.epochs < 0:
-            raise UserError(f"epochs per round {self.epochs} must be >= 0")
-        if self.head not in HEADS:
-            raise UserError(f"head {self.head!r}: allowed {', '.join(HEADS)}")
-        if self.head_pattern is not None and self.head_pattern not in PATTERNS:
-            raise UserError(f"head pattern {self.head_pattern!r}: allowed {', '.join(PATTERNS)}")
-
-    def target(self, num_classes: int) -> float:
-        """The final density: the given one or the paper's default for ``num_classes``."""
-        return self.density if self.density is not None else default_density(
-            num_classes, self.n, self.m
-        )
-
-    def fine_tune(self) -> TrainConfig:
-        """The optimiser settings with this run's epochs per round."""
-        return TrainConfig(**{**self.train.as_dict(), "epochs": self.epochs})
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready settings."""
-        return asdict(self)
+from crisp.schedule import schedule
+from crisp.train import evaluate, train_epochs, user_batches
 
 
 @dataclass(frozen=True)
@@ -136,7 +72,9 @@ class PruneResult:
             physically smaller model.
         masks: final bool masks by dotted weight name, shaped like the weights (empty for
             ``channel`` and ``dense``).
-        record: the replayable JSON-ready record (config, seed, classes, schedule, plan, rounds).
+        record: the replayable JSON-ready record (config, seed, classes, schedule, plan, rounds;
+            ``world_size``, ``runtime`` and the wall-clock ``seconds`` of the gradient pass and
+            each round).
         label_map: class id -> head index for a shrunk head, else None.
     """
 
@@ -165,8 +103,9 @@ def shrink_head(model: nn.Module, classes: list[int]) -> torch.Tensor:
     """
     name = mk.classifier_name(model)
     old: nn.Linear = model.get_submodule(name)
-    new = nn.Linear(old.in_features, len(classes), bias=old.bias is not None)
-    index = torch.tensor(classes)
+    new = nn.Linear(old.in_features, len(classes), bias=old.bias is not None,
+                    device=old.weight.device)
+    index = torch.tensor(classes, device=old.weight.device)
     with torch.no_grad():
         new.weight.copy_(old.weight[index])
         if old.bias is not None:
@@ -174,7 +113,7 @@ def shrink_head(model: nn.Module, classes: list[int]) -> torch.Tensor:
     parent, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, new)
     label_map = torch.full((old.out_features,), -1, dtype=torch.long)
-    label_map[index] = torch.arange(len(classes))
+    label_map[index.cpu()] = torch.arange(len(classes))
     return label_map
 
 
@@ -248,14 +187,15 @@ def select_block_ranks(
         bs = block_scores(s, b).masked_fill(~allowed, -math.inf)
         ranked = torch.sort(bs, dim=1, descending=True, stable=True).indices
         counts = block_scores(current[name].to(torch.float64), b).gather(1, ranked)
-        cost = counts.sum(dim=0)  # weights added by each rank, summed over block-rows
-        ranks = rank_scores(s, b, allowed)
+        # weights added by each rank, summed over block-rows; Python lists: one device sync
+        cost = counts.sum(dim=0).tolist()
+        ranks = rank_scores(s, b, allowed).tolist()
         keep[name] = 1
         used += int(cost[0])
         items += [
-            (-float(ranks[k]), order, k, name, int(cost[k]))
+            (-ranks[k], order, k, name, int(cost[k]))
             for k in range(1, len(ranks))
-            if math.isfinite(float(ranks[k]))
+            if math.isfinite(ranks[k])
         ]
     threshold = math.inf
     for neg_score, _order, k, name, cost in sorted(items):
@@ -341,6 +281,7 @@ def prune(
     classes: list[int],
     config: PruneConfig,
     seed: int = 0,
+    runtime: Runtime | str | None = None,
 ) -> PruneResult:
     """Prune a copy of ``model`` for the user's ``classes`` (the input model is left unchanged).
 
@@ -352,11 +293,17 @@ def prune(
         classes: the user's class ids.
         config: the scheme and its settings.
         seed: seeds every random choice (data order, augmentation; ``torch.manual_seed`` too).
+        runtime: where to compute: a :class:`crisp.devices.Runtime`, a device name (``"cuda"``,
+            ``"auto"``, ...) or None (the CPU). Masks, saliency and fine-tuning stay on it.
+            Under ``torchrun`` (an initialised process group) the ranks split the data, their
+            saliency sums are added, and every rank holds the same masks after every round
+            (checked; the record's ``world_size`` says how many ranks ran).
 
     Returns:
-        the pruned model, its masks and the replayable record.
+        the pruned model and its masks (on the CPU) and the replayable record.
     """
     classes = _check_classes(classes)
+    rt = as_runtime(runtime)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(model)
@@ -364,31 +311,46 @@ def prune(
     bad = [c for c in classes if not 0 <= c < num_outputs]
     if bad:
         raise UserError(f"class id {bad[0]} out of range: allowed 0..{num_outputs - 1}")
+    distributed.agree({"classes": classes, "seed": seed, "config": config.as_dict(),
+                       "train_images": len(train_data), "test_images": len(test_data)})
     label_map = shrink_head(model, classes) if config.head == "shrink" else None
+    rt.place(model)
     record: dict[str, object] = {
         "format": "crisp-prune-record/1",
         "seed": seed,
         "classes": classes,
         "config": config.as_dict(),
         "target_density": config.target(len(classes)),
+        "world_size": distributed.world_size(),
+        "runtime": rt.as_dict(),
     }
-    before = evaluate(model, test_data, label_map)
+    before = evaluate(model, test_data, label_map, runtime=rt)
     record["before"] = before
     if config.scheme in ("channel", "dense"):
         run = baselines.channel_prune if config.scheme == "channel" else baselines.dense_finetune
         model, rounds, extra = run(
-            model, train_data, test_data, classes, config, generator, label_map
+            model, train_data, test_data, classes, config, generator, label_map, rt
         )
         record.update(extra)
         record["rounds"] = rounds
-        return PruneResult(model, {}, record, label_map)
+        return PruneResult(_to_cpu(model), {}, record, label_map)
     plans = plan_layers(model, config.scheme, config.exclude_first, config.head_pattern)
     record["plan"] = {n: asdict(p) for n, p in plans.items()}
     pruner = _MaskPruner(model, config, plans)
-    gradient_pass(model, user_batches(train_data, config.batch_size_grad, generator, label_map),
-                  pruner.meter)
+
+    def gradients() -> None:
+        gradient_pass(model, user_batches(train_data, config.batch_size_grad, generator,
+                                          label_map, rt), pruner.meter, runtime=rt)
+
+    clock = time.perf_counter()
+    gradients()
+    rt.sync()
+    timing: dict[str, object] = {"gradient_pass": time.perf_counter() - clock, "rounds": []}
     if config.scheme in ("hybrid", "nm"):
+        clock = time.perf_counter()
         pruner.apply_nm()
+        rt.sync()
+        timing["nm_selection"] = time.perf_counter() - clock
     start = mk.density(model)
     target = start if config.scheme == "nm" else config.target(len(classes))
     densities = schedule(target, start, config.step)
@@ -398,19 +360,28 @@ def prune(
     rounds = []
     tune = config.fine_tune()
     for t, goal in enumerate(densities):
+        clock = time.perf_counter()
         decisions = {} if goal >= start and t == 0 else pruner.shrink_to(goal)
+        digest = distributed.check_identical(mk.get_masks(model), f"masks after round {t}")
         pruner.meter.reset()
         loss = train_epochs(model, train_data, tune, generator, label_map, pruner.meter.update,
-                            desc=f"{config.scheme} round {t}/{len(densities) - 1}")
+                            desc=f"{config.scheme} round {t}/{len(densities) - 1}", runtime=rt)
         if pruner.meter.batches == 0:  # no fine-tuning: next round reuses a fresh gradient pass
-            gradient_pass(model, user_batches(train_data, config.batch_size_grad, generator,
-                                              label_map), pruner.meter)
-        metrics = evaluate(model, test_data, label_map)
+            gradients()
+        metrics = evaluate(model, test_data, label_map, runtime=rt)
         rounds.append({
             "round": t, "target_density": goal, "density": round(mk.density(model), 6),
             "train_loss": loss, **metrics, **decisions, "layer_density": _layer_densities(model),
+            "mask_sha256": digest,
         })
-    final_masks = mk.get_masks(model)
+        timing["rounds"].append(time.perf_counter() - clock)  # evaluate() ends with a device sync
+    final_masks = {n: m.cpu() for n, m in mk.get_masks(model).items()}
     mk.squash(model)
     record["rounds"] = rounds
-    return PruneResult(model, final_masks, record, label_map)
+    record["seconds"] = timing  # wall clock: gradient pass, then each round (prune + tune + eval)
+    return PruneResult(_to_cpu(model), final_masks, record, label_map)
+
+
+def _to_cpu(model: nn.Module) -> nn.Module:
+    """The model on the CPU in the default (contiguous) memory format, ready to save."""
+    return model.to("cpu").to(memory_format=torch.contiguous_format)

@@ -9,6 +9,12 @@ The score is ``|W| * g``, not the public code's ``|W|^2 * g``.
 (:func:`gradient_pass`, before any pruning) and during fine-tuning (the training loop calls
 :meth:`GradientMeter.update` after every backward), so a round's saliency uses the gradients of the
 previous round's fine-tuning.
+
+The sums stay on the weights' device. Under ``torchrun`` :meth:`GradientMeter.mean` adds the sums
+and the batch counts of all ranks (:func:`crisp.distributed.all_reduce_sum`), so every rank gets
+the mean over all minibatches of all ranks and builds the same masks. This holds both for the
+gradient pass (each rank's own gradients) and for fine-tuning in ``DistributedDataParallel``
+(gradients already averaged: the sum over ranks divided by the summed count is that average).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crisp import distributed
+from crisp.devices import Runtime, as_runtime
 from crisp.masks import gemm_layers, weight_matrix, weight_name
 
 
@@ -54,8 +62,14 @@ class GradientMeter:
         self.batches += 1
 
     def mean(self) -> dict[str, torch.Tensor]:
-        """Mean ``|grad|`` per dotted weight name, shaped like the weight (empty before updates)."""
-        return {name: s / self.batches for name, s in self._sums.items()}
+        """Mean ``|grad|`` per dotted weight name, shaped like the weight (empty before updates).
+
+        Under ``torchrun`` a collective call: every rank must call it at the same point.
+        """
+        if not distributed.active():
+            return {name: s / self.batches for name, s in self._sums.items()}
+        batches = float(distributed.all_reduce_sum(torch.tensor([float(self.batches)]))[0])
+        return {name: distributed.all_reduce_sum(s) / batches for name, s in self._sums.items()}
 
     def reset(self) -> None:
         """Forget everything seen so far."""
@@ -68,6 +82,7 @@ def gradient_pass(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     meter: GradientMeter,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    runtime: Runtime | None = None,
 ) -> None:
     """One pass over user-class data accumulating ``|dL/dW|`` into ``meter`` (weights unchanged).
 
@@ -75,14 +90,18 @@ def gradient_pass(
 
     Args:
         batches: ``(images [B, C, H, W], labels [B])`` minibatches of the user's classes, labels
-            as the model's head indexes them.
+            as the model's head indexes them, already on the model's device.
+        runtime: its autocast wraps each forward pass (None: none).
     """
+    rt = as_runtime(runtime)
     was_training = model.training
     model.eval()
     try:
         for images, labels in batches:
             model.zero_grad(set_to_none=True)
-            loss_fn(model(images), labels).backward()
+            with rt.autocast():
+                loss = loss_fn(model(images), labels)
+            loss.backward()
             meter.update()
         model.zero_grad(set_to_none=True)
     finally:

@@ -1,4 +1,4 @@
-"""Training, fine-tuning and evaluation loops (CPU-friendly, seeded, with a tqdm bar).
+"""Training, fine-tuning and evaluation loops (seeded, with a tqdm bar), on any device.
 
 The optimiser is the public CRISP code's: SGD, momentum 0.9, weight decay 5e-4, lr 0.01 for
 fine-tuning, a linear warm-up over the first ``warmup`` fraction of the steps then a cosine decay
@@ -7,6 +7,11 @@ to zero. All shuffling and augmentation draw from one ``torch.Generator``.
 Labels: a model with the full head is trained and scored on the original class ids (arg-max over
 all classes, as the paper's code). With a head shrunk to the user's classes, ``label_map`` (a long
 tensor indexed by original class id, -1 for other classes) turns ids into head indices.
+
+Where: every loop takes a :class:`crisp.devices.Runtime` (device, bf16 autocast, DataLoader
+workers, pinned memory, channels_last; None = the CPU). Under ``torchrun`` training runs in
+``DistributedDataParallel`` over a ``DistributedSampler`` and evaluation adds up disjoint shards
+(:mod:`crisp.distributed`); with one process nothing changes.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from crisp import distributed
+from crisp.devices import Runtime, as_runtime
 from crisp.errors import UserError
 
 
@@ -62,42 +69,77 @@ class TrainConfig:
 
 
 def loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator,
+    runtime: Runtime | None = None,
+    sampler: torch.utils.data.Sampler | None = None,
 ) -> DataLoader:
-    """A single-process DataLoader whose shuffling draws from ``generator``."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    """A DataLoader whose shuffling draws from ``generator`` (or from ``sampler`` when given).
+
+    ``runtime`` sets the worker processes and pinned memory (on CUDA).
+    """
+    rt = as_runtime(runtime)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, generator=generator, num_workers=rt.workers,
+                      pin_memory=rt.pin_memory)
 
 
 def _batches(
-    data: DataLoader, label_map: torch.Tensor | None
+    data: DataLoader, label_map: torch.Tensor | None, runtime: Runtime | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    rt = as_runtime(runtime)
     for images, labels in data:
-        images = images.float()
         labels = labels.long()
         if label_map is not None:
             labels = label_map[labels]
             if bool((labels < 0).any()):
                 raise UserError("a label outside the user's classes reached a shrunk head")
-        yield images, labels
+        yield rt.batch(images), labels.to(rt.device, non_blocking=rt.pin_memory)
+
+
+def _sampler(dataset: Dataset, generator: torch.Generator) -> DistributedSampler | None:
+    """This rank's shuffled share under ``torchrun`` (seed drawn from ``generator``, the same on
+    every rank), None with one process (then ``generator`` is not touched)."""
+    if not distributed.active():
+        return None
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    return distributed.sampler(dataset, True, seed)
 
 
 def user_batches(
-    dataset: Dataset, batch_size: int, generator: torch.Generator, label_map: torch.Tensor | None
+    dataset: Dataset,
+    batch_size: int,
+    generator: torch.Generator,
+    label_map: torch.Tensor | None,
+    runtime: Runtime | None = None,
+    shard: bool = True,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled ``(float images, head labels)`` minibatches of ``dataset`` (one pass)."""
-    return _batches(loader(dataset, batch_size, True, generator), label_map)
+    """Shuffled ``(float images, head labels)`` minibatches of ``dataset`` (one pass).
+
+    Under ``torchrun`` with ``shard`` each rank gets its own 1/N of the data.
+    """
+    sampler = _sampler(dataset, generator) if shard else None
+    return _batches(loader(dataset, batch_size, True, generator, runtime, sampler), label_map,
+                    runtime)
 
 
 def _shift(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Shift each image by up to ``pad`` pixels (zero fill), offsets drawn from ``generator``."""
+    """Shift each image by up to ``pad`` pixels (zero fill), offsets drawn from ``generator``.
+
+    The offsets are drawn on the CPU (``generator`` is a CPU generator), the shift runs where
+    ``images`` are.
+    """
     n, _, h, w = images.shape
+    dev = images.device
     padded = F.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-    batch = torch.arange(n)[:, None, None, None]
-    chan = torch.arange(images.shape[1])[None, :, None, None]
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
+    rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])[:, None, None, :]
+    batch = torch.arange(n, device=dev)[:, None, None, None]
+    chan = torch.arange(images.shape[1], device=dev)[None, :, None, None]
     return padded[batch, chan, rows, cols]
 
 
@@ -122,6 +164,7 @@ def train_epochs(
     label_map: torch.Tensor | None = None,
     after_backward: Callable[[], None] | None = None,
     desc: str = "train",
+    runtime: Runtime | None = None,
 ) -> float:
     """Train ``model`` in place for ``config.epochs`` epochs of cross-entropy.
 
@@ -132,13 +175,18 @@ def train_epochs(
         after_backward: called after each backward pass, before the optimiser step (e.g.
             :meth:`crisp.saliency.GradientMeter.update`).
         desc: label of the progress bar.
+        runtime: device, autocast, workers (None: the CPU). Under ``torchrun`` the model trains
+            in ``DistributedDataParallel`` (``config.batch_size`` images per rank and step) and
+            every rank ends with rank 0's buffers (BatchNorm statistics).
 
     Returns:
-        mean training loss over the last epoch (nan when ``epochs`` is 0).
+        mean training loss over the last epoch, over all ranks (nan when ``epochs`` is 0).
     """
     if config.epochs == 0:
         return math.nan
-    data = loader(dataset, config.batch_size, True, generator)
+    rt = as_runtime(runtime)
+    sampler = _sampler(dataset, generator)
+    data = loader(dataset, config.batch_size, True, generator, rt, sampler)
     total = config.epochs * len(data)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(
@@ -146,28 +194,39 @@ def train_epochs(
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_warmup(total, config.warmup))
     model.train()
-    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-    loss_sum, seen = 0.0, 0
+    net = distributed.wrap(model, rt)
+    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+               disable=not distributed.is_main())
+    loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
+    seen = 0
     try:
-        for _epoch in range(config.epochs):
-            loss_sum, seen = 0.0, 0
-            for images, labels in _batches(data, label_map):
+        for epoch in range(config.epochs):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            loss_sum.zero_()
+            seen = 0
+            for images, labels in _batches(data, label_map, rt):
                 if config.augment:
                     images = _shift(images, generator)
                 opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(images), labels)
+                with rt.autocast():
+                    loss = F.cross_entropy(net(images), labels)
                 loss.backward()
                 if after_backward is not None:
                     after_backward()
                 opt.step()
                 sched.step()
-                loss_sum += loss.item() * len(labels)
+                loss_sum += loss.detach().double() * len(labels)
                 seen += len(labels)
                 bar.update()
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+                if bar.n % 10 == 0 or bar.n == total:  # .item() waits for the device: not always
+                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}")
     finally:
         bar.close()
-    return loss_sum / max(seen, 1)
+    distributed.broadcast_state(model)
+    totals = distributed.all_reduce_sum(
+        torch.tensor([float(loss_sum), seen], dtype=torch.float64))
+    return float(totals[0] / max(float(totals[1]), 1.0))
 
 
 @torch.no_grad()
@@ -176,22 +235,30 @@ def evaluate(
     dataset: Dataset,
     label_map: torch.Tensor | None = None,
     batch_size: int = 256,
+    runtime: Runtime | None = None,
 ) -> dict[str, float]:
     """Top-1 / top-5 accuracy (percent) and mean cross-entropy of ``model`` on ``dataset``.
 
     With the full head the arg-max runs over all classes; with a shrunk head over the user's.
+    Under ``torchrun`` each rank scores a disjoint shard and the counts are added (exact).
     """
+    rt = as_runtime(runtime)
     model.eval()
-    correct1 = correct5 = 0
-    loss_sum, seen = 0.0, 0
-    data = loader(dataset, batch_size, False, torch.Generator())
-    for images, labels in _batches(data, label_map):
-        logits = model(images)
-        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+    # correct top-1, correct top-5, loss sum, images: summed on the device, read once at the end
+    sums = torch.zeros(4, dtype=torch.float64, device=rt.device)
+    data = loader(distributed.shard(dataset), batch_size, False, torch.Generator(), rt)
+    for images, labels in _batches(data, label_map, rt):
+        with rt.autocast():
+            logits = model(images)
+        logits = logits.float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += int((top[:, 0] == labels).sum())
-        correct5 += int((top == labels[:, None]).any(dim=1).sum())
-        seen += len(labels)
+        sums += torch.stack([
+            (top[:, 0] == labels).sum().double(),
+            (top == labels[:, None]).any(dim=1).sum().double(),
+            F.cross_entropy(logits, labels, reduction="sum").double(),
+            torch.tensor(float(len(labels)), dtype=torch.float64, device=rt.device),
+        ])
+    correct1, correct5, loss_sum, seen = distributed.all_reduce_sum(sums.cpu()).tolist()
     if seen == 0:
         raise UserError("evaluation data set is empty")
     return {"top1": 100 * correct1 / seen, "top5": 100 * correct5 / seen, "loss": loss_sum / seen}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from crisp import demo
+from crisp_sim import demo
 
 
 def test_demo_prunes_simulates_and_plots_every_scheme(tmp_path: Path) -> None:

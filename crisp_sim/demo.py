@@ -8,7 +8,7 @@ file on the default accelerator (``edge-32x32``: 32x32 int8 WS array with 2:4 mu
 block skipping), and print accuracy, density, latency and energy side by side. Ends by writing the
 figures (normalised latency and energy, energy breakdown, accuracy against latency).
 
-    python -m crisp.demo [--out runs/demo] [--classes 10] [--density 0.1] [--seed 0]
+    python -m crisp_sim.demo [--out runs/demo] [--classes 10] [--density 0.1] [--seed 0]
 
 Each pruning run goes through ``crisp prune`` (so its folder holds ``model.pt``,
 ``pruned.safetensors`` and ``record.json``); each simulation reads only the compressed file.
@@ -27,16 +27,18 @@ from accel_sim.hardware import load_hardware
 from accel_sim.report import write_frame
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_workload
+from crisp.cli import CHECKPOINTS
 from crisp.cli import main as crisp_main
 from crisp.errors import UserError, exit_on_user_error
 
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 MODEL = "resnet_small"
-CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "resnet_small_glyph100.pt"
+CHECKPOINT = CHECKPOINTS / f"{MODEL}_glyph100.pt"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m crisp.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m crisp_sim.demo",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--classes", default="10", help="user classes: a count or ids (default 10)")
     p.add_argument("--density", type=float, default=0.1, help="target density (default 0.1)")

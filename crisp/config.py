@@ -1,0 +1,88 @@
+"""The settings of a pruning run: :class:`PruneConfig` and the names it accepts.
+
+Both :mod:`crisp.pruner` (the mask schemes and the dispatch) and :mod:`crisp.baselines` (the
+model-level baselines it dispatches to) read these settings; keeping them here lets the import
+graph run one way: ``pruner -> baselines -> config``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from crisp.errors import UserError
+from crisp.patterns import check_block, check_nm
+from crisp.schedule import check_density, default_density
+from crisp.train import TrainConfig
+
+SCHEMES = ("hybrid", "nm", "block", "unstructured", "channel", "dense")
+MASK_SCHEMES = ("hybrid", "nm", "block", "unstructured")
+HEADS = ("full", "shrink")
+#: What each scheme does to an ordinary layer; the classifier default is in :func:`plan_layers`.
+_BODY_PATTERN = {"hybrid": "hybrid", "nm": "nm", "block": "block", "unstructured": "unstructured"}
+PATTERNS = ("hybrid", "nm", "block", "unstructured", "dense")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Everything that decides a pruning run besides the model and the data.
+
+    Attributes:
+        scheme: one of :data:`SCHEMES`.
+        density: final global density in (0, 1]; None = the paper's default for the class count
+            (:func:`crisp.schedule.default_density`). Ignored by ``nm`` (N:M fixes it).
+        n, m: the N:M pattern (``hybrid``, ``nm``).
+        block: block size B (``hybrid``, ``block``).
+        step: fraction of the start density removed per round (0.1 in the paper's code).
+        epochs: fine-tuning epochs after each round.
+        head: ``full`` keeps every class (arg-max over all, as the paper's code); ``shrink`` cuts
+            the classifier to the user's classes.
+        exclude_first: leave the first conv dense.
+        head_pattern: the classifier's pattern; None = ``nm`` for hybrid/nm, ``dense`` for block,
+            ``unstructured`` for unstructured.
+        train: optimiser settings of the fine-tuning (its ``epochs`` field is ignored).
+        batch_size_grad: minibatch size of the gradient pass before pruning.
+    """
+
+    scheme: str = "hybrid"
+    density: float | None = None
+    n: int = 2
+    m: int = 4
+    block: int = 16
+    step: float = 0.1
+    epochs: int = 1
+    head: str = "full"
+    exclude_first: bool = True
+    head_pattern: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    batch_size_grad: int = 64
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise UserError(f"scheme {self.scheme!r}: allowed {', '.join(SCHEMES)}")
+        check_nm(self.n, self.m)
+        check_block(self.block)
+        if self.scheme == "hybrid" and self.block % self.m:
+            raise UserError(f"block size {self.block} must be a multiple of M={self.m} for hybrid")
+        if self.density is not None:
+            check_density(self.density)
+        check_density(self.step, "schedule step")
+        if self.epochs < 0:
+            raise UserError(f"epochs per round {self.epochs} must be >= 0")
+        if self.head not in HEADS:
+            raise UserError(f"head {self.head!r}: allowed {', '.join(HEADS)}")
+        if self.head_pattern is not None and self.head_pattern not in PATTERNS:
+            raise UserError(f"head pattern {self.head_pattern!r}: allowed {', '.join(PATTERNS)}")
+
+    def target(self, num_classes: int) -> float:
+        """The final density: the given one or the paper's default for ``num_classes``."""
+        return self.density if self.density is not None else default_density(
+            num_classes, self.n, self.m
+        )
+
+    def fine_tune(self) -> TrainConfig:
+        """The optimiser settings with this run's epochs per round."""
+        return TrainConfig(**{**self.train.as_dict(), "epochs": self.epochs})
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready settings."""
+        return asdict(self)
