@@ -32,6 +32,7 @@ from crisp.compressed_format import (
 )
 from crisp.errors import UserError
 from crisp.io import write_atomic
+from crisp.lowering import trace_gemms
 from crisp.masks import gemm_layers, weight_matrix
 from crisp.patterns import bitmap_of, check_block, check_nm, expand_blocks
 
@@ -126,12 +127,9 @@ def _encode_layer(
 
 
 def _geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, dict[str, object]]:
-    from accel_sim.lowering import lower_model  # the simulator's lowering defines the geometry
-
     return {
-        g.name: {f: list(v) if isinstance(v, tuple) else v for f in _GEOMETRY
-                 for v in [getattr(g, f)]}
-        for g in lower_model(model, input_shape)
+        g["name"]: {f: list(g[f]) if isinstance(g[f], tuple) else g[f] for f in _GEOMETRY}
+        for g in trace_gemms(model, input_shape)
     }
 
 

@@ -1,0 +1,113 @@
+"""Tracing a PyTorch network to the GEMM layers it computes (geometry and weights, as dicts).
+
+Every Conv2d / Linear becomes one GEMM ``O[P, N] = A[P, K] x W^T[K, N]`` repeated ``groups``
+times (``P = batch*H_out*W_out``, ``K = (C_in/groups)*kh*kw``, ``N = C_out/groups``; K in PyTorch's
+weight flatten order), in execution order. Layers are found by running the network once with
+forward hooks, so residual and branching networks lower correctly, and a module called twice
+appears twice (``name#1``). The compressed format (:mod:`crisp.compressed`) stores this geometry;
+the simulator (:mod:`accel_sim.lowering`) turns each dict into a ``GemmLayer``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from crisp.errors import UserError
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _conv_layer(name: str, conv: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> dict:
+    kh, kw = conv.kernel_size
+    g = conv.groups
+    weight = conv.weight.detach().to(torch.float32).reshape(conv.out_channels, -1).cpu().numpy()
+    return dict(
+        name=name,
+        kind="depthwise" if g > 1 and g == conv.in_channels else "conv",
+        P=y.shape[0] * y.shape[2] * y.shape[3],
+        K=(conv.in_channels // g) * kh * kw,
+        N=conv.out_channels // g,
+        groups=g,
+        kernel=(kh, kw),
+        stride=_pair(conv.stride),
+        padding=_pair(conv.padding) if not isinstance(conv.padding, str) else (kh // 2, kw // 2),
+        in_shape=tuple(x.shape),
+        out_shape=tuple(y.shape),
+        weight=weight,
+    )
+
+
+def _linear_layer(name: str, lin: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> dict:
+    return dict(
+        name=name,
+        kind="linear",
+        P=int(np.prod(x.shape[:-1])),
+        K=lin.in_features,
+        N=lin.out_features,
+        groups=1,
+        kernel=(1, 1),
+        stride=(1, 1),
+        padding=(0, 0),
+        in_shape=tuple(x.shape),
+        out_shape=tuple(y.shape),
+        weight=lin.weight.detach().to(torch.float32).cpu().numpy(),
+    )
+
+
+def trace_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> list[dict]:
+    """Trace ``model`` on one zero input and return its GEMM layers in execution order.
+
+    Each layer is a dict of :class:`accel_sim.workload.GemmLayer`'s fields (the simulator wraps
+    them; the compressed format stores their geometry).
+
+    Args:
+        model: any network; its Conv2d and Linear modules (and subclasses, e.g. parametrized or
+            pruned ones) are lowered, every other module only passes activations on.
+        input_shape: (channels, height, width) of one sample, without the batch.
+        batch: samples per inference; P scales with it.
+
+    Raises:
+        UserError: a Conv1d/Conv3d/ConvTranspose layer (not a GEMM this lowering maps) or a
+            network with no Conv2d/Linear layer.
+    """
+    found: list[dict] = []
+    calls: dict[str, int] = {}
+    handles = []
+
+    def hook(name: str):
+        def record(
+            module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+        ) -> None:
+            count = calls.get(name, 0)
+            calls[name] = count + 1
+            label = name if count == 0 else f"{name}#{count}"
+            make = _conv_layer if isinstance(module, nn.Conv2d) else _linear_layer
+            found.append(make(label, module, inputs[0], output))
+
+        return record
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d)):
+            raise UserError(
+                f"layer {name}: {type(module).__name__} is not supported: allowed Conv2d, Linear"
+            )
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            handles.append(module.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.no_grad():
+            model(torch.zeros((batch, *input_shape), device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if not found:
+        raise UserError(f"{type(model).__name__} has no Conv2d or Linear layer to simulate")
+    return found
