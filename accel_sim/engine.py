@@ -36,32 +36,61 @@ Counts = dict[tuple[str, str], int]
 
 
 @njit(cache=True)
+def _stall(busy: int, traffic: int, bandwidth: float) -> int:
+    """Cycles a fold busy for ``busy`` cycles waits for ``traffic`` DRAM bytes."""
+    return max(0, math.ceil(traffic / bandwidth) - busy)
+
+
+@njit(cache=True)
 def walk(
     fill: np.ndarray,
     stream: np.ndarray,
     edge_stall: np.ndarray,
     fetch_bytes: np.ndarray,
     write_bytes: np.ndarray,
+    repeat: np.ndarray,
     bandwidth: float,
 ) -> tuple[int, int, int, int, int]:
     """Walk the folds' timeline; returns (compute + gemms, edge stall, DRAM stall, prefetch,
-    write-back), all in cycles."""
+    write-back), all in cycles.
+
+    A maximal run of folds with ``repeat = w > 1`` is one block repeated w times in place: its
+    inner folds cost w times their one-copy cost, and its first and last folds see the fold
+    before and after the run on their first and last copy and the block's own last and first
+    fold on the copies between.
+    """
     n = stream.shape[0]
     compute = 0
     edge = 0
     dram = 0
-    for f in range(n):
-        busy = fill[f] + stream[f] + edge_stall[f]
-        compute += fill[f] + stream[f]
-        edge += edge_stall[f]
-        traffic = 0
-        if f + 1 < n:
-            traffic += fetch_bytes[f + 1]
-        if f > 0:
-            traffic += write_bytes[f - 1]
-        wait = math.ceil(traffic / bandwidth)
-        if wait > busy:
-            dram += wait - busy
+    f = 0
+    while f < n:
+        e = f + 1
+        while repeat[f] > 1 and e < n and repeat[e] > 1:
+            e += 1
+        w = repeat[f]
+        before = write_bytes[f - 1] if f > 0 else 0
+        after = fetch_bytes[e] if e < n else 0
+        for k in range(f, e):
+            busy = fill[k] + stream[k] + edge_stall[k]
+            compute += w * (fill[k] + stream[k])
+            edge += w * edge_stall[k]
+            prev_inner = write_bytes[k - 1] if k > f else -1
+            next_inner = fetch_bytes[k + 1] if k + 1 < e else -1
+            if w == 1:
+                dram += _stall(busy, (before if prev_inner < 0 else prev_inner)
+                               + (after if next_inner < 0 else next_inner), bandwidth)
+            elif prev_inner >= 0 and next_inner >= 0:
+                dram += w * _stall(busy, prev_inner + next_inner, bandwidth)
+            else:  # a block edge: first copy, middle copies, last copy
+                p_first = before if prev_inner < 0 else prev_inner
+                p_other = write_bytes[e - 1] if prev_inner < 0 else prev_inner
+                n_last = after if next_inner < 0 else next_inner
+                n_other = fetch_bytes[f] if next_inner < 0 else next_inner
+                dram += _stall(busy, p_first + n_other, bandwidth)
+                dram += (w - 2) * _stall(busy, p_other + n_other, bandwidth)
+                dram += _stall(busy, p_other + n_last, bandwidth)
+        f = e
     prefetch = 0
     writeback = 0
     if n > 0:
@@ -144,7 +173,7 @@ def action_counts(
 def run_plan(plan: FoldPlan, hw: HardwareSpec) -> LayerRun:
     """Walk ``plan`` on ``hw``'s timeline (see module docstring)."""
     compute, edge, dram, prefetch, writeback = walk(
-        plan.fill, plan.stream, plan.edge_stall, plan.fetch_bytes, plan.write_bytes,
+        plan.fill, plan.stream, plan.edge_stall, plan.fetch_bytes, plan.write_bytes, plan.repeat,
         float(hw.memory.dram_bytes_per_cycle),
     )
     summed = dict(zip(COUNT_NAMES, (int(v) for v in plan.counts), strict=True))

@@ -141,6 +141,9 @@ class FoldPlan:
         fetch_bytes: int64 [F] DRAM bytes (data, metadata, spilled psums) a fold needs before
             it starts.
         write_bytes: int64 [F] DRAM bytes a fold leaves to write back (outputs, spilled psums).
+        repeat: int64 [F] how many alike folds each entry stands for: a maximal run of entries
+            with ``repeat > 1`` is one block of stream tiles (tiles ``tt .. tt + repeat - 1``)
+            repeated in place.
         counts: int64 [len(COUNT_NAMES)] action counts summed over the folds.
         index: int64 [F, 4] each fold's (group, column fold j, row fold i, stream tile).
         rows, cols: int64 [F] array rows and columns each fold occupies.
@@ -157,6 +160,7 @@ class FoldPlan:
     edge_stall: np.ndarray
     fetch_bytes: np.ndarray
     write_bytes: np.ndarray
+    repeat: np.ndarray
     counts: np.ndarray
     index: np.ndarray
     rows: np.ndarray
@@ -168,8 +172,8 @@ class FoldPlan:
 
     @property
     def folds(self) -> int:
-        """Number of folds."""
-        return len(self.stream)
+        """Number of folds (repeated ones counted each time)."""
+        return int(self.repeat.sum())
 
 
 @dataclass(frozen=True)
@@ -274,8 +278,12 @@ class StreamTiling:
     kernel_args: tuple
 
 
-def stream_tiling(geo: LayerGeometry, t_tile: int | None) -> StreamTiling:
+def stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool = True
+                  ) -> StreamTiling:
     """The order-independent kernel arguments of ``geo`` at stream tile ``t_tile``.
+
+    ``compress`` lets the plan walk alike middle stream tiles once (``FoldPlan.repeat``); the
+    result is identical either way (a test checks it).
 
     Raises:
         UserError: an SRAM half too small for one fold's stationary tile (names the layer,
@@ -318,9 +326,16 @@ def stream_tiling(geo: LayerGeometry, t_tile: int | None) -> StreamTiling:
         np.array([trips[_I], trips[_J], trips[_T]], np.int64),
         np.array([a_tile, w_tile, o_tile, half["ifmap"], half["filter"], half["ofmap"]]),
         union_bytes, new_j, new_i, geo.distinct, geo.bitmap, nzt, wb, pb,
-        hw.edge_words_per_cycle, fill_cycles(hw),
+        hw.edge_words_per_cycle, fill_cycles(hw), compress and _alike_tiles(ext, geo),
     )
     return StreamTiling(t_len, ext, args)
+
+
+def _alike_tiles(ext: _Extents, geo: LayerGeometry) -> bool:
+    """True when every middle stream tile is the same work: one stream length for every column
+    fold and no packing, block index or bitmap count that depends on the tile."""
+    return (bool((ext.text == ext.text.flat[0]).all()) and ext.rext.shape[2] == 1
+            and ext.kblocks.shape[2] == 1 and not (geo.bitmap and geo.dataflow != "ws"))
 
 
 def order_code(order: str) -> np.ndarray:
@@ -330,7 +345,7 @@ def order_code(order: str) -> np.ndarray:
 
 def plan_folds(
     layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE,
-    mapping: Mapping = SCALESIM, geo: LayerGeometry | None = None,
+    mapping: Mapping = SCALESIM, geo: LayerGeometry | None = None, compress: bool = True,
 ) -> FoldPlan:
     """The fold plan of ``layer`` with ``sparsity`` on ``hw`` under ``mapping`` (module docstring).
 
@@ -342,12 +357,13 @@ def plan_folds(
             stationary tile (names the layer, buffer, needed and available KiB).
     """
     geo = geo or geometry(layer, hw, sparsity)
-    tiling = stream_tiling(geo, mapping.t_tile)
-    fill, stream, edge, fetch, write, index, rows, cols, totals = fold_arrays(
+    tiling = stream_tiling(geo, mapping.t_tile, compress)
+    fill, stream, edge, fetch, write, repeat, index, rows, cols, totals = fold_arrays(
         order_code(mapping.order), *tiling.kernel_args)
     return FoldPlan(
         mapping=mapping, gemms=int(np.unique(index[:, 0]).size), fill=fill, stream=stream,
-        edge_stall=edge, fetch_bytes=fetch, write_bytes=write, counts=totals, index=index,
+        edge_stall=edge, fetch_bytes=fetch, write_bytes=write, repeat=repeat, counts=totals,
+        index=index,
         rows=rows, cols=cols, t_tile=tiling.t_len,
         effective_macs=layer.P * sparsity.nonzeros(layer), nm=tiling.ext.packing.nm,
         packing=tiling.ext.packing,
@@ -388,11 +404,14 @@ def _window(order, rel, tile_bytes, trips, cap, union_bytes):
 @njit(cache=True)
 def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kblocks,
                 block_index_bytes, rel_a, rel_w, rel_o, rel_s, red, trips, sizes, union_bytes,
-                new_j, new_i, distinct, bitmap, nzt, wb, pb, edge_bw, fill_full):
+                new_j, new_i, distinct, bitmap, nzt, wb, pb, edge_bw, fill_full, compress):
     """Walk one loop order's nest; returns the per-fold arrays of a FoldPlan and summed counts.
 
     ``sizes`` holds the largest (ifmap, filter, ofmap) tiles and the three SRAM halves, in
-    bytes; ``trips`` the (i, j, t) trip counts. See the module docstring for the semantics.
+    bytes; ``trips`` the (i, j, t) trip counts. With ``compress``, stream tiles 1 .. NT-2 (which
+    every fold loop sees alike: same length, same fetch rules) are enumerated once and carry
+    ``repeat = NT-2``: each maximal run of repeated folds is one block repeated in place (see
+    :func:`accel_sim.engine.walk`). See the module docstring for the semantics.
     """
     groups = text.shape[0]
     win_a = _window(order, rel_a, sizes[0], trips, sizes[3], union_bytes)
@@ -407,7 +426,13 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     win_w = _window(order, rel_w, sizes[1], trips, sizes[4], -1.0)
     win_o = _window(order, rel_o, sizes[2], trips, sizes[5], -1.0)
     resident = win_o & red != 0
-    # enumerate the folds: count them, then record them
+    # enumerate the folds: count them, then record them. Compressed, stream tiles 1 .. NT-2 (all
+    # alike) are walked once, as tile 1, and repeat NT-2 times in place.
+    nt = trips[2]
+    tvals = np.array([0, 1, nt - 1]) if compress and nt >= 4 else np.arange(nt)
+    lens = np.empty(3, np.int64)
+    for q in range(3):
+        lens[q] = tvals.size if order[q] == 2 else trips[order[q]]
     f = 0
     idx = np.zeros(3, np.int64)
     index = np.zeros((0, 4), np.int64)
@@ -422,12 +447,12 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             stream = np.zeros(f, np.int64)
         f = 0
         for g in range(groups):
-            for a in range(trips[order[0]]):
-                idx[order[0]] = a
-                for b in range(trips[order[1]]):
-                    idx[order[1]] = b
-                    for c3 in range(trips[order[2]]):
-                        idx[order[2]] = c3
+            for a in range(lens[0]):
+                idx[order[0]] = tvals[a] if order[0] == 2 else a
+                for b in range(lens[1]):
+                    idx[order[1]] = tvals[b] if order[1] == 2 else b
+                    for c3 in range(lens[2]):
+                        idx[order[2]] = tvals[c3] if order[2] == 2 else c3
                         i, j, tt = idx[0], idx[1], idx[2]
                         s_full = text[g, j]
                         if tt * t_len >= s_full:
@@ -442,6 +467,11 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
                             cols[f] = cext[j]
                             stream[f] = min(t_len, s_full - tt * t_len)
                         f += 1
+    repeat = np.ones(f, np.int64)
+    if tvals.size < nt:
+        for k in range(f):
+            if index[k, 3] == 1:
+                repeat[k] = nt - 2
     fill = np.zeros(f, np.int64)
     edge = np.zeros(f, np.int64)
     fetch = np.zeros(f, np.int64)
@@ -522,21 +552,22 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
         w_reads = 0 if cont and df == 0 else w_words
         read_bytes = (a_fill + w_fill) * wb + meta + spill_rd * pb
         write_bytes = out_wr * wb + spill_wr * pb
-        totals[0] += a_reads
-        totals[1] += a_fill
-        totals[2] += w_reads
-        totals[3] += w_fill
-        totals[4] += out_wr
-        totals[5] += out_wr
-        totals[6] += psum_rd
-        totals[7] += psum_wr
-        totals[8] += 2 * meta
-        totals[9] += read_bytes
-        totals[10] += write_bytes
-        totals[11] += meta
-        totals[12] += (spill_rd + spill_wr) * pb
-        totals[13] += slots
-        totals[14] += 2 * slots + (0 if cont else r * c)
+        w = repeat[k]
+        totals[0] += w * a_reads
+        totals[1] += w * a_fill
+        totals[2] += w * w_reads
+        totals[3] += w * w_fill
+        totals[4] += w * out_wr
+        totals[5] += w * out_wr
+        totals[6] += w * psum_rd
+        totals[7] += w * psum_wr
+        totals[8] += w * 2 * meta
+        totals[9] += w * read_bytes
+        totals[10] += w * write_bytes
+        totals[11] += w * meta
+        totals[12] += w * (spill_rd + spill_wr) * pb
+        totals[13] += w * slots
+        totals[14] += w * (2 * slots + (0 if cont else r * c))
         fetch[k] = read_bytes
         write[k] = write_bytes
         fill[k] = 0 if cont else fill_full
@@ -547,4 +578,4 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
         else:
             e = 0 if cont else dr - R
         edge[k] = max(0, e)
-    return fill, stream, edge, fetch, write, index, rows, cols, totals
+    return fill, stream, edge, fetch, write, repeat, index, rows, cols, totals

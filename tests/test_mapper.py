@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from accel_sim.engine import run_plan
 from accel_sim.hardware import build_hardware
 from accel_sim.mapper import candidates, map_layer, run_layer
-from accel_sim.mapping import LOOPS, SCALESIM, Mapping, fill_cycles, geometry
+from accel_sim.mapping import LOOPS, SCALESIM, Mapping, fill_cycles, geometry, plan_folds
 from accel_sim.simulate import simulate
 from accel_sim.sparsity import from_mask, synthetic
 from accel_sim.workload import GemmLayer
@@ -228,3 +229,22 @@ def test_bad_mapping_spec() -> None:
 def test_fill_cycles() -> None:
     assert fill_cycles(hardware(8, 4, "ws")) == 2 * 8 + 4 - 2
     assert fill_cycles(hardware(8, 4, "os")) == 8 + 4 - 2
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 8), st.integers(1, 120), st.integers(1, 40),
+       st.integers(1, 20), st.sampled_from(["dense", "unstructured", "nm", "block", "hybrid"]),
+       st.sampled_from(["ws", "os", "is"]), any_mapping, st.sampled_from([0.25, 1.0, 64.0]),
+       st.integers(0, 2**32 - 1))
+def test_walking_alike_stream_tiles_once_changes_nothing(R, C, P, K, N, scheme, dataflow, mapping,
+                                                         bandwidth, seed) -> None:
+    layer = GemmLayer("x", "conv", P=P, K=K, N=N)
+    sp = synthetic(layer, scheme, 0.25, np.random.default_rng(seed), block=4)
+    hw = hardware(R, C, dataflow, kib=1, bandwidth=bandwidth)
+    try:
+        plans = [plan_folds(layer, hw, sp, mapping, compress=c) for c in (True, False)]
+    except UserError:  # a stationary tile that does not fit
+        return
+    runs = [run_plan(p, hw) for p in plans]
+    assert runs[0] == runs[1]
+    assert plans[0].folds == plans[1].folds == len(plans[1].stream)
