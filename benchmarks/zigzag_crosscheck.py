@@ -1,0 +1,314 @@
+"""Cross-check DRAM traffic and latency against ZigZag's best mapping (``pip install zigzag-dse``).
+
+Creates ``.cache/zigzag-venv`` (zigzag-dse 3.9.1) if missing, describes the edge-32x32 array in
+ZigZag's format (a 32x32 int8 weight-stationary array, K x C unrolled, three 64 KiB double-buffered
+SRAMs, one 16 B/cycle DRAM port), lets ZigZag's LOMA search the loop orders of every layer for the
+lowest latency, and prints its DRAM bytes (per operand) and cycles beside this simulator's, with
+both tools' wall times. ZigZag's per-layer results are cached in ``.cache/zigzag/`` keyed by the
+generated architecture, the layer and the search settings, so a rerun only re-runs our side.
+
+    python benchmarks/zigzag_crosscheck.py                      # all 54 ResNet-50 GEMMs
+    python benchmarks/zigzag_crosscheck.py --layers conv1,fc    # a subset
+    python benchmarks/zigzag_crosscheck.py --rerun-zigzag --lpf-limit 6 --out table.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from peer_venv import CACHE, ensure_venv
+
+from accel_sim.hardware import HardwareSpec, load_hardware
+from accel_sim.simulate import simulate
+from accel_sim.sources import load_layers
+from accel_sim.workload import GemmLayer
+from crisp.errors import UserError
+from crisp.io import write_atomic
+
+ZIGZAG_VERSION = "3.9.1"
+REQUIREMENTS = [f"zigzag-dse=={ZIGZAG_VERSION}", "six"]  # 3.9.1 imports six undeclared
+RESULTS = CACHE / "zigzag"
+OPERANDS = ("I", "W", "O")  # ifmap, filter, ofmap in ZigZag's layer-operand names
+
+# Runs inside the ZigZag virtualenv: argv = job file (JSON), result file (JSON lines, appended).
+DRIVER = r'''
+import json, logging, sys, tempfile, time
+from zigzag.api import get_hardware_performance_zigzag
+from zigzag.hardware.architecture.memory_port import DataDirection as D
+from zigzag.mapping.data_movement import DataMoveAttr as A
+
+logging.disable(logging.CRITICAL)
+job = json.load(open(sys.argv[1]))
+
+
+def traffic(cme):
+    """Bits moved at each operand's top memory level (DRAM), per direction."""
+    out = {}
+    for op in cme.layer.layer_operands:
+        top = cme.mapping.mem_level[op] - 1
+        move = cme.mapping.unit_mem_data_movement[op][top]
+        count = move.get_attribute(A.DATA_ELEM_MOVE_COUNT)
+        bits = move.get_attribute(A.DATA_PRECISION)
+        units = cme.mapping.spatial_mapping.unit_count[op][top + 1]
+        for d in D:
+            out[f"{op.name}_{d.name}"] = count.get(d) * bits.get(d) * units
+    return out
+
+
+for item in job["layers"]:
+    with tempfile.TemporaryDirectory() as dump:
+        start = time.perf_counter()
+        _, _, cmes = get_hardware_performance_zigzag(
+            workload=item["workload"], accelerator=job["accelerator"], mapping=job["mapping"],
+            opt="latency", dump_folder=dump, lpf_limit=job["lpf_limit"],
+            loma_show_progress_bar=False)
+        wall = time.perf_counter() - start
+    cme = cmes[0][1][0][0]
+    row = {"key": item["key"], "layer": item["name"], "zz_wall_s": wall,
+           "zz_latency": cme.latency_total2, "zz_ideal_temporal": cme.ideal_temporal_cycle,
+           "zz_ideal": cme.ideal_cycle, "zz_stall_slack": cme.stall_slack_comb,
+           "zz_onload": cme.data_onloading_cycle, "zz_offload": cme.data_offloading_cycle,
+           "zz_drain": cme.systolic_drain_cycle, "zz_energy_pj": cme.energy_total,
+           "zz_spatial": str(cme.layer.spatial_mapping),
+           "zz_temporal": {op.name: [[[str(d), int(s)] for d, s in level] for level in levels]
+                           for op, levels in cme.temporal_mapping.mapping_dic_stationary.items()},
+           "zz_double_buffer": {op.name: flags for op, flags in cme.double_buffer_true.items()}}
+    row.update(traffic(cme))
+    with open(sys.argv[2], "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"{item['name']}: {wall:.1f} s, {cme.latency_total2:.0f} cycles", flush=True)
+'''
+
+
+def accelerator(hw: HardwareSpec) -> dict:
+    """ZigZag's description of ``hw`` (a WS array; memory sizes and bandwidths in bits).
+
+    Levels per operand: W in a one-word register per PE, then the filter SRAM; I straight from
+    the ifmap SRAM to the array edge (shifted along the rows, one word per row per cycle); O
+    straight into the ofmap SRAM (partial sums reduced down the columns). The SRAMs are
+    ``force_double_buffering`` (a tile that is not the whole tensor must fit half) and share one
+    DRAM port of ``dram_bytes_per_cycle``. Energies are rough and are not compared.
+    """
+    rows, cols = hw.array.rows, hw.array.cols
+    word = hw.array.word_bits
+    dram_bits = int(hw.memory.dram_bytes_per_cycle * 8)
+
+    def port(name: str, kind: str, bits: int, allocation: list[str]) -> dict:
+        return {"name": name, "type": kind, "bandwidth_min": 8, "bandwidth_max": bits,
+                "allocation": allocation}
+
+    def sram(kib: float, operand: str, rd: int, wr: int, directions: tuple[str, str]) -> dict:
+        return {"size": int(kib * 1024 * 8), "r_cost": 20.0, "w_cost": 20.0, "area": 0,
+                "latency": 1, "operands": [operand], "force_double_buffering": True,
+                "ports": [port("r_port_1", "read", rd, [f"{operand}, {d}" for d in directions[0]]),
+                          port("w_port_1", "write", wr,
+                               [f"{operand}, {d}" for d in directions[1]])],
+                "served_dimensions": ["D1", "D2"]}
+
+    mem = hw.memory
+    return {
+        "name": f"crisp-{hw.name}",
+        "memories": {
+            "rf_w": {"size": word, "r_cost": 0.01, "w_cost": 0.01, "area": 0, "latency": 1,
+                     "operands": ["I2"],
+                     "ports": [port("r_port_1", "read", word, ["I2, tl"]),
+                               port("w_port_1", "write", word, ["I2, fh"])],
+                     "served_dimensions": []},
+            # the array reads a row of `rows` weights per cycle while loading the stationary tile
+            "filter_sram": sram(mem.filter_sram_kib, "I2", rows * word, rows * word,
+                                (["tl"], ["fh"])),
+            "ifmap_sram": sram(mem.ifmap_sram_kib, "I1", rows * word, rows * word,
+                               (["tl"], ["fh"])),
+            # `cols` partial sums per cycle in and out (accumulated across row folds)
+            "ofmap_sram": sram(mem.ofmap_sram_kib, "O", cols * 32, cols * 32,
+                               (["tl", "th"], ["fl", "fh"])),
+            "dram": {"size": 10**12, "r_cost": 1300.0, "w_cost": 1300.0, "area": 0,
+                     "latency": 1, "operands": ["I1", "I2", "O"],
+                     "ports": [port("rw_port_1", "read_write", dram_bits,
+                                    ["I1, tl", "I2, tl", "O, fl", "O, tl"])],
+                     "served_dimensions": ["D1", "D2"]},
+        },
+        "operational_array": {"unit_energy": 0.2, "unit_area": 1, "dimensions": ["D1", "D2"],
+                              "sizes": [cols, rows], "systolic_dimensions": ["D1", "D2"]},
+    }
+
+
+def mapping(hw: HardwareSpec) -> list[dict]:
+    """The fixed spatial unrolling: output channels K across the columns (D1), input channels C
+    down the rows (D2); LOMA searches the temporal loops."""
+    return [{"name": "default",
+             "spatial_mapping": {"D1": [f"K, {hw.array.cols}"], "D2": [f"C, {hw.array.rows}"]},
+             "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"}}]
+
+
+def workload(layer: GemmLayer, word_bits: int, psum_bits: int) -> list[dict]:
+    """One ZigZag conv layer for ``layer`` (a linear layer is a 1x1 conv on a 1x1 map)."""
+    if layer.groups != 1:
+        raise UserError(f"layer {layer.name}: groups={layer.groups}; this cross-check maps "
+                        "ungrouped layers only")
+    kh, kw = layer.kernel
+    sh, sw = layer.stride
+    ph, pw = layer.padding
+    if layer.kind == "linear":
+        batch, c_in = layer.in_shape
+        h_in = w_in = h_out = w_out = 1
+    else:
+        batch, c_in, h_in, w_in = layer.in_shape
+        h_out, w_out = layer.out_shape[2:]
+    return [{
+        "id": 0, "name": layer.name, "operator_type": "Conv",
+        "equation": "O[b][k][oy][ox]+=W[k][c][fy][fx]*I[b][c][iy][ix]",
+        "dimension_relations": [f"ix={sw}*ox+1*fx", f"iy={sh}*oy+1*fy"],
+        "loop_dims": ["B", "K", "C", "OY", "OX", "FY", "FX"],
+        "loop_sizes": [batch, layer.N, c_in, h_out, w_out, kh, kw],
+        "operand_precision": {"W": word_bits, "I": word_bits, "O": psum_bits,
+                              "O_final": word_bits},
+        "operand_source": {"I": 0, "W": 0},
+        "pr_loop_dims": ["IX", "IY"], "pr_loop_sizes": [w_in + 2 * pw, h_in + 2 * ph],
+        "padding": [[pw, pw], [ph, ph]],
+    }]
+
+
+def digest(obj: object) -> str:
+    """A short stable hash of a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_limit: int,
+               rerun: bool) -> pd.DataFrame:
+    """ZigZag's row per layer, from the cache where present, running the missing layers."""
+    arch, spatial = accelerator(hw), mapping(hw)
+    setup = {"zigzag": ZIGZAG_VERSION, "arch": arch, "mapping": spatial, "lpf": lpf_limit,
+             "opt": "latency"}
+    cache = RESULTS / f"{digest(setup)}.jsonl"
+    keys = {la.name: digest([setup, workload(la, hw.array.word_bits, psum_bits)])
+            for la in layers}
+    done = {}
+    if cache.exists() and not rerun:
+        for line in cache.read_text().splitlines():
+            row = json.loads(line)
+            done[row["key"]] = row
+    missing = [la for la in layers if keys[la.name] not in done]
+    if missing:
+        python = ensure_venv("zigzag-venv", REQUIREMENTS)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        if rerun and cache.exists():
+            cache.unlink()
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            (work / "arch.yaml").write_text(json.dumps(arch))  # JSON is YAML
+            (work / "mapping.yaml").write_text(json.dumps(spatial))
+            items = []
+            for la in missing:
+                path = work / f"{keys[la.name]}.yaml"
+                path.write_text(json.dumps(workload(la, hw.array.word_bits, psum_bits)))
+                items.append({"key": keys[la.name], "name": la.name, "workload": str(path)})
+            job = work / "job.json"
+            job.write_text(json.dumps({"accelerator": str(work / "arch.yaml"),
+                                       "mapping": str(work / "mapping.yaml"),
+                                       "lpf_limit": lpf_limit, "layers": items}))
+            driver = work / "driver.py"
+            driver.write_text(DRIVER)
+            subprocess.run([str(python), str(driver), str(job), str(cache)], check=True,
+                           cwd=work)
+        for line in cache.read_text().splitlines():
+            row = json.loads(line)
+            done[row["key"]] = row
+    frame = pd.DataFrame([done[keys[la.name]] for la in layers])
+    for op in OPERANDS:
+        # DRAM reads feed the level below (tl); writes come from it (fl); bits -> bytes
+        frame[f"zz_dram_{op}_read_bytes"] = frame[f"{op}_RD_OUT_TO_LOW"] / 8
+        frame[f"zz_dram_{op}_write_bytes"] = frame[f"{op}_WR_IN_BY_LOW"] / 8
+    frame["zz_dram_read_bytes"] = sum(frame[f"zz_dram_{op}_read_bytes"] for op in OPERANDS)
+    frame["zz_dram_write_bytes"] = sum(frame[f"zz_dram_{op}_write_bytes"] for op in OPERANDS)
+    frame["zz_dram_bytes"] = frame.zz_dram_read_bytes + frame.zz_dram_write_bytes
+    return frame
+
+
+def run_ours(layers: list[GemmLayer], hw: HardwareSpec) -> tuple[dict[str, pd.DataFrame],
+                                                                   dict[str, float]]:
+    """Our per-layer frames and warm wall times (s), per mapping where ``simulate`` has one."""
+    has_mapping = "mapping" in inspect.signature(simulate).parameters
+    variants = {"scalesim": {"mapping": "scalesim"}, "best": {"mapping": "best"}} \
+        if has_mapping else {"ours": {}}
+    frames, walls = {}, {}
+    for name, kwargs in variants.items():
+        simulate(layers, hw, **kwargs)  # JIT warm-up
+        start = time.perf_counter()
+        frames[name] = simulate(layers, hw, **kwargs).to_frame()
+        walls[name] = time.perf_counter() - start
+    return frames, walls
+
+
+def compare(layers: list[GemmLayer], zz: pd.DataFrame,
+            ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per layer (and a total): ZigZag's bytes and cycles beside each of ours."""
+    table = pd.DataFrame({"layer": [la.name for la in layers], "P": [la.P for la in layers],
+                          "K": [la.K for la in layers], "N": [la.N for la in layers]})
+    for col in ("zz_dram_I_read_bytes", "zz_dram_W_read_bytes", "zz_dram_O_read_bytes",
+                "zz_dram_O_write_bytes", "zz_dram_bytes", "zz_ideal_temporal", "zz_latency"):
+        table[col] = zz[col].to_numpy()
+    for name, frame in ours.items():
+        frame = frame.iloc[: len(layers)]  # to_frame() ends with a total row
+        if list(frame.layer) != list(table.layer):
+            raise RuntimeError(f"our {name} frame's layers differ from the workload's")
+        for col in ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "compute_cycles",
+                    "total_cycles", "mapping", "compulsory_dram_bytes"):
+            if col in frame:
+                table[f"{name}_{col}"] = frame[col].to_numpy()
+    total = table.select_dtypes("number").sum().to_frame().T
+    total.insert(0, "layer", "total")
+    table = pd.concat([table, total], ignore_index=True)
+    for name in ours:
+        table[f"{name}_bytes_ratio"] = table[f"{name}_dram_bytes"] / table.zz_dram_bytes
+        table[f"{name}_cycles_ratio"] = table[f"{name}_total_cycles"] / table.zz_latency
+    return table
+
+
+def main() -> None:
+    """Run the cross-check and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--hw", default="edge-32x32", help="preset or .toml (a WS array)")
+    parser.add_argument("--layers", default="", help="comma-separated layer names (default all)")
+    parser.add_argument("--psum-bits", type=int, default=32,
+                        help="ZigZag's partial-sum width (final outputs are word-wide)")
+    parser.add_argument("--lpf-limit", type=int, default=6,
+                        help="LOMA's loop prime factor limit (ZigZag's default 6)")
+    parser.add_argument("--rerun-zigzag", action="store_true", help="ignore the cached results")
+    parser.add_argument("--out", help="write the table to this .csv")
+    args = parser.parse_args()
+    hw = load_hardware(args.hw)
+    if hw.array.dataflow != "ws":
+        raise UserError(f"--hw {args.hw}: dataflow {hw.array.dataflow!r}; the ZigZag "
+                        "description is weight-stationary: use a ws array")
+    layers = load_layers(args.model)
+    if args.layers:
+        wanted = args.layers.split(",")
+        unknown = sorted(set(wanted) - {la.name for la in layers})
+        if unknown:
+            raise UserError(f"--layers: {unknown[0]!r} is not a layer of {args.model}")
+        layers = [la for la in layers if la.name in wanted]
+    zz = run_zigzag(layers, hw, args.psum_bits, args.lpf_limit, args.rerun_zigzag)
+    ours, walls = run_ours(layers, hw)
+    table = compare(layers, zz, ours)
+    with pd.option_context("display.width", 250, "display.max_columns", 40,
+                           "display.float_format", "{:,.2f}".format):
+        print(table.to_string(index=False))
+    print(f"\n{args.model} on {hw.name}: ZigZag {ZIGZAG_VERSION} (LOMA lpf_limit "
+          f"{args.lpf_limit}, opt latency) {zz.zz_wall_s.sum():.1f} s over {len(layers)} layers; "
+          + ", ".join(f"ours ({name}) {wall * 1e3:.1f} ms" for name, wall in walls.items()))
+    if args.out:
+        write_atomic(Path(args.out), lambda tmp: table.to_csv(tmp, index=False))
+
+
+if __name__ == "__main__":
+    main()
