@@ -67,7 +67,7 @@ for item in job["layers"]:
     with tempfile.TemporaryDirectory() as dump:
         start = time.perf_counter()
         _, _, cmes = get_hardware_performance_zigzag(
-            workload=item["workload"], accelerator=job["accelerator"], mapping=job["mapping"],
+            workload=item["workload"], accelerator=job["accelerator"], mapping=item["mapping"],
             opt="latency", dump_folder=dump, lpf_limit=job["lpf_limit"],
             loma_show_progress_bar=False)
         wall = time.perf_counter() - start
@@ -141,11 +141,25 @@ def accelerator(hw: HardwareSpec) -> dict:
     }
 
 
-def mapping(hw: HardwareSpec) -> list[dict]:
-    """The fixed spatial unrolling: output channels K across the columns (D1), input channels C
-    down the rows (D2); LOMA searches the temporal loops."""
+def mapping(layer: GemmLayer, hw: HardwareSpec) -> list[dict]:
+    """The fixed spatial unrolling of ``layer``: output channels K across the columns (D1), input
+    channels C down the rows (D2); LOMA searches the temporal loops.
+
+    Where C is smaller than the rows (ResNet's first conv, C=3), the rows also unroll divisors of
+    FX, then FY (ZigZag's "mixed" unrolling), the closest it gets to our im2col rows that unroll
+    (c, fy, fx) together.
+    """
+    rows = hw.array.rows
+    c_in = layer.K // (layer.kernel[0] * layer.kernel[1])
+    d2 = [f"C, {min(c_in, rows)}"]
+    used = min(c_in, rows)
+    for dim, size in (("FX", layer.kernel[1]), ("FY", layer.kernel[0])):
+        factor = max(d for d in range(1, size + 1) if size % d == 0 and used * d <= rows)
+        if factor > 1:
+            d2.append(f"{dim}, {factor}")
+            used *= factor
     return [{"name": "default",
-             "spatial_mapping": {"D1": [f"K, {hw.array.cols}"], "D2": [f"C, {hw.array.rows}"]},
+             "spatial_mapping": {"D1": [f"K, {hw.array.cols}"], "D2": d2},
              "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"}}]
 
 
@@ -185,12 +199,12 @@ def digest(obj: object) -> str:
 def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_limit: int,
                rerun: bool) -> pd.DataFrame:
     """ZigZag's row per layer, from the cache where present, running the missing layers."""
-    arch, spatial = accelerator(hw), mapping(hw)
-    setup = {"zigzag": ZIGZAG_VERSION, "arch": arch, "mapping": spatial, "lpf": lpf_limit,
-             "opt": "latency"}
+    arch = accelerator(hw)
+    setup = {"zigzag": ZIGZAG_VERSION, "arch": arch, "lpf": lpf_limit, "opt": "latency"}
     cache = RESULTS / f"{digest(setup)}.jsonl"
-    keys = {la.name: digest([setup, workload(la, hw.array.word_bits, psum_bits)])
-            for la in layers}
+    inputs = {la.name: {"workload": workload(la, hw.array.word_bits, psum_bits),
+                        "mapping": mapping(la, hw)} for la in layers}
+    keys = {name: digest([setup, spec]) for name, spec in inputs.items()}
     done = {}
     if cache.exists() and not rerun:
         for line in cache.read_text().splitlines():
@@ -205,15 +219,16 @@ def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_li
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             (work / "arch.yaml").write_text(json.dumps(arch))  # JSON is YAML
-            (work / "mapping.yaml").write_text(json.dumps(spatial))
             items = []
             for la in missing:
-                path = work / f"{keys[la.name]}.yaml"
-                path.write_text(json.dumps(workload(la, hw.array.word_bits, psum_bits)))
-                items.append({"key": keys[la.name], "name": la.name, "workload": str(path)})
+                item = {"key": keys[la.name], "name": la.name}
+                for part, spec in inputs[la.name].items():
+                    path = work / f"{keys[la.name]}-{part}.yaml"
+                    path.write_text(json.dumps(spec))
+                    item[part] = str(path)
+                items.append(item)
             job = work / "job.json"
             job.write_text(json.dumps({"accelerator": str(work / "arch.yaml"),
-                                       "mapping": str(work / "mapping.yaml"),
                                        "lpf_limit": lpf_limit, "layers": items}))
             driver = work / "driver.py"
             driver.write_text(DRIVER)
