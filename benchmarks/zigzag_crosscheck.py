@@ -38,9 +38,10 @@ REQUIREMENTS = [f"zigzag-dse=={ZIGZAG_VERSION}", "six"]  # 3.9.1 imports six und
 RESULTS = CACHE / "zigzag"
 OPERANDS = ("I", "W", "O")  # ifmap, filter, ofmap in ZigZag's layer-operand names
 
-# Runs inside the ZigZag virtualenv: argv = job file (JSON), result file (JSON lines, appended).
+# Runs inside the ZigZag virtualenv: argv = job file (JSON), result file (CSV, a row appended per
+# layer as soon as it is done, so an interrupted run keeps what it finished).
 DRIVER = r'''
-import json, logging, sys, tempfile, time
+import csv, json, logging, os, sys, tempfile, time
 from zigzag.api import get_hardware_performance_zigzag
 from zigzag.hardware.architecture.memory_port import DataDirection as D
 from zigzag.mapping.data_movement import DataMoveAttr as A
@@ -78,12 +79,18 @@ for item in job["layers"]:
            "zz_onload": cme.data_onloading_cycle, "zz_offload": cme.data_offloading_cycle,
            "zz_drain": cme.systolic_drain_cycle, "zz_energy_pj": cme.energy_total,
            "zz_spatial": str(cme.layer.spatial_mapping),
-           "zz_temporal": {op.name: [[[str(d), int(s)] for d, s in level] for level in levels]
-                           for op, levels in cme.temporal_mapping.mapping_dic_stationary.items()},
-           "zz_double_buffer": {op.name: flags for op, flags in cme.double_buffer_true.items()}}
+           "zz_temporal": json.dumps(
+               {op.name: [[[str(d), int(s)] for d, s in level] for level in levels]
+                for op, levels in cme.temporal_mapping.mapping_dic_stationary.items()}),
+           "zz_double_buffer": json.dumps(
+               {op.name: flags for op, flags in cme.double_buffer_true.items()})}
     row.update(traffic(cme))
-    with open(sys.argv[2], "a") as f:
-        f.write(json.dumps(row) + "\n")
+    new = not os.path.exists(sys.argv[2])
+    with open(sys.argv[2], "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
     print(f"{item['name']}: {wall:.1f} s, {cme.latency_total2:.0f} cycles", flush=True)
 '''
 
@@ -201,15 +208,13 @@ def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_li
     """ZigZag's row per layer, from the cache where present, running the missing layers."""
     arch = accelerator(hw)
     setup = {"zigzag": ZIGZAG_VERSION, "arch": arch, "lpf": lpf_limit, "opt": "latency"}
-    cache = RESULTS / f"{digest(setup)}.jsonl"
+    cache = RESULTS / f"{digest(setup)}.csv"
     inputs = {la.name: {"workload": workload(la, hw.array.word_bits, psum_bits),
                         "mapping": mapping(la, hw)} for la in layers}
     keys = {name: digest([setup, spec]) for name, spec in inputs.items()}
     done = {}
     if cache.exists() and not rerun:
-        for line in cache.read_text().splitlines():
-            row = json.loads(line)
-            done[row["key"]] = row
+        done = {row["key"]: row for row in pd.read_csv(cache).to_dict("records")}
     missing = [la for la in layers if keys[la.name] not in done]
     if missing:
         python = ensure_venv("zigzag-venv", REQUIREMENTS)
@@ -234,9 +239,7 @@ def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_li
             driver.write_text(DRIVER)
             subprocess.run([str(python), str(driver), str(job), str(cache)], check=True,
                            cwd=work)
-        for line in cache.read_text().splitlines():
-            row = json.loads(line)
-            done[row["key"]] = row
+        done = {row["key"]: row for row in pd.read_csv(cache).to_dict("records")}
     frame = pd.DataFrame([done[keys[la.name]] for la in layers])
     for op in OPERANDS:
         # DRAM reads feed the level below (tl); writes come from it (fl); bits -> bytes
@@ -251,9 +254,12 @@ def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_li
 def run_ours(layers: list[GemmLayer], hw: HardwareSpec) -> tuple[dict[str, pd.DataFrame],
                                                                    dict[str, float]]:
     """Our per-layer frames and warm wall times (s), per mapping where ``simulate`` has one."""
-    has_mapping = "mapping" in inspect.signature(simulate).parameters
-    variants = {"scalesim": {"mapping": "scalesim"}, "best": {"mapping": "best"}} \
-        if has_mapping else {"ours": {}}
+    params = inspect.signature(simulate).parameters
+    if "mapping" in params:  # the mapper (issue 9): SCALE-Sim's schedule and the searched one
+        extra = {"objective": "latency"} if "objective" in params else {}
+        variants = {name: {"mapping": name, **extra} for name in ("scalesim", "best")}
+    else:
+        variants = {"ours": {}}
     frames, walls = {}, {}
     for name, kwargs in variants.items():
         simulate(layers, hw, **kwargs)  # JIT warm-up
@@ -261,6 +267,15 @@ def run_ours(layers: list[GemmLayer], hw: HardwareSpec) -> tuple[dict[str, pd.Da
         frames[name] = simulate(layers, hw, **kwargs).to_frame()
         walls[name] = time.perf_counter() - start
     return frames, walls
+
+
+def dram_loops(temporal: str) -> str:
+    """ZigZag's temporal loops above each operand's SRAM (in DRAM), outermost first, e.g.
+    ``I: OX7 | W: OX7 K2 OY7 C2 | O: OX7 K2 OY7``; every iteration of these refills that SRAM."""
+    levels = json.loads(temporal)
+    return " | ".join(
+        f"{op}: " + " ".join(f"{d}{s}" for d, s in reversed(levels[op][-1]))
+        for op in OPERANDS)
 
 
 def compare(layers: list[GemmLayer], zz: pd.DataFrame,
@@ -271,6 +286,7 @@ def compare(layers: list[GemmLayer], zz: pd.DataFrame,
     for col in ("zz_dram_I_read_bytes", "zz_dram_W_read_bytes", "zz_dram_O_read_bytes",
                 "zz_dram_O_write_bytes", "zz_dram_bytes", "zz_ideal_temporal", "zz_latency"):
         table[col] = zz[col].to_numpy()
+    table["zz_dram_loops"] = zz.zz_temporal.map(dram_loops).to_numpy()
     for name, frame in ours.items():
         frame = frame.iloc[: len(layers)]  # to_frame() ends with a total row
         if list(frame.layer) != list(table.layer):
