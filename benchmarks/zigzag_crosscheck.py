@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -211,11 +212,17 @@ def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_li
     cache = RESULTS / f"{digest(setup)}.csv"
     inputs = {la.name: {"workload": workload(la, hw.array.word_bits, psum_bits),
                         "mapping": mapping(la, hw)} for la in layers}
-    keys = {name: digest([setup, spec]) for name, spec in inputs.items()}
+    # keyed by shape, not name: ResNet's repeated blocks run once
+    keys = {name: digest([setup, spec["mapping"], {**spec["workload"][0], "name": None}])
+            for name, spec in inputs.items()}
     done = {}
     if cache.exists() and not rerun:
         done = {row["key"]: row for row in pd.read_csv(cache).to_dict("records")}
-    missing = [la for la in layers if keys[la.name] not in done]
+    missing, queued = [], set(done)
+    for la in layers:
+        if keys[la.name] not in queued:
+            missing.append(la)
+            queued.add(keys[la.name])
     if missing:
         python = ensure_venv("zigzag-venv", REQUIREMENTS)
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -271,7 +278,8 @@ def run_ours(layers: list[GemmLayer], hw: HardwareSpec) -> tuple[dict[str, pd.Da
 
 def dram_loops(temporal: str) -> str:
     """ZigZag's temporal loops above each operand's SRAM (in DRAM), outermost first, e.g.
-    ``I: OX7 | W: OX7 K2 OY7 C2 | O: OX7 K2 OY7``; every iteration of these refills that SRAM."""
+    ``I: OX7 | W:  | O: OX7 K2 OY7`` (the weights stay: all of them fit); every iteration of
+    these loops refills that operand's SRAM tile."""
     levels = json.loads(temporal)
     return " | ".join(
         f"{op}: " + " ".join(f"{d}{s}" for d, s in reversed(levels[op][-1]))
@@ -310,8 +318,9 @@ def main() -> None:
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--hw", default="edge-32x32", help="preset or .toml (a WS array)")
     parser.add_argument("--layers", default="", help="comma-separated layer names (default all)")
-    parser.add_argument("--psum-bits", type=int, default=32,
-                        help="ZigZag's partial-sum width (final outputs are word-wide)")
+    parser.add_argument("--psum-bits", type=int,
+                        help="ZigZag's partial-sum width in bits (default: the array's "
+                        "psum_bits, else 32); final outputs are word-wide")
     parser.add_argument("--lpf-limit", type=int, default=6,
                         help="LOMA's loop prime factor limit (ZigZag's default 6)")
     parser.add_argument("--rerun-zigzag", action="store_true", help="ignore the cached results")
@@ -328,18 +337,27 @@ def main() -> None:
         if unknown:
             raise UserError(f"--layers: {unknown[0]!r} is not a layer of {args.model}")
         layers = [la for la in layers if la.name in wanted]
-    zz = run_zigzag(layers, hw, args.psum_bits, args.lpf_limit, args.rerun_zigzag)
+    psum_bits = args.psum_bits or getattr(hw.array, "psum_bits", 32)
+    zz = run_zigzag(layers, hw, psum_bits, args.lpf_limit, args.rerun_zigzag)
     ours, walls = run_ours(layers, hw)
     table = compare(layers, zz, ours)
     with pd.option_context("display.width", 250, "display.max_columns", 40,
                            "display.float_format", "{:,.2f}".format):
-        print(table.to_string(index=False))
+        print(table.drop(columns="zz_dram_loops").to_string(index=False))
+        print("\nZigZag's temporal loops above each operand's SRAM (outermost first):")
+        print(table[["layer", "zz_dram_loops"]].iloc[:-1].to_string(index=False))
+    distinct = zz.drop_duplicates("key")
     print(f"\n{args.model} on {hw.name}: ZigZag {ZIGZAG_VERSION} (LOMA lpf_limit "
-          f"{args.lpf_limit}, opt latency) {zz.zz_wall_s.sum():.1f} s over {len(layers)} layers; "
+          f"{args.lpf_limit}, opt latency) {distinct.zz_wall_s.sum():.1f} s for the "
+          f"{len(distinct)} distinct shapes of the {len(layers)} layers (when it ran); "
           + ", ".join(f"ours ({name}) {wall * 1e3:.1f} ms" for name, wall in walls.items()))
     if args.out:
         write_atomic(Path(args.out), lambda tmp: table.to_csv(tmp, index=False))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
