@@ -303,13 +303,54 @@ def compare(layers: list[GemmLayer], zz: pd.DataFrame,
                     "total_cycles", "mapping", "compulsory_dram_bytes"):
             if col in frame:
                 table[f"{name}_{col}"] = frame[col].to_numpy()
-    total = table.select_dtypes("number").sum().to_frame().T
+    total = table.select_dtypes("number").drop(columns=["P", "K", "N"]).sum().to_frame().T
     total.insert(0, "layer", "total")
     table = pd.concat([table, total], ignore_index=True)
     for name in ours:
         table[f"{name}_bytes_ratio"] = table[f"{name}_dram_bytes"] / table.zz_dram_bytes
         table[f"{name}_cycles_ratio"] = table[f"{name}_total_cycles"] / table.zz_latency
     return table
+
+
+def markdown(table: pd.DataFrame, top: int) -> str:
+    """A Markdown table: the ``top`` layer shapes where our last mapping moves most more DRAM
+    bytes than ZigZag, the ``top`` where it moves most fewer, and the total (MB = 10^6 bytes,
+    cycles in thousands; repeated shapes once, with their count)."""
+    ours = [c.removesuffix("_total_cycles") for c in table.columns
+            if c.endswith("_total_cycles")]
+    last = ours[-1]
+    body, total = table.iloc[:-1].copy(), table.iloc[-1:]
+    body["shape"] = list(zip(body.P, body.K, body.N, body.zz_dram_loops, strict=True))
+    counts = body.groupby("shape", sort=False).layer.transform("size")
+    body["layer"] = [f"{name} (x{n})" if n > 1 else name
+                     for name, n in zip(body.layer, counts, strict=True)]
+    body = body.drop_duplicates("shape")
+    gap = body[f"{last}_dram_bytes"] - body.zz_dram_bytes
+    more = gap[gap > 0].sort_values(ascending=False).index[:top]
+    fewer = gap[gap < 0].sort_values().index[:top]
+    shown = pd.concat([body.loc[more], body.loc[fewer], total])
+    compulsory = next((f"{n}_compulsory_dram_bytes" for n in ours
+                       if f"{n}_compulsory_dram_bytes" in table), None)
+    head = (["layer", "ZigZag MB (I / W / O)"] + [f"ours {n} MB" for n in ours]
+            + (["compulsory MB"] if compulsory else [])
+            + ["ZigZag kcycles"] + [f"ours {n} kcycles" for n in ours]
+            + ([f"ours {last} mapping"] if f"{last}_mapping" in table else [])
+            + ["ZigZag loops above the SRAMs"])
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for _, row in shown.iterrows():
+        ops = " / ".join(f"{row[f'zz_dram_{op}_read_bytes'] / 1e6:.2f}" for op in "IW")
+        out = (row.zz_dram_O_read_bytes + row.zz_dram_O_write_bytes) / 1e6
+        cells = [row.layer, f"{row.zz_dram_bytes / 1e6:.2f} ({ops} / {out:.2f})"]
+        cells += [f"{row[f'{n}_dram_bytes'] / 1e6:.2f}" for n in ours]
+        cells += [f"{row[compulsory] / 1e6:.2f}"] if compulsory else []
+        cells += [f"{row.zz_latency / 1e3:,.1f}"]
+        cells += [f"{row[f'{n}_total_cycles'] / 1e3:,.1f}" for n in ours]
+        if f"{last}_mapping" in table:
+            cells.append(str(row[f"{last}_mapping"]) if row.layer != "total" else "")
+        loops = row.zz_dram_loops if isinstance(row.zz_dram_loops, str) else ""
+        cells.append(loops.replace(" | ", "; "))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -325,6 +366,9 @@ def main() -> None:
                         help="LOMA's loop prime factor limit (ZigZag's default 6)")
     parser.add_argument("--rerun-zigzag", action="store_true", help="ignore the cached results")
     parser.add_argument("--out", help="write the table to this .csv")
+    parser.add_argument("--markdown", type=int, metavar="N",
+                        help="also print, as Markdown, the N layer shapes where ours moves the "
+                        "most more DRAM bytes than ZigZag and the N most fewer")
     args = parser.parse_args()
     hw = load_hardware(args.hw)
     if hw.array.dataflow != "ws":
@@ -351,6 +395,8 @@ def main() -> None:
           f"{args.lpf_limit}, opt latency) {distinct.zz_wall_s.sum():.1f} s for the "
           f"{len(distinct)} distinct shapes of the {len(layers)} layers (when it ran); "
           + ", ".join(f"ours ({name}) {wall * 1e3:.1f} ms" for name, wall in walls.items()))
+    if args.markdown:
+        print("\n" + markdown(table, args.markdown))
     if args.out:
         write_atomic(Path(args.out), lambda tmp: table.to_csv(tmp, index=False))
 
