@@ -226,8 +226,6 @@ def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_li
     if missing:
         python = ensure_venv("zigzag-venv", REQUIREMENTS)
         RESULTS.mkdir(parents=True, exist_ok=True)
-        if rerun and cache.exists():
-            cache.unlink()
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             (work / "arch.yaml").write_text(json.dumps(arch))  # JSON is YAML
@@ -246,6 +244,7 @@ def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_li
             driver.write_text(DRIVER)
             subprocess.run([str(python), str(driver), str(job), str(cache)], check=True,
                            cwd=work)
+        # a rerun appends fresh rows: the last row of a key wins
         done = {row["key"]: row for row in pd.read_csv(cache).to_dict("records")}
     frame = pd.DataFrame([done[keys[la.name]] for la in layers])
     for op in OPERANDS:
