@@ -96,7 +96,7 @@ for item in job["layers"]:
 '''
 
 
-def accelerator(hw: HardwareSpec) -> dict:
+def accelerator(hw: HardwareSpec, psum_bits: int = 32) -> dict:
     """ZigZag's description of ``hw`` (a WS array; memory sizes and bandwidths in bits).
 
     Levels per operand: W in a one-word register per PE, then the filter SRAM; I straight from
@@ -113,7 +113,8 @@ def accelerator(hw: HardwareSpec) -> dict:
         return {"name": name, "type": kind, "bandwidth_min": 8, "bandwidth_max": bits,
                 "allocation": allocation}
 
-    def sram(kib: float, operand: str, rd: int, wr: int, directions: tuple[str, str]) -> dict:
+    def sram(kib: float, operand: str, rd: int, wr: int,
+             directions: tuple[list[str], list[str]]) -> dict:
         return {"size": int(kib * 1024 * 8), "r_cost": 20.0, "w_cost": 20.0, "area": 0,
                 "latency": 1, "operands": [operand], "force_double_buffering": True,
                 "ports": [port("r_port_1", "read", rd, [f"{operand}, {d}" for d in directions[0]]),
@@ -136,7 +137,7 @@ def accelerator(hw: HardwareSpec) -> dict:
             "ifmap_sram": sram(mem.ifmap_sram_kib, "I1", rows * word, rows * word,
                                (["tl"], ["fh"])),
             # `cols` partial sums per cycle in and out (accumulated across row folds)
-            "ofmap_sram": sram(mem.ofmap_sram_kib, "O", cols * 32, cols * 32,
+            "ofmap_sram": sram(mem.ofmap_sram_kib, "O", cols * psum_bits, cols * psum_bits,
                                (["tl", "th"], ["fl", "fh"])),
             "dram": {"size": 10**12, "r_cost": 1300.0, "w_cost": 1300.0, "area": 0,
                      "latency": 1, "operands": ["I1", "I2", "O"],
@@ -207,7 +208,7 @@ def digest(obj: object) -> str:
 def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_limit: int,
                rerun: bool) -> pd.DataFrame:
     """ZigZag's row per layer, from the cache where present, running the missing layers."""
-    arch = accelerator(hw)
+    arch = accelerator(hw, psum_bits)
     setup = {"zigzag": ZIGZAG_VERSION, "arch": arch, "lpf": lpf_limit, "opt": "latency"}
     cache = RESULTS / f"{digest(setup)}.csv"
     inputs = {la.name: {"workload": workload(la, hw.array.word_bits, psum_bits),
@@ -265,7 +266,7 @@ def run_ours(layers: list[GemmLayer], hw: HardwareSpec) -> tuple[dict[str, pd.Da
         extra = {"objective": "latency"} if "objective" in params else {}
         variants = {name: {"mapping": name, **extra} for name in ("scalesim", "best")}
     else:
-        variants = {"ours": {}}
+        variants = {"current": {}}  # before the mapper: one fixed schedule
     frames, walls = {}, {}
     for name, kwargs in variants.items():
         simulate(layers, hw, **kwargs)  # JIT warm-up
