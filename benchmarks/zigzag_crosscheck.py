@@ -292,7 +292,8 @@ def compare(layers: list[GemmLayer], zz: pd.DataFrame,
     table = pd.DataFrame({"layer": [la.name for la in layers], "P": [la.P for la in layers],
                           "K": [la.K for la in layers], "N": [la.N for la in layers]})
     for col in ("zz_dram_I_read_bytes", "zz_dram_W_read_bytes", "zz_dram_O_read_bytes",
-                "zz_dram_O_write_bytes", "zz_dram_bytes", "zz_ideal_temporal", "zz_latency"):
+                "zz_dram_O_write_bytes", "zz_dram_bytes", "zz_ideal_temporal", "zz_latency",
+                "zz_wall_s"):
         table[col] = zz[col].to_numpy()
     table["zz_dram_loops"] = zz.zz_temporal.map(dram_loops).to_numpy()
     for name, frame in ours.items():
@@ -303,7 +304,9 @@ def compare(layers: list[GemmLayer], zz: pd.DataFrame,
                     "total_cycles", "mapping", "compulsory_dram_bytes"):
             if col in frame:
                 table[f"{name}_{col}"] = frame[col].to_numpy()
-    total = table.select_dtypes("number").drop(columns=["P", "K", "N"]).sum().to_frame().T
+    # shapes and ZigZag's wall time (repeated shapes ran once) are not summed
+    total = table.select_dtypes("number").drop(columns=["P", "K", "N", "zz_wall_s"])
+    total = total.sum().to_frame().T
     total.insert(0, "layer", "total")
     table = pd.concat([table, total], ignore_index=True)
     for name in ours:
