@@ -1,15 +1,19 @@
 """Cross-check DRAM traffic and latency against ZigZag's best mapping (``pip install zigzag-dse``).
 
-Creates ``.cache/zigzag-venv`` (zigzag-dse 3.9.1) if missing, describes the edge-32x32 array in
-ZigZag's format (a 32x32 int8 weight-stationary array, K x C unrolled, three 64 KiB double-buffered
-SRAMs, one 16 B/cycle DRAM port), lets ZigZag's LOMA search the loop orders of every layer for the
-lowest latency, and prints its DRAM bytes (per operand) and cycles beside this simulator's, with
-both tools' wall times. ZigZag's per-layer results are cached in ``.cache/zigzag/`` keyed by the
-generated architecture, the layer and the search settings, so a rerun only re-runs our side.
+Creates ``.cache/zigzag-venv`` (zigzag-dse 3.9.1) if missing, describes the array (default
+edge-32x32) in ZigZag's format (a 32x32 int8 weight-stationary array, K x C unrolled, three 64 KiB
+double-buffered SRAMs, one 16 B/cycle DRAM port), lets ZigZag's LOMA search the loop orders and
+tiles of every layer for the lowest latency, and prints its DRAM bytes (per operand), cycles and
+chosen loops beside this simulator's (each of its mappings when ``simulate`` has them), with both
+tools' wall times. ZigZag's rows are cached in ``.cache/zigzag/<setup>.csv`` (setup: ZigZag
+version, generated architecture, LOMA settings), one per layer shape, so a rerun only re-runs
+our side; identical shapes (ResNet's repeated blocks) run once. The README's "ZigZag cross-check"
+explains the modelling differences.
 
     python benchmarks/zigzag_crosscheck.py                      # all 54 ResNet-50 GEMMs
     python benchmarks/zigzag_crosscheck.py --layers conv1,fc    # a subset
-    python benchmarks/zigzag_crosscheck.py --rerun-zigzag --lpf-limit 6 --out table.csv
+    python benchmarks/zigzag_crosscheck.py --markdown 6 --out table.csv
+    python benchmarks/zigzag_crosscheck.py --rerun-zigzag --lpf-limit 4
 """
 
 from __future__ import annotations
