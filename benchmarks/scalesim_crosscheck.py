@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+from peer_venv import ensure_venv
 
 from accel_sim.hardware import build_hardware, parse_array
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
 from accel_sim.workload import write_topology_csv
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV = ROOT / ".cache" / "scalesim-venv"
+REQUIREMENTS = ["scalesim", "numpy<2.3"]
 DEFAULT_LAYERS = ("layer1.0.conv1", "layer3.0.conv3")  # the cheapest ResNet-50 layers to simulate
 
 CFG = """[general]
@@ -74,16 +73,6 @@ s.run_scale(top_path=sys.argv[3])
 """
 
 
-def ensure_venv() -> Path:
-    """The SCALE-Sim interpreter, creating the virtualenv on first use."""
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "scalesim", "numpy<2.3"],
-                       check=True)
-    return python
-
-
 def run_scalesim(python: Path, layers: list, rows: int, cols: int, kib: int,
                  dataflow: str, work: Path) -> tuple[pd.DataFrame, float]:
     """SCALE-Sim's COMPUTE_REPORT rows and wall time (s) for ``layers``."""
@@ -117,7 +106,7 @@ def main() -> None:
     if not args.full:
         wanted = args.layers.split(",")
         layers = [layer for layer in layers if layer.name in wanted]
-    python = ensure_venv()
+    python = ensure_venv("scalesim-venv", REQUIREMENTS)
     print(f"{args.model}: {len(layers)} layers ({', '.join(la.name for la in layers)}), "
           f"{args.array}, {args.kib} KiB SRAMs")
     for dataflow in args.dataflows.split(","):

@@ -1,0 +1,416 @@
+"""Cross-check DRAM traffic and latency against ZigZag's best mapping (``pip install zigzag-dse``).
+
+Creates ``.cache/zigzag-venv`` (zigzag-dse 3.9.1) if missing, describes the array (default
+edge-32x32) in ZigZag's format (a 32x32 int8 weight-stationary array, K x C unrolled, three 64 KiB
+double-buffered SRAMs, one 16 B/cycle DRAM port), lets ZigZag's LOMA search the loop orders and
+tiles of every layer for the lowest latency, and prints its DRAM bytes (per operand), cycles and
+chosen loops beside this simulator's (each of its mappings when ``simulate`` has them), with both
+tools' wall times. ZigZag's rows are cached in ``.cache/zigzag/<setup>.csv`` (setup: ZigZag
+version, generated architecture, LOMA settings), one per layer shape, so a rerun only re-runs
+our side; identical shapes (ResNet's repeated blocks) run once. The README's "ZigZag cross-check"
+explains the modelling differences.
+
+    python benchmarks/zigzag_crosscheck.py                      # all 54 ResNet-50 GEMMs
+    python benchmarks/zigzag_crosscheck.py --layers conv1,fc    # a subset
+    python benchmarks/zigzag_crosscheck.py --markdown 6 --out table.csv
+    python benchmarks/zigzag_crosscheck.py --rerun-zigzag --lpf-limit 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from peer_venv import CACHE, ensure_venv
+
+from accel_sim.hardware import HardwareSpec, load_hardware
+from accel_sim.simulate import simulate
+from accel_sim.sources import load_layers
+from accel_sim.workload import GemmLayer
+from crisp.errors import UserError
+from crisp.io import write_atomic
+
+ZIGZAG_VERSION = "3.9.1"
+REQUIREMENTS = [f"zigzag-dse=={ZIGZAG_VERSION}", "six"]  # 3.9.1 imports six undeclared
+RESULTS = CACHE / "zigzag"
+OPERANDS = ("I", "W", "O")  # ifmap, filter, ofmap in ZigZag's layer-operand names
+
+# Runs inside the ZigZag virtualenv: argv = job file (JSON), result file (CSV, a row appended per
+# layer as soon as it is done, so an interrupted run keeps what it finished).
+DRIVER = r'''
+import csv, json, logging, os, sys, tempfile, time
+from zigzag.api import get_hardware_performance_zigzag
+from zigzag.hardware.architecture.memory_port import DataDirection as D
+from zigzag.mapping.data_movement import DataMoveAttr as A
+
+logging.disable(logging.CRITICAL)
+job = json.load(open(sys.argv[1]))
+
+
+def traffic(cme):
+    """Bits moved at each operand's top memory level (DRAM), per direction."""
+    out = {}
+    for op in cme.layer.layer_operands:
+        top = cme.mapping.mem_level[op] - 1
+        move = cme.mapping.unit_mem_data_movement[op][top]
+        count = move.get_attribute(A.DATA_ELEM_MOVE_COUNT)
+        bits = move.get_attribute(A.DATA_PRECISION)
+        units = cme.mapping.spatial_mapping.unit_count[op][top + 1]
+        for d in D:
+            out[f"{op.name}_{d.name}"] = count.get(d) * bits.get(d) * units
+    return out
+
+
+for item in job["layers"]:
+    with tempfile.TemporaryDirectory() as dump:
+        start = time.perf_counter()
+        _, _, cmes = get_hardware_performance_zigzag(
+            workload=item["workload"], accelerator=job["accelerator"], mapping=item["mapping"],
+            opt="latency", dump_folder=dump, lpf_limit=job["lpf_limit"],
+            loma_show_progress_bar=False)
+        wall = time.perf_counter() - start
+    cme = cmes[0][1][0][0]
+    row = {"key": item["key"], "layer": item["name"], "zz_wall_s": wall,
+           "zz_latency": cme.latency_total2, "zz_ideal_temporal": cme.ideal_temporal_cycle,
+           "zz_ideal": cme.ideal_cycle, "zz_stall_slack": cme.stall_slack_comb,
+           "zz_onload": cme.data_onloading_cycle, "zz_offload": cme.data_offloading_cycle,
+           "zz_drain": cme.systolic_drain_cycle, "zz_energy_pj": cme.energy_total,
+           "zz_spatial": str(cme.layer.spatial_mapping),
+           "zz_temporal": json.dumps(
+               {op.name: [[[str(d), int(s)] for d, s in level] for level in levels]
+                for op, levels in cme.temporal_mapping.mapping_dic_stationary.items()}),
+           "zz_double_buffer": json.dumps(
+               {op.name: flags for op, flags in cme.double_buffer_true.items()})}
+    row.update(traffic(cme))
+    new = not os.path.exists(sys.argv[2])
+    with open(sys.argv[2], "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+    print(f"{item['name']}: {wall:.1f} s, {cme.latency_total2:.0f} cycles", flush=True)
+'''
+
+
+def accelerator(hw: HardwareSpec, psum_bits: int = 32) -> dict:
+    """ZigZag's description of ``hw`` (a WS array; memory sizes and bandwidths in bits).
+
+    Levels per operand: W in a one-word register per PE, then the filter SRAM; I straight from
+    the ifmap SRAM to the array edge (shifted along the rows, one word per row per cycle); O
+    straight into the ofmap SRAM (partial sums reduced down the columns). The SRAMs are
+    ``force_double_buffering`` (a tile that is not the whole tensor must fit half) and share one
+    DRAM port of ``dram_bytes_per_cycle``. Energies are rough and are not compared.
+    """
+    rows, cols = hw.array.rows, hw.array.cols
+    word = hw.array.word_bits
+    dram_bits = int(hw.memory.dram_bytes_per_cycle * 8)
+
+    def port(name: str, kind: str, bits: int, allocation: list[str]) -> dict:
+        return {"name": name, "type": kind, "bandwidth_min": 8, "bandwidth_max": bits,
+                "allocation": allocation}
+
+    def sram(kib: float, operand: str, rd: int, wr: int,
+             directions: tuple[list[str], list[str]]) -> dict:
+        return {"size": int(kib * 1024 * 8), "r_cost": 20.0, "w_cost": 20.0, "area": 0,
+                "latency": 1, "operands": [operand], "force_double_buffering": True,
+                "ports": [port("r_port_1", "read", rd, [f"{operand}, {d}" for d in directions[0]]),
+                          port("w_port_1", "write", wr,
+                               [f"{operand}, {d}" for d in directions[1]])],
+                "served_dimensions": ["D1", "D2"]}
+
+    mem = hw.memory
+    return {
+        "name": f"crisp-{hw.name}",
+        "memories": {
+            "rf_w": {"size": word, "r_cost": 0.01, "w_cost": 0.01, "area": 0, "latency": 1,
+                     "operands": ["I2"],
+                     "ports": [port("r_port_1", "read", word, ["I2, tl"]),
+                               port("w_port_1", "write", word, ["I2, fh"])],
+                     "served_dimensions": []},
+            # the array reads a row of `rows` weights per cycle while loading the stationary tile
+            "filter_sram": sram(mem.filter_sram_kib, "I2", rows * word, rows * word,
+                                (["tl"], ["fh"])),
+            "ifmap_sram": sram(mem.ifmap_sram_kib, "I1", rows * word, rows * word,
+                               (["tl"], ["fh"])),
+            # `cols` partial sums per cycle in and out (accumulated across row folds)
+            "ofmap_sram": sram(mem.ofmap_sram_kib, "O", cols * psum_bits, cols * psum_bits,
+                               (["tl", "th"], ["fl", "fh"])),
+            "dram": {"size": 10**12, "r_cost": 1300.0, "w_cost": 1300.0, "area": 0,
+                     "latency": 1, "operands": ["I1", "I2", "O"],
+                     "ports": [port("rw_port_1", "read_write", dram_bits,
+                                    ["I1, tl", "I2, tl", "O, fl", "O, tl"])],
+                     "served_dimensions": ["D1", "D2"]},
+        },
+        "operational_array": {"unit_energy": 0.2, "unit_area": 1, "dimensions": ["D1", "D2"],
+                              "sizes": [cols, rows], "systolic_dimensions": ["D1", "D2"]},
+    }
+
+
+def mapping(layer: GemmLayer, hw: HardwareSpec) -> list[dict]:
+    """The fixed spatial unrolling of ``layer``: output channels K across the columns (D1), input
+    channels C down the rows (D2); LOMA searches the temporal loops.
+
+    Where C is smaller than the rows (ResNet's first conv, C=3), the rows also unroll divisors of
+    FX, then FY (ZigZag's "mixed" unrolling), the closest it gets to our im2col rows that unroll
+    (c, fy, fx) together.
+    """
+    rows = hw.array.rows
+    c_in = layer.K // (layer.kernel[0] * layer.kernel[1])
+    d2 = [f"C, {min(c_in, rows)}"]
+    used = min(c_in, rows)
+    for dim, size in (("FX", layer.kernel[1]), ("FY", layer.kernel[0])):
+        factor = max(d for d in range(1, size + 1) if size % d == 0 and used * d <= rows)
+        if factor > 1:
+            d2.append(f"{dim}, {factor}")
+            used *= factor
+    return [{"name": "default",
+             "spatial_mapping": {"D1": [f"K, {hw.array.cols}"], "D2": d2},
+             "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"}}]
+
+
+def workload(layer: GemmLayer, word_bits: int, psum_bits: int) -> list[dict]:
+    """One ZigZag conv layer for ``layer`` (a linear layer is a 1x1 conv on a 1x1 map)."""
+    if layer.groups != 1:
+        raise UserError(f"layer {layer.name}: groups={layer.groups}; this cross-check maps "
+                        "ungrouped layers only")
+    kh, kw = layer.kernel
+    sh, sw = layer.stride
+    ph, pw = layer.padding
+    if layer.kind == "linear":
+        batch, c_in = layer.in_shape
+        h_in = w_in = h_out = w_out = 1
+    else:
+        batch, c_in, h_in, w_in = layer.in_shape
+        h_out, w_out = layer.out_shape[2:]
+    return [{
+        "id": 0, "name": layer.name, "operator_type": "Conv",
+        "equation": "O[b][k][oy][ox]+=W[k][c][fy][fx]*I[b][c][iy][ix]",
+        "dimension_relations": [f"ix={sw}*ox+1*fx", f"iy={sh}*oy+1*fy"],
+        "loop_dims": ["B", "K", "C", "OY", "OX", "FY", "FX"],
+        "loop_sizes": [batch, layer.N, c_in, h_out, w_out, kh, kw],
+        "operand_precision": {"W": word_bits, "I": word_bits, "O": psum_bits,
+                              "O_final": word_bits},
+        "operand_source": {"I": 0, "W": 0},
+        "pr_loop_dims": ["IX", "IY"], "pr_loop_sizes": [w_in + 2 * pw, h_in + 2 * ph],
+        "padding": [[pw, pw], [ph, ph]],
+    }]
+
+
+def digest(obj: object) -> str:
+    """A short stable hash of a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_limit: int,
+               rerun: bool) -> pd.DataFrame:
+    """ZigZag's row per layer, from the cache where present, running the missing layers."""
+    arch = accelerator(hw, psum_bits)
+    setup = {"zigzag": ZIGZAG_VERSION, "arch": arch, "lpf": lpf_limit, "opt": "latency"}
+    cache = RESULTS / f"{digest(setup)}.csv"
+    inputs = {la.name: {"workload": workload(la, hw.array.word_bits, psum_bits),
+                        "mapping": mapping(la, hw)} for la in layers}
+    # keyed by shape, not name: ResNet's repeated blocks run once
+    keys = {name: digest([setup, spec["mapping"], {**spec["workload"][0], "name": None}])
+            for name, spec in inputs.items()}
+    done = {}
+    if cache.exists() and not rerun:
+        done = {row["key"]: row for row in pd.read_csv(cache).to_dict("records")}
+    missing, queued = [], set(done)
+    for la in layers:
+        if keys[la.name] not in queued:
+            missing.append(la)
+            queued.add(keys[la.name])
+    if missing:
+        python = ensure_venv("zigzag-venv", REQUIREMENTS)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            (work / "arch.yaml").write_text(json.dumps(arch))  # JSON is YAML
+            items = []
+            for la in missing:
+                item = {"key": keys[la.name], "name": la.name}
+                for part, spec in inputs[la.name].items():
+                    path = work / f"{keys[la.name]}-{part}.yaml"
+                    path.write_text(json.dumps(spec))
+                    item[part] = str(path)
+                items.append(item)
+            job = work / "job.json"
+            job.write_text(json.dumps({"accelerator": str(work / "arch.yaml"),
+                                       "lpf_limit": lpf_limit, "layers": items}))
+            driver = work / "driver.py"
+            driver.write_text(DRIVER)
+            subprocess.run([str(python), str(driver), str(job), str(cache)], check=True,
+                           cwd=work)
+        # a rerun appends fresh rows: the last row of a key wins
+        done = {row["key"]: row for row in pd.read_csv(cache).to_dict("records")}
+    frame = pd.DataFrame([done[keys[la.name]] for la in layers])
+    for op in OPERANDS:
+        # DRAM reads feed the level below (tl); writes come from it (fl); bits -> bytes
+        frame[f"zz_dram_{op}_read_bytes"] = frame[f"{op}_RD_OUT_TO_LOW"] / 8
+        frame[f"zz_dram_{op}_write_bytes"] = frame[f"{op}_WR_IN_BY_LOW"] / 8
+    frame["zz_dram_read_bytes"] = sum(frame[f"zz_dram_{op}_read_bytes"] for op in OPERANDS)
+    frame["zz_dram_write_bytes"] = sum(frame[f"zz_dram_{op}_write_bytes"] for op in OPERANDS)
+    frame["zz_dram_bytes"] = frame.zz_dram_read_bytes + frame.zz_dram_write_bytes
+    return frame
+
+
+def run_ours(layers: list[GemmLayer], hw: HardwareSpec) -> tuple[dict[str, pd.DataFrame],
+                                                                   dict[str, float]]:
+    """Our per-layer frames and warm wall times (s), per mapping where ``simulate`` has one."""
+    params = inspect.signature(simulate).parameters
+    if "mapping" in params:  # the mapper (issue 9): SCALE-Sim's schedule and the searched one
+        extra = {"objective": "latency"} if "objective" in params else {}
+        variants = {name: {"mapping": name, **extra} for name in ("scalesim", "best")}
+    else:
+        variants = {"current": {}}  # before the mapper: one fixed schedule
+    frames, walls = {}, {}
+    for name, kwargs in variants.items():
+        simulate(layers, hw, **kwargs)  # JIT warm-up
+        start = time.perf_counter()
+        frames[name] = simulate(layers, hw, **kwargs).to_frame()
+        walls[name] = time.perf_counter() - start
+    return frames, walls
+
+
+def dram_loops(temporal: str) -> str:
+    """ZigZag's temporal loops above each operand's SRAM (in DRAM), outermost first, e.g.
+    ``I: OX7 | W:  | O: OX7 K2 OY7`` (the weights stay: all of them fit); every iteration of
+    these loops refills that operand's SRAM tile."""
+    levels = json.loads(temporal)
+    return " | ".join(
+        f"{op}: " + " ".join(f"{d}{s}" for d, s in reversed(levels[op][-1]))
+        for op in OPERANDS)
+
+
+def compare(layers: list[GemmLayer], zz: pd.DataFrame,
+            ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per layer (and a total): ZigZag's bytes and cycles beside each of ours."""
+    table = pd.DataFrame({"layer": [la.name for la in layers], "P": [la.P for la in layers],
+                          "K": [la.K for la in layers], "N": [la.N for la in layers]})
+    for col in ("zz_dram_I_read_bytes", "zz_dram_W_read_bytes", "zz_dram_O_read_bytes",
+                "zz_dram_O_write_bytes", "zz_dram_bytes", "zz_ideal_temporal", "zz_latency",
+                "zz_wall_s"):
+        table[col] = zz[col].to_numpy()
+    table["zz_dram_loops"] = zz.zz_temporal.map(dram_loops).to_numpy()
+    for name, frame in ours.items():
+        frame = frame.iloc[: len(layers)]  # to_frame() ends with a total row
+        if list(frame.layer) != list(table.layer):
+            raise RuntimeError(f"our {name} frame's layers differ from the workload's")
+        for col in ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "compute_cycles",
+                    "total_cycles", "mapping", "compulsory_dram_bytes"):
+            if col in frame:
+                table[f"{name}_{col}"] = frame[col].to_numpy()
+    # shapes and ZigZag's wall time (repeated shapes ran once) are not summed
+    total = table.select_dtypes("number").drop(columns=["P", "K", "N", "zz_wall_s"])
+    total = total.sum().to_frame().T
+    total.insert(0, "layer", "total")
+    table = pd.concat([table, total], ignore_index=True)
+    for name in ours:
+        table[f"{name}_bytes_ratio"] = table[f"{name}_dram_bytes"] / table.zz_dram_bytes
+        table[f"{name}_cycles_ratio"] = table[f"{name}_total_cycles"] / table.zz_latency
+    return table
+
+
+def markdown(table: pd.DataFrame, top: int) -> str:
+    """A Markdown table: the ``top`` layer shapes where our last mapping moves most more DRAM
+    bytes than ZigZag, the ``top`` where it moves most fewer, and the total (MB = 10^6 bytes,
+    cycles in thousands; repeated shapes once, with their count)."""
+    ours = [c.removesuffix("_total_cycles") for c in table.columns
+            if c.endswith("_total_cycles")]
+    last = ours[-1]
+    body, total = table.iloc[:-1].copy(), table.iloc[-1:]
+    body["shape"] = list(zip(body.P, body.K, body.N, body.zz_dram_loops, strict=True))
+    counts = body.groupby("shape", sort=False).layer.transform("size")
+    body["layer"] = [f"{name} (x{n})" if n > 1 else name
+                     for name, n in zip(body.layer, counts, strict=True)]
+    body = body.drop_duplicates("shape")
+    gap = body[f"{last}_dram_bytes"] - body.zz_dram_bytes
+    more = gap[gap > 0].sort_values(ascending=False).index[:top]
+    fewer = gap[gap < 0].sort_values().index[:top]
+    shown = pd.concat([body.loc[more], body.loc[fewer], total])
+    compulsory = next((f"{n}_compulsory_dram_bytes" for n in ours
+                       if f"{n}_compulsory_dram_bytes" in table), None)
+    head = (["layer", "ZigZag MB (I / W / O)"] + [f"ours {n} MB" for n in ours]
+            + (["compulsory MB"] if compulsory else [])
+            + ["ZigZag kcycles"] + [f"ours {n} kcycles" for n in ours]
+            + ([f"ours {last} mapping"] if f"{last}_mapping" in table else [])
+            + ["ZigZag loops above the SRAMs"])
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for _, row in shown.iterrows():
+        ops = " / ".join(f"{row[f'zz_dram_{op}_read_bytes'] / 1e6:.2f}" for op in "IW")
+        out = (row.zz_dram_O_read_bytes + row.zz_dram_O_write_bytes) / 1e6
+        cells = [row.layer, f"{row.zz_dram_bytes / 1e6:.2f} ({ops} / {out:.2f})"]
+        cells += [f"{row[f'{n}_dram_bytes'] / 1e6:.2f}" for n in ours]
+        cells += [f"{row[compulsory] / 1e6:.2f}"] if compulsory else []
+        cells += [f"{row.zz_latency / 1e3:,.1f}"]
+        cells += [f"{row[f'{n}_total_cycles'] / 1e3:,.1f}" for n in ours]
+        if f"{last}_mapping" in table:
+            cells.append(str(row[f"{last}_mapping"]) if row.layer != "total" else "")
+        loops = row.zz_dram_loops if isinstance(row.zz_dram_loops, str) else ""
+        cells.append(loops.replace(" | ", "; "))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the cross-check and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--hw", default="edge-32x32", help="preset or .toml (a WS array)")
+    parser.add_argument("--layers", default="", help="comma-separated layer names (default all)")
+    parser.add_argument("--psum-bits", type=int,
+                        help="ZigZag's partial-sum width in bits (default: the array's "
+                        "psum_bits, else 32); final outputs are word-wide")
+    parser.add_argument("--lpf-limit", type=int, default=6,
+                        help="LOMA's loop prime factor limit (ZigZag's default 6)")
+    parser.add_argument("--rerun-zigzag", action="store_true", help="ignore the cached results")
+    parser.add_argument("--out", help="write the table to this .csv")
+    parser.add_argument("--markdown", type=int, metavar="N",
+                        help="also print, as Markdown, the N layer shapes where ours moves the "
+                        "most more DRAM bytes than ZigZag and the N most fewer")
+    args = parser.parse_args()
+    hw = load_hardware(args.hw)
+    if hw.array.dataflow != "ws":
+        raise UserError(f"--hw {args.hw}: dataflow {hw.array.dataflow!r}; the ZigZag "
+                        "description is weight-stationary: use a ws array")
+    layers = load_layers(args.model)
+    if args.layers:
+        wanted = args.layers.split(",")
+        unknown = sorted(set(wanted) - {la.name for la in layers})
+        if unknown:
+            raise UserError(f"--layers: {unknown[0]!r} is not a layer of {args.model}")
+        layers = [la for la in layers if la.name in wanted]
+    psum_bits = args.psum_bits or getattr(hw.array, "psum_bits", 32)
+    zz = run_zigzag(layers, hw, psum_bits, args.lpf_limit, args.rerun_zigzag)
+    ours, walls = run_ours(layers, hw)
+    table = compare(layers, zz, ours)
+    with pd.option_context("display.width", 250, "display.max_columns", 40,
+                           "display.float_format", "{:,.2f}".format):
+        print(table.drop(columns="zz_dram_loops").to_string(index=False))
+        print("\nZigZag's temporal loops above each operand's SRAM (outermost first):")
+        print(table[["layer", "zz_dram_loops"]].iloc[:-1].to_string(index=False))
+    distinct = zz.drop_duplicates("key")
+    print(f"\n{args.model} on {hw.name}: ZigZag {ZIGZAG_VERSION} (LOMA lpf_limit "
+          f"{args.lpf_limit}, opt latency) {distinct.zz_wall_s.sum():.1f} s for the "
+          f"{len(distinct)} distinct shapes of the {len(layers)} layers (when it ran); "
+          + ", ".join(f"ours ({name}) {wall * 1e3:.1f} ms" for name, wall in walls.items()))
+    if args.markdown:
+        print("\n" + markdown(table, args.markdown))
+    if args.out:
+        write_atomic(Path(args.out), lambda tmp: table.to_csv(tmp, index=False))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
