@@ -3,7 +3,8 @@
 A :class:`DesignPoint` is one (model, scheme, density, array, dataflow, ...) combination. The
 sweep is a Dask graph that shares work where points share it:
 
-- ``lower`` once per (model, batch): the network's GEMM layers (shapes only);
+- ``lower`` once per (model, batch): the network's GEMM layers (shapes only; a topology CSV is
+  read by the client, which may be the only machine that has it, and sent to the workers);
 - ``draw`` once per mask group (model, scheme, density, block, N:M, batch, seed): the synthetic
   masks, from the lowered layers;
 - ``evaluate_batch`` per batch of points of one group: one engine run per point, the batch's rows
@@ -332,7 +333,13 @@ def execute_sweep(
             futures = {}
             for batch in sorted(batches, key=lambda b: -rank[b[0].group]):
                 first = batch[0]
-                if (first.model, first.batch) not in networks:
+                if (first.model, first.batch) in networks:
+                    pass
+                elif first.model.endswith(".csv"):  # a file here, maybe not on the workers
+                    networks[first.model, first.batch] = client.scatter(
+                        [lower(first.model, first.batch)], hash=False)[0]
+                    tasks -= 1
+                else:
                     networks[first.model, first.batch] = client.submit(
                         lower, first.model, first.batch, pure=False, priority=2 * len(order) + 2)
                 if first.group not in masks:
@@ -341,7 +348,7 @@ def execute_sweep(
                         priority=rank[first.group])
                 futures[client.submit(evaluate_batch, batch, masks[first.group], pure=False,
                                       priority=rank[first.group] + 1)] = batch
-            tasks = len(networks) + len(masks) + len(futures)
+            tasks += len(networks) + len(masks) + len(futures)
             del networks, masks  # the cluster frees them once their batches are done
             pending = as_completed(futures)
             while True:

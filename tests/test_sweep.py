@@ -15,6 +15,7 @@ from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
 from accel_sim.sparsity import synthetic_network
 from accel_sim.sweep import DesignPoint, execute_sweep, grid, pending, run_sweep
+from accel_sim.workload import write_topology_csv
 from crisp.errors import UserError
 
 SCHEMES = ["dense", "channel", "nm", "hybrid"]
@@ -122,6 +123,15 @@ def test_fragments_are_arrow_tables_with_their_points_in_the_footer(tmp_path) ->
     assert sweep._done(tmp_path) == {path: [(p.key, table.num_rows // 2) for p in points]}
     with pytest.raises(UserError, match="no design points"):
         execute_sweep([], tmp_path)
+
+
+def test_topology_csv_is_read_by_the_client(scheduler: str, tmp_path) -> None:
+    topology = tmp_path / "net.csv"
+    write_topology_csv(load_layers("resnet_small")[:4], topology)
+    points = grid([str(topology)], ["dense", "nm"], [0.5], [(8, 8)])
+    run = execute_sweep(points, tmp_path / "out", scheduler, progress=False)
+    assert run.tasks == 2 + 2  # no lowering task: the client sent the layers
+    pd.testing.assert_frame_equal(run.table.to_pandas(), _direct(points))
 
 
 def test_cli_sweep_without_figures(scheduler: str, tmp_path, capsys) -> None:
