@@ -37,7 +37,8 @@ import math
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from itertools import product
 from pathlib import Path
 
@@ -98,11 +99,15 @@ class DesignPoint:
     batch: int = 1
     seed: int = 0
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """A stable identifier of the point (hash of its fields)."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        text = json.dumps(self.fields(), sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def fields(self) -> dict[str, object]:
+        """The point's fields by name (``dataclasses.asdict`` without its deep copy)."""
+        return {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
 
     @property
     def group(self) -> tuple:
@@ -189,7 +194,7 @@ def evaluate_batch(points: Sequence[DesignPoint], network: Network) -> pa.Table:
     layers, descriptors = network
     rows = []
     for point in points:
-        fields = asdict(point)
+        fields = point.fields()
         for result in simulate(layers, point.hardware(), descriptors).layers:
             row = result.as_row()
             row.update(fields)
