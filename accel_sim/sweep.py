@@ -313,7 +313,7 @@ def execute_sweep(
                disable=not progress)
     tasks = 0
     if todo:
-        cluster = None
+        cluster, tick = None, time.perf_counter()
         if scheduler is None:
             cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                                    processes=True, dashboard_address=None,
@@ -323,7 +323,7 @@ def execute_sweep(
         except OSError as err:
             raise UserError(f"cannot reach the Dask scheduler {scheduler}: {err}") from None
         try:
-            cluster_s = time.perf_counter() - start
+            cluster_s = time.perf_counter() - tick
             size = batch_points or max(1, -(-len(todo) // (8 * _worker_count(client))))
             batches = _batches(todo, size)
             # Costliest groups first. Every lowering first; then a group's batches rank above
