@@ -388,23 +388,31 @@ def _worker_count(client: object) -> int:
 def _final_table(
     points: Sequence[DesignPoint], done: dict[Path, list[tuple[str, int]]]
 ) -> pa.Table:
-    """Read the dataset once and take its rows in the order of ``points``."""
-    paths = [path for path, listing in done.items() if listing]
-    where: dict[str, tuple[int, int]] = {}  # point key -> (first row, rows) in the dataset
-    offset = 0
+    """Read the dataset once and take its rows in the order of ``points``.
+
+    Each row's fragment comes from the scan itself (``__filename``), so the order in which the
+    scan yields fragments does not matter; within a fragment, rows keep the footer's order.
+    """
+    paths = [str(path) for path, listing in done.items() if listing]
+    where: dict[str, tuple[str, int, int]] = {}  # point key -> (fragment, first row, rows)
     for path in paths:
-        for key, count in done[path]:
-            where.setdefault(key, (offset, count))
+        offset = 0
+        for key, count in done[Path(path)]:
+            where.setdefault(key, (path, offset, count))
             offset += count
     missing = [p for p in points if p.key not in where]
     if missing:
         raise UserError(f"sweep result lacks point {missing[0]} (results folder changed?)")
-    table = pads.dataset([str(p) for p in paths], format="parquet").to_table()
-    if table.num_rows != offset:
-        raise UserError(f"sweep fragments hold {table.num_rows} rows, their footers {offset}")
-    index = [np.arange(first, first + count) for first, count in
+    dataset = pads.dataset(paths, format="parquet")
+    names = dataset.schema.names
+    table = dataset.to_table(columns=[*names, "__filename"])
+    files = np.asarray(table.column("__filename").to_pylist(), dtype=object)
+    rows = {path: np.flatnonzero(files == path) for path in paths}
+    if any(len(rows[path]) != sum(n for _, n in done[Path(path)]) for path in paths):
+        raise UserError("sweep fragments hold other rows than their footers list")
+    index = [rows[path][first:first + count] for path, first, count in
              (where[p.key] for p in points)]
-    return table.take(np.concatenate(index)).replace_schema_metadata(None)
+    return table.select(names).take(np.concatenate(index)).replace_schema_metadata(None)
 
 
 def run_sweep(
