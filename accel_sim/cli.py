@@ -160,9 +160,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     )
     print(f"{len(points)} design points -> {args.out}")
     frame = run_sweep(points, args.out, args.scheduler, args.workers)
-    figures = sweep_figures(frame, Path(args.out) / "figures")
+    figures = [] if args.no_figures else sweep_figures(frame, Path(args.out) / "figures")
     print(f"{len(frame)} rows in {Path(args.out) / 'results.parquet'}; figures: "
-          + ", ".join(str(f) for f in figures))
+          + (", ".join(str(f) for f in figures) or "none"))
     return 0
 
 
@@ -203,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="Dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster)")
     p.add_argument("--workers", type=int, default=None,
                    help="LocalCluster workers (default: cores)")
+    p.add_argument("--no-figures", action="store_true", help="write the table only")
     p.set_defaults(func=_cmd_sweep)
     return parser
 

@@ -1,14 +1,30 @@
 """Design-space sweeps: many independent design points mapped over a Dask cluster.
 
-A :class:`DesignPoint` is one (model, scheme, density, array, dataflow, ...) combination. Points
-that share a network and its synthetic masks form a *group*, simulated by one task, so masks are
-drawn once per group (the expensive part) and each point costs only its engine run. By default the
-tasks run on an embedded ``dask.distributed.LocalCluster`` (one single-threaded worker process
-per core); ``scheduler="tcp://host:8786"`` sends the same sweep to an existing cluster.
+A :class:`DesignPoint` is one (model, scheme, density, array, dataflow, ...) combination. The
+sweep is a Dask graph that shares work where points share it:
 
-Results are tidy: one row per design point and layer, the point's fields as columns. Each point is
-written to ``<out>/points/<key>.parquet`` as soon as its group finishes (atomically), so an
-interrupted sweep resumes where it stopped: points whose file exists are not run again.
+- ``lower`` once per (model, batch): the network's GEMM layers (shapes only; a topology CSV is
+  read by the client, which may be the only machine that has it, and sent to the workers);
+- ``draw`` once per mask group (model, scheme, density, block, N:M, batch, seed): the synthetic
+  masks, from the lowered layers;
+- ``evaluate_batch`` per batch of points of one group: one engine run per point, the batch's rows
+  returned as one compact ``pyarrow.Table`` (no pandas on the way).
+
+Lowering and masks are Dask tasks whose results the batches depend on, so each is computed once
+per cluster and moved to the workers that need it (not recomputed per worker). By default the
+tasks run on an embedded ``dask.distributed.LocalCluster`` (one single-threaded worker process per
+core); ``scheduler="tcp://host:8786"`` sends the same sweep to an existing cluster, whose workers
+need not share the client's disk: results travel back to the client, which is the only writer.
+
+Storage (``out/``): the client appends each finished batch as one Parquet fragment
+``parts/part-<hash>.parquet`` of a dataset directory, written atomically; the fragment's footer
+lists the points it holds (key and row count), so an interrupted sweep resumes where it stopped
+and loses nothing: points found in a fragment are not run again. Once every point is done, the
+dataset is read once, put in the order of the points asked for, and written as
+``results.parquet``: tidy, one row per design point and layer, the point's fields as columns.
+
+Fold plans are not cached here: a plan depends on (layer, sparsity, array, dataflow, memory), and
+the simulator (:func:`accel_sim.simulate.simulate`) is where a per-worker plan cache belongs.
 """
 
 from __future__ import annotations
@@ -19,12 +35,18 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
-from itertools import groupby, product
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
+from itertools import product
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from accel_sim.hardware import (
@@ -34,12 +56,18 @@ from accel_sim.hardware import (
     load_hardware,
     with_overrides,
 )
-from accel_sim.report import write_frame
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
-from accel_sim.sparsity import synthetic_network
+from accel_sim.sparsity import LayerSparsity, synthetic_network
 from accel_sim.workload import GemmLayer
 from crisp.errors import UserError
+from crisp.io import write_atomic
+
+PARTS = "parts"
+"""Folder (under a sweep's ``out``) of the Parquet fragments, one per finished batch."""
+RESULTS = "results.parquet"
+"""The sweep's final table (under ``out``)."""
+_POINTS_META = b"accel_sim.points"  # fragment footer key: JSON [[point key, rows], ...]
 
 
 @dataclass(frozen=True)
@@ -71,11 +99,15 @@ class DesignPoint:
     batch: int = 1
     seed: int = 0
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """A stable file name for the point's result (hash of its fields)."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        """A stable identifier of the point (hash of its fields)."""
+        text = json.dumps(self.fields(), sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def fields(self) -> dict[str, object]:
+        """The point's fields by name (``dataclasses.asdict`` without its deep copy)."""
+        return {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
 
     @property
     def group(self) -> tuple:
@@ -135,70 +167,153 @@ def grid(
     return list(dict.fromkeys(points))
 
 
+Network = tuple[Sequence[GemmLayer], dict[str, LayerSparsity]]
+"""Layers and their per-layer sparsity descriptors, as :func:`simulate` takes them."""
+
+
 @functools.lru_cache(maxsize=4)
-def _network(model: str, batch: int) -> tuple[GemmLayer, ...]:
+def lower(model: str, batch: int) -> tuple[GemmLayer, ...]:
     """The model's layers without their weights (synthetic masks need only shapes)."""
     return tuple(replace(layer, weight=None) for layer in load_layers(model, batch=batch))
 
 
-def evaluate_group(points: Sequence[DesignPoint]) -> list[tuple[DesignPoint, pd.DataFrame]]:
-    """Simulate points of one group: masks drawn once, one engine run per point.
+def draw(layers: Sequence[GemmLayer], point: DesignPoint) -> Network:
+    """The synthetic masks of ``point``'s group (equal for every point of the group)."""
+    n, m = (int(v) for v in point.nm.split(":"))
+    return synthetic_network(list(layers), point.scheme, point.density, point.seed, (n, m),
+                             point.block)
+
+
+def evaluate_batch(points: Sequence[DesignPoint], network: Network) -> pa.Table:
+    """Simulate points of one group on their shared network: one engine run per point.
 
     Returns:
-        (point, per-layer frame with the point's fields as columns) for each point.
+        One row per point and layer (points in the given order, layers in execution order):
+        the :class:`~accel_sim.report.LayerResult` columns, then the point's fields.
     """
-    first = points[0]
-    n, m = (int(v) for v in first.nm.split(":"))
-    layers, descriptors = synthetic_network(
-        list(_network(first.model, first.batch)), first.scheme, first.density, first.seed,
-        (n, m), first.block,
-    )
-    results = []
+    layers, descriptors = network
+    rows = []
     for point in points:
-        frame = simulate(layers, point.hardware(), descriptors).frame
-        for name, value in asdict(point).items():
-            frame[name] = value
-        results.append((point, frame))
-    return results
+        fields = point.fields()
+        for result in simulate(layers, point.hardware(), descriptors).layers:
+            row = result.as_row()
+            row.update(fields)
+            rows.append(row)
+    return pa.Table.from_pylist(rows)
 
 
-def _pending(points: Iterable[DesignPoint], out: Path) -> list[list[DesignPoint]]:
-    todo = [p for p in points if not (out / "points" / f"{p.key}.parquet").exists()]
-    todo.sort(key=lambda p: (repr(p.group), p.key))
-    return [list(g) for _, g in groupby(todo, key=lambda p: p.group)]
+def evaluate_group(points: Sequence[DesignPoint]) -> pa.Table:
+    """Lower, draw the masks and simulate points of one group, in this process."""
+    return evaluate_batch(points, draw(lower(points[0].model, points[0].batch), points[0]))
 
 
-def run_sweep(
+def _done(out: Path) -> dict[Path, list[tuple[str, int]]]:
+    """The fragments under ``out/parts`` and the (point key, rows) each holds, from footers."""
+    done = {}
+    for path in sorted((out / PARTS).glob("part-*.parquet")):
+        meta = pq.read_schema(path).metadata or {}
+        if _POINTS_META in meta:
+            done[path] = [tuple(item) for item in json.loads(meta[_POINTS_META])]
+    return done
+
+
+def _batches(points: Sequence[DesignPoint], per_batch: int) -> list[list[DesignPoint]]:
+    """Points grouped by mask group, each group dealt round-robin into batches of about
+    ``per_batch`` points (so batches of one group mix cheap and costly arrays)."""
+    groups: dict[tuple, list[DesignPoint]] = {}
+    for point in points:
+        groups.setdefault(point.group, []).append(point)
+    batches = []
+    for members in groups.values():
+        count = -(-len(members) // per_batch)
+        batches.extend(members[i::count] for i in range(count))
+    return batches
+
+
+def _cost(point: DesignPoint) -> float:
+    """A rough relative cost of a point: folds grow as the array shrinks."""
+    return 1.0 / (point.rows * point.cols)
+
+
+def _write_part(out: Path, table: pa.Table, points: Sequence[DesignPoint]) -> Path:
+    """Append one batch as a dataset fragment, atomically; its footer lists its points."""
+    per_point = table.num_rows // len(points)
+    if per_point * len(points) != table.num_rows:  # every point of a group has the same layers
+        raise ValueError(f"batch of {len(points)} points returned {table.num_rows} rows")
+    listing = [[p.key, per_point] for p in points]
+    table = table.replace_schema_metadata({_POINTS_META: json.dumps(listing).encode()})
+    name = hashlib.sha1("".join(p.key for p in points).encode()).hexdigest()[:16]
+    path = out / PARTS / f"part-{name}.parquet"
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+@dataclass
+class SweepRun:
+    """What :func:`execute_sweep` did.
+
+    Attributes:
+        table: the final table (points in the order asked for, layers in execution order).
+        points: design points asked for.
+        ran: points simulated by this call (the others were already done).
+        tasks: Dask tasks submitted (lowering, masks and batches).
+        wall_s: seconds from the call to its return.
+        cluster_s: seconds spent starting (or connecting to) the cluster and closing it.
+        wait_s: seconds the client waited on the cluster for results.
+        client_s: seconds the client spent on its own work (planning, submitting, writing
+            fragments, reading, ordering and writing the final table):
+            ``wall - cluster - wait``.
+    """
+
+    table: pa.Table
+    points: int
+    ran: int
+    tasks: int = 0
+    wall_s: float = 0.0
+    cluster_s: float = 0.0
+    wait_s: float = 0.0
+    client_s: float = field(default=0.0)
+
+
+def execute_sweep(
     points: Sequence[DesignPoint],
     out: str | Path,
     scheduler: str | None = None,
     workers: int | None = None,
     progress: bool = True,
-) -> pd.DataFrame:
-    """Run every point not done yet on Dask and return all points' results.
+    batch_points: int | None = None,
+) -> SweepRun:
+    """Run every point not done yet on Dask, write the final table, and time the client.
 
     Args:
         points: the design points (:func:`grid`).
-        out: result folder; ``points/`` holds one Parquet file per finished point and
-            ``results.parquet`` all of them once the sweep completes.
+        out: result folder: ``parts/`` holds a Parquet fragment per finished batch and
+            ``results.parquet`` all points once the sweep completes.
         scheduler: address of an existing Dask scheduler (``tcp://host:8786``); None starts a
             LocalCluster of ``workers`` single-threaded processes (default: all cores).
         progress: show a tqdm bar over points.
+        batch_points: points per task; default about eight tasks per worker.
 
     Raises:
         UserError: no points, or the scheduler cannot be reached.
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
+    start = time.perf_counter()  # after the import: a client imports dask once, not per sweep
+    waited = cluster_s = 0.0
     if not points:
         raise UserError("the sweep has no design points")
+    if batch_points is not None and batch_points < 1:
+        raise UserError(f"batch_points {batch_points} must be at least 1")
     out = Path(out)
-    (out / "points").mkdir(parents=True, exist_ok=True)
-    groups = _pending(points, out)
-    bar = tqdm(total=len(points), initial=len(points) - sum(map(len, groups)), unit="point",
-               desc="sweep", disable=not progress)
-    if groups:
-        cluster = None
+    (out / PARTS).mkdir(parents=True, exist_ok=True)
+    done = _done(out)
+    have = {key for listing in done.values() for key, _ in listing}
+    todo = list(dict.fromkeys(p for p in points if p.key not in have))
+    bar = tqdm(total=len(points), initial=len(points) - len(todo), unit="point", desc="sweep",
+               disable=not progress)
+    tasks = 0
+    if todo:
+        cluster, tick = None, time.perf_counter()
         if scheduler is None:
             cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                                    processes=True, dashboard_address=None,
@@ -208,19 +323,110 @@ def run_sweep(
         except OSError as err:
             raise UserError(f"cannot reach the Dask scheduler {scheduler}: {err}") from None
         try:
-            # Largest groups first, so no long task starts last.
-            groups.sort(key=len, reverse=True)
-            futures = client.map(evaluate_group, groups, pure=False)
-            for future in as_completed(futures):
-                for point, frame in future.result():
-                    write_frame(frame, out / "points" / f"{point.key}.parquet")
-                    bar.update()
+            cluster_s = time.perf_counter() - tick
+            size = batch_points or max(1, -(-len(todo) // (8 * _worker_count(client))))
+            batches = _batches(todo, size)
+            # Costliest groups first. Every lowering first; then a group's batches rank above
+            # the next group's masks, so masks are freed as the sweep goes, not held all at once.
+            group_cost: dict[tuple, float] = {}
+            for point in todo:
+                group_cost[point.group] = group_cost.get(point.group, 0.0) + _cost(point)
+            order = sorted(group_cost, key=lambda g: -group_cost[g])
+            rank = {group: 2 * (len(order) - i) for i, group in enumerate(order)}
+            networks: dict[tuple, object] = {}
+            masks: dict[tuple, object] = {}
+            futures = {}
+            for batch in sorted(batches, key=lambda b: -rank[b[0].group]):
+                first = batch[0]
+                if (first.model, first.batch) in networks:
+                    pass
+                elif first.model.endswith(".csv"):  # a file here, maybe not on the workers
+                    networks[first.model, first.batch] = client.scatter(
+                        [lower(first.model, first.batch)], hash=False)[0]
+                    tasks -= 1
+                else:
+                    networks[first.model, first.batch] = client.submit(
+                        lower, first.model, first.batch, pure=False, priority=2 * len(order) + 2)
+                if first.group not in masks:
+                    masks[first.group] = client.submit(
+                        draw, networks[first.model, first.batch], first, pure=False,
+                        priority=rank[first.group])
+                futures[client.submit(evaluate_batch, batch, masks[first.group], pure=False,
+                                      priority=rank[first.group] + 1)] = batch
+            tasks += len(networks) + len(masks) + len(futures)
+            del networks, masks  # the cluster frees them once their batches are done
+            pending = as_completed(futures)
+            while True:
+                tick = time.perf_counter()
+                future = next(pending, None)
+                table = future.result() if future is not None else None
+                waited += time.perf_counter() - tick
+                if future is None:
+                    break
+                batch = futures.pop(future)
+                path = _write_part(out, table, batch)
+                done[path] = [(p.key, table.num_rows // len(batch)) for p in batch]
+                bar.update(len(batch))
         finally:
+            tick = time.perf_counter()
             client.close()
             if cluster is not None:
                 cluster.close()
+            cluster_s += time.perf_counter() - tick
     bar.close()
-    frames = [pd.read_parquet(out / "points" / f"{p.key}.parquet") for p in points]
-    result = pd.concat(frames, ignore_index=True)
-    write_frame(result, out / "results.parquet")
-    return result
+    table = _final_table(points, done)
+    write_atomic(out / RESULTS, lambda tmp: pq.write_table(table, tmp))
+    wall = time.perf_counter() - start
+    return SweepRun(table, len(points), len(todo), tasks, wall, cluster_s, waited,
+                    wall - cluster_s - waited)
+
+
+def _worker_count(client: object) -> int:
+    return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def _final_table(
+    points: Sequence[DesignPoint], done: dict[Path, list[tuple[str, int]]]
+) -> pa.Table:
+    """Read the dataset once and take its rows in the order of ``points``.
+
+    Each row's fragment comes from the scan itself (``__filename``), so the order in which the
+    scan yields fragments does not matter; within a fragment, rows keep the footer's order.
+    """
+    paths = [str(path) for path, listing in done.items() if listing]
+    where: dict[str, tuple[str, int, int]] = {}  # point key -> (fragment, first row, rows)
+    for path in paths:
+        offset = 0
+        for key, count in done[Path(path)]:
+            where.setdefault(key, (path, offset, count))
+            offset += count
+    missing = [p for p in points if p.key not in where]
+    if missing:
+        raise UserError(f"sweep result lacks point {missing[0]} (results folder changed?)")
+    dataset = pads.dataset(paths, format="parquet")
+    names = dataset.schema.names
+    table = dataset.to_table(columns=[*names, "__filename"])
+    files = np.asarray(table.column("__filename").to_pylist(), dtype=object)
+    rows = {path: np.flatnonzero(files == path) for path in paths}
+    if any(len(rows[path]) != sum(n for _, n in done[Path(path)]) for path in paths):
+        raise UserError("sweep fragments hold other rows than their footers list")
+    index = [rows[path][first:first + count] for path, first, count in
+             (where[p.key] for p in points)]
+    return table.select(names).take(np.concatenate(index)).replace_schema_metadata(None)
+
+
+def run_sweep(
+    points: Sequence[DesignPoint],
+    out: str | Path,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """:func:`execute_sweep`, returning the final table as a DataFrame (see there)."""
+    return execute_sweep(points, out, scheduler, workers, progress).table.to_pandas()
+
+
+def pending(points: Iterable[DesignPoint], out: str | Path) -> list[DesignPoint]:
+    """The points of ``points`` that ``out`` holds no result for yet."""
+    have = {key for listing in _done(Path(out)).values() for key, _ in listing}
+    return [p for p in points if p.key not in have]

@@ -1,44 +1,94 @@
-"""Speed of a design-space sweep on Dask: a 1,000-point sweep on this machine.
+"""Speed of a design-space sweep on Dask, per worker count: points per second, client share.
 
-3 models x 6 schemes x 19 arrays (8x8 to 256x256, square and rectangular) x 3 dataflows
-= 1,026 points at 25 % density, synthetic masks. A first, small sweep warms up the Numba cache
-(and is not timed); the timed sweep then starts from an empty result folder. Prints wall time and
-points per second.
+The grid: 3 models (resnet50, vgg16_bn, mobilenet_v2) x 6 schemes x 10 arrays (8x8 to 256x256
+square, plus 8x32, 32x8, 64x256, 256x64) x 3 dataflows = 540 design points at 25 % density,
+synthetic masks (seed 0).
 
-    python benchmarks/sweep_speed.py [--workers 2] [--scheduler tcp://host:8786]
+For each worker count: start a LocalCluster of that many single-threaded worker processes (its
+start-up is timed apart), warm it up with a small sweep (Numba cache, imports; not timed), then
+time the full sweep from an empty result folder on the warm cluster, and print
+
+- wall seconds and design points per second;
+- the client's share of the wall time: seconds in its own code (planning, submitting, writing
+  fragments, reading the final table) against seconds waiting on the cluster;
+- CPU seconds of the client process and of all workers together (the machine may be shared:
+  wall times are noisy, CPU times much less so).
+
+    python benchmarks/sweep_speed.py --workers 1,2,4,8,16
+    python benchmarks/sweep_speed.py --scheduler tcp://host:8786   # an existing cluster
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 import time
 
-from accel_sim.sweep import grid, run_sweep
+from accel_sim.sweep import SweepRun, execute_sweep, grid
 
 MODELS = ("resnet50", "vgg16_bn", "mobilenet_v2")
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
-SQUARE = [(s, s) for s in (8, 16, 32, 64, 128, 256)]
-RECTANGULAR = [(8, 32), (32, 8), (16, 64), (64, 16), (32, 64), (64, 32), (32, 128), (128, 32),
-               (64, 128), (128, 64), (64, 256), (256, 64), (128, 256)]
+ARRAYS = [(s, s) for s in (8, 16, 32, 64, 128, 256)] + [(8, 32), (32, 8), (64, 256), (256, 64)]
 DATAFLOWS = ("ws", "os", "is")
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+def _worker_cpu(client: object) -> float:
+    """CPU seconds used so far by all the cluster's worker processes."""
+    return sum(client.run(_cpu).values())
+
+
+def measure(address: str, points: list, progress: bool) -> tuple[SweepRun, float, float]:
+    """Warm the cluster at ``address`` up, then time the sweep of ``points`` on it.
+
+    Returns:
+        (the sweep's timings, client CPU seconds, workers' CPU seconds).
+    """
+    from dask.distributed import Client
+
+    with Client(address) as client, tempfile.TemporaryDirectory() as warm, \
+            tempfile.TemporaryDirectory() as out:
+        execute_sweep(grid(["resnet_small"], SCHEMES, [0.25], [(8, 8)], DATAFLOWS), warm,
+                      address, progress=False)
+        workers, mine = _worker_cpu(client), _cpu()
+        run = execute_sweep(points, out, address, progress=progress)
+        return run, _cpu() - mine, _worker_cpu(client) - workers
+
+
+def report(label: str, run: SweepRun, client_cpu: float, worker_cpu: float) -> None:
+    print(f"{label}: {run.points} points in {run.wall_s:.1f} s = {run.points / run.wall_s:.1f} "
+          f"points/s; client {run.client_s:.2f} s ({run.client_s / run.wall_s:.1%} of wall), "
+          f"waiting {run.wait_s:.1f} s, connect {run.cluster_s:.2f} s; CPU: client "
+          f"{client_cpu:.1f} s, workers {worker_cpu:.1f} s; {run.tasks} tasks", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=None, help="local workers (default: cores)")
-    parser.add_argument("--scheduler", default=None, help="existing Dask scheduler address")
+    parser.add_argument("--workers", default="1,2",
+                        help="comma-separated LocalCluster sizes to time (default 1,2)")
+    parser.add_argument("--scheduler", default=None,
+                        help="time one sweep on this existing Dask scheduler instead")
+    parser.add_argument("--progress", action="store_true", help="show the sweep's tqdm bar")
     args = parser.parse_args()
+    points = grid(MODELS, SCHEMES, [0.25], ARRAYS, DATAFLOWS)
+    print(f"{len(points)} design points: {len(MODELS)} models x {len(SCHEMES)} schemes x "
+          f"{len(ARRAYS)} arrays x {len(DATAFLOWS)} dataflows", flush=True)
+    if args.scheduler:
+        report(args.scheduler, *measure(args.scheduler, points, args.progress))
+        return
+    from dask.distributed import LocalCluster
 
-    points = grid(MODELS, SCHEMES, [0.25], SQUARE + RECTANGULAR, DATAFLOWS)
-    with tempfile.TemporaryDirectory() as warm, tempfile.TemporaryDirectory() as out:
-        run_sweep(grid(["resnet_small"], SCHEMES, [0.25], [(8, 8)], DATAFLOWS), warm,
-                  args.scheduler, args.workers, progress=False)
+    for count in (int(w) for w in args.workers.split(",")):
         start = time.perf_counter()
-        frame = run_sweep(points, out, args.scheduler, args.workers)
-        wall = time.perf_counter() - start
-    print(f"{len(points)} design points ({frame.shape[0]} layer rows) in {wall:.1f} s: "
-          f"{len(points) / wall:.1f} points/s")
+        with LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+            started = time.perf_counter() - start
+            report(f"{count:2d} workers (cluster start {started:.1f} s)",
+                   *measure(cluster.scheduler_address, points, args.progress))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,49 @@
-"""Sweeps on Dask: tidy results, one file per point, resume without rerunning finished points."""
+"""Sweeps on Dask: results equal direct simulations, batches appended as fragments, resume."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import asdict, replace
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from accel_sim import sweep
+from accel_sim.cli import main
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
 from accel_sim.sparsity import synthetic_network
-from accel_sim.sweep import DesignPoint, evaluate_group, grid, run_sweep
+from accel_sim.sweep import DesignPoint, execute_sweep, grid, pending, run_sweep
+from accel_sim.workload import write_topology_csv
+from crisp.errors import UserError
+
+SCHEMES = ["dense", "channel", "nm", "hybrid"]
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """An in-process cluster (threads): the sweep connects to it as to a remote scheduler."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def _direct(points: list[DesignPoint]) -> pd.DataFrame:
+    """Each point simulated on its own, its fields as columns, in the points' order."""
+    frames = []
+    for point in points:
+        n, m = (int(v) for v in point.nm.split(":"))
+        layers = [replace(layer, weight=None) for layer in load_layers(point.model, point.batch)]
+        layers, descriptors = synthetic_network(layers, point.scheme, point.density, point.seed,
+                                                (n, m), point.block)
+        frame = simulate(layers, point.hardware(), descriptors).frame
+        for name, value in asdict(point).items():
+            frame[name] = value
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def test_grid_runs_dense_once_per_array_and_keys_are_stable() -> None:
@@ -22,55 +54,90 @@ def test_grid_runs_dense_once_per_array_and_keys_are_stable() -> None:
     assert DesignPoint("m", "dense", 1.0, 8, 8).key == DesignPoint("m", "dense", 1.0, 8, 8).key
 
 
-def test_group_results_match_a_direct_simulation() -> None:
-    points = [DesignPoint("resnet_small", "hybrid", 0.25, r, c) for r, c in ((16, 16), (32, 8))]
-    results = evaluate_group(points)
-    layers, descriptors = synthetic_network(
-        [replace(layer, weight=None) for layer in load_layers("resnet_small")], "hybrid", 0.25, 0,
-        (2, 4), 32)
-    for point, frame in results:
-        assert (frame.rows == point.rows).all() and (frame.scheme == "hybrid").all()
-        direct = simulate(layers, point.hardware(), descriptors).frame
-        pd.testing.assert_series_equal(frame.total_cycles, direct.total_cycles)
-        pd.testing.assert_series_equal(frame.energy_total_pj, direct.energy_total_pj)
+def test_sweep_table_equals_direct_simulations_row_for_row(scheduler: str, tmp_path) -> None:
+    points = grid(["resnet_small"], SCHEMES, [0.25], [(16, 16), (16, 32)], ["ws", "os"], [8, 16])
+    run = execute_sweep(points, tmp_path, scheduler, progress=False, batch_points=3)
+    assert run.ran == len(points) == 20
+    # One lowering, one mask task per group, batches of at most 3 points of one group.
+    groups = len({p.group for p in points})
+    assert run.tasks == 1 + groups + sum(-(-n // 3) for n in (4, 4, 4, 4, 4))
+    frame = run.table.to_pandas()
+    pd.testing.assert_frame_equal(frame, _direct(points))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / sweep.RESULTS), frame)
+    # Batches, not points, became files; each footer lists its points.
+    parts = sorted((tmp_path / sweep.PARTS).glob("*.parquet"))
+    assert len(parts) == run.tasks - 1 - groups
+    assert sum(len(sweep._done(tmp_path)[p]) for p in parts) == len(points)
+    assert run.wall_s >= run.wait_s >= 0 and run.client_s >= 0
 
 
-def test_sweep_writes_points_and_resumes(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    points = grid(["resnet_small"], ["dense", "nm"], [0.5], [(8, 8), (16, 16)])
-    first = run_sweep(points, tmp_path, workers=1, progress=False)
-    assert len(list((tmp_path / "points").glob("*.parquet"))) == len(points) == 4
-    assert (tmp_path / "results.parquet").exists()
-    assert set(first.columns) >= {"model", "scheme", "rows", "cols", "layer", "total_cycles"}
+def test_interrupted_sweep_resumes_to_the_same_table(
+    scheduler: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    points = grid(["resnet_small"], ["dense", "block"], [0.5], [(8, 8), (16, 16), (8, 32)],
+                  ["ws", "is"])
+    whole = run_sweep(points, tmp_path / "whole", scheduler, progress=False)
 
-    # Interrupted sweep: one point's file is missing; only that point runs again.
-    missing = points[1]
-    (tmp_path / "points" / f"{missing.key}.parquet").unlink()
-    ran: list[DesignPoint] = []
+    write = sweep._write_part
+    written = []
 
-    def spy(group: list[DesignPoint]) -> list[tuple[DesignPoint, pd.DataFrame]]:
-        ran.extend(group)
-        return evaluate_group(group)
+    def interrupted(out, table, batch):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # the user stops the sweep after two batches
+        written.append(batch)
+        return write(out, table, batch)
 
-    monkeypatch.setattr(sweep, "evaluate_group", spy)
+    monkeypatch.setattr(sweep, "_write_part", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        execute_sweep(points, tmp_path / "cut", scheduler, progress=False, batch_points=2)
+    monkeypatch.setattr(sweep, "_write_part", write)
+    done = len(points) - len(pending(points, tmp_path / "cut"))
+    assert done == sum(map(len, written)) == 4
+    assert not list((tmp_path / "cut").rglob("*.tmp"))
+    assert not (tmp_path / "cut" / sweep.RESULTS).exists()
 
-    class Inline:  # a stand-in Dask client that runs tasks in this process, to observe them
-        def __init__(self, *args: object, **kwargs: object) -> None: ...
+    again = execute_sweep(points, tmp_path / "cut", scheduler, progress=False)
+    assert again.ran == len(points) - done
+    pd.testing.assert_frame_equal(again.table.to_pandas(), whole)
+    # Finished: a rerun simulates nothing and reads the same table.
+    third = execute_sweep(points, tmp_path / "cut", scheduler, progress=False)
+    assert third.ran == 0 and third.tasks == 0 and third.table.equals(again.table)
 
-        def map(self, fn, groups, pure=False):
-            return [_Done(fn(g)) for g in groups]
+    # A lost fragment: only its points run again; a subset of the points reads only those.
+    lost = sorted((tmp_path / "cut" / sweep.PARTS).glob("*.parquet"))[0]
+    keys = {key for key, _ in sweep._done(tmp_path / "cut")[lost]}
+    lost.unlink()
+    fourth = execute_sweep(points, tmp_path / "cut", scheduler, progress=False)
+    assert fourth.ran == len(keys)
+    pd.testing.assert_frame_equal(fourth.table.to_pandas(), whole)
+    subset = execute_sweep(points[::2], tmp_path / "cut", scheduler, progress=False)
+    assert subset.ran == 0
+    pd.testing.assert_frame_equal(subset.table.to_pandas(), _direct(points[::2]))
 
-        def close(self) -> None: ...
 
-    monkeypatch.setattr("dask.distributed.Client", Inline)
-    monkeypatch.setattr("dask.distributed.as_completed", iter)
-    again = run_sweep(points, tmp_path, scheduler="tcp://unused:8786", progress=False)
-    assert ran == [missing]
-    pd.testing.assert_frame_equal(first, again)
+def test_fragments_are_arrow_tables_with_their_points_in_the_footer(tmp_path) -> None:
+    points = [DesignPoint("resnet_small", "nm", 0.5, r, c) for r, c in ((8, 8), (16, 8))]
+    table = sweep.evaluate_group(points)
+    path = sweep._write_part(tmp_path, table, points)
+    assert pq.read_table(path).num_rows == table.num_rows == 2 * len(load_layers("resnet_small"))
+    assert sweep._done(tmp_path) == {path: [(p.key, table.num_rows // 2) for p in points]}
+    with pytest.raises(UserError, match="no design points"):
+        execute_sweep([], tmp_path)
 
 
-class _Done:
-    def __init__(self, value: object) -> None:
-        self.value = value
+def test_topology_csv_is_read_by_the_client(scheduler: str, tmp_path) -> None:
+    topology = tmp_path / "net.csv"
+    write_topology_csv(load_layers("resnet_small")[:4], topology)
+    points = grid([str(topology)], ["dense", "nm"], [0.5], [(8, 8)])
+    run = execute_sweep(points, tmp_path / "out", scheduler, progress=False)
+    assert run.tasks == 2 + 2  # no lowering task: the client sent the layers
+    pd.testing.assert_frame_equal(run.table.to_pandas(), _direct(points))
 
-    def result(self) -> object:
-        return self.value
+
+def test_cli_sweep_without_figures(scheduler: str, tmp_path, capsys) -> None:
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--models", "resnet_small", "--schemes", "nm", "--arrays", "8x8",
+                 "--scheduler", scheduler, "--no-figures", "--out", str(out)]) == 0
+    assert "figures: none" in capsys.readouterr().out
+    assert len(pd.read_parquet(out / "results.parquet").drop_duplicates(["scheme"])) == 2
+    assert not (out / "figures").exists()
