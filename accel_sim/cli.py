@@ -68,17 +68,21 @@ def _add_hardware(p: argparse.ArgumentParser) -> None:
     p.add_argument("--psum-bits", type=int, default=None,
                    help="override the partial-sum (accumulator) width in bits (default 32)")
     p.add_argument("--energy", default=None, help="a TOML energy table ([energy] section)")
-    p.add_argument("--mapping", default="best",
-                   help="best: search each layer's loop order and stream tile (default); "
-                   "scalesim: SCALE-Sim's fixed schedule")
-    p.add_argument("--objective", default="latency",
-                   help="what --mapping best minimises: latency (default), energy or edp")
+    _add_mapping(p)
     p.add_argument("--density", type=float, default=0.5,
                    help="fraction of weights kept by synthetic masks (default 0.5)")
     p.add_argument("--nm", default="2:4", help="N:M pattern of the hybrid scheme (default 2:4)")
     p.add_argument("--block", type=int, default=32, help="block size B (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic masks (default 0)")
     p.add_argument("--out", default=None, help="also write the table (.csv or .parquet)")
+
+
+def _add_mapping(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mapping", default="best",
+                   help="best: search each layer's loop order and stream tile (default); "
+                   "scalesim: SCALE-Sim's fixed schedule")
+    p.add_argument("--objective", default="latency",
+                   help="what --mapping best minimises: latency (default), energy or edp")
 
 
 def _hardware(args: argparse.Namespace) -> HardwareSpec:
@@ -153,10 +157,12 @@ def _csv(text: str, kind: type = str) -> list:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from accel_sim.plots import sweep_figures  # matplotlib: only the sweep draws figures
 
+    check_choice(args.mapping, args.objective)
     points = grid(
         _csv(args.models), parse_schemes(args.schemes), _csv(args.densities, float),
         [parse_array(a) for a in _csv(args.arrays)], _csv(args.dataflows), _csv(args.blocks, int),
-        nm=args.nm, hw=args.hw, batch=args.batch, seed=args.seed,
+        nm=args.nm, hw=args.hw, batch=args.batch, seed=args.seed, mapping=args.mapping,
+        objective=args.objective,
     )
     print(f"{len(points)} design points -> {args.out}")
     frame = run_sweep(points, args.out, args.scheduler, args.workers)
@@ -198,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hw", default="edge-32x32", help="base preset or .toml (default edge-32x32)")
     p.add_argument("--batch", type=int, default=1, help="samples per inference")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic masks")
+    _add_mapping(p)
     p.add_argument("--out", default="runs/sweep", help="result folder (resumes if it exists)")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster)")

@@ -85,6 +85,8 @@ class DesignPoint:
         hw: preset (or TOML file) the array and dataflow override.
         batch: samples per inference.
         seed: seed of the synthetic masks.
+        mapping: ``best`` (the mapper searches each layer) or ``scalesim`` (fixed schedule).
+        objective: what ``best`` minimises: ``latency``, ``energy`` or ``edp``.
     """
 
     model: str
@@ -98,6 +100,8 @@ class DesignPoint:
     hw: str = "edge-32x32"
     batch: int = 1
     seed: int = 0
+    mapping: str = "best"
+    objective: str = "latency"
 
     @functools.cached_property
     def key(self) -> str:
@@ -195,7 +199,9 @@ def evaluate_batch(points: Sequence[DesignPoint], network: Network) -> pa.Table:
     rows = []
     for point in points:
         fields = point.fields()
-        for result in simulate(layers, point.hardware(), descriptors).layers:
+        report = simulate(layers, point.hardware(), descriptors, mapping=point.mapping,
+                          objective=point.objective)
+        for result in report.layers:
             row = result.as_row()
             row.update(fields)
             rows.append(row)
