@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from crisp import compressed
 from crisp import masks as mk
-from crisp.data import load_dataset, user_subset
+from crisp.data import default_image_size, load_dataset, user_subset
 from crisp.errors import UserError, command_line
 from crisp.io import write_atomic
 from crisp.models import build_model, input_shape, read_torch_dict
@@ -57,12 +57,29 @@ def parse_nm(text: str) -> tuple[int, int]:
     return int(n), int(m)
 
 
+def _load_splits(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
+    """The train and test splits of ``--data`` at ``--image-size`` (default: the model's input
+    side for image folders and IDX sets; see :func:`crisp.data.default_image_size`)."""
+    size = args.image_size
+    if size is None:
+        size = default_image_size(args.data, input_shape(args.model)[1])
+    return tuple(load_dataset(args.data, split, seed=args.data_seed, root=args.data_root,
+                              image_size=size) for split in ("train", "test"))
+
+
+def _input_shape(args: argparse.Namespace) -> tuple[int, int, int]:
+    """The model's input (channels, height, width) at ``--image-size`` when given."""
+    channels, height, width = input_shape(args.model)
+    if args.image_size is not None:
+        height = width = args.image_size
+    return channels, height, width
+
+
 def _user_data(
     args: argparse.Namespace, classes: int | list[int]
 ) -> tuple[Dataset, Dataset, list[int]]:
     """User-class train and test sets (as tensors) and the class ids, drawn from ``args.seed``."""
-    train = load_dataset(args.data, "train", seed=args.data_seed, root=args.data_root)
-    test = load_dataset(args.data, "test", seed=args.data_seed, root=args.data_root)
+    train, test = _load_splits(args)
     if len(train) == 0 or len(test) == 0:
         raise UserError(f"data set {args.data} has no images in its train or test split")
     user_train, ids = user_subset(train, classes, args.n_per_class, args.seed)
@@ -73,8 +90,10 @@ def _user_data(
 def _cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    train = load_dataset(args.data, "train", seed=args.data_seed, root=args.data_root)
-    test = load_dataset(args.data, "test", seed=args.data_seed, root=args.data_root)
+    train, test = _load_splits(args)
+    if args.train_per_class is not None:  # a seeded subset of every class
+        train, _ = user_subset(train, list(range(train.num_classes)), args.train_per_class,
+                               args.seed)
     model = build_model(args.model, num_classes=train.num_classes)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          warmup=args.warmup, augment=not args.no_augment)
@@ -87,7 +106,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     write_atomic(out, lambda tmp: torch.save(state, tmp))
     record = {"command": "train", "model": args.model, "data": args.data, "seed": args.seed,
-              "data_seed": args.data_seed, "train": config.as_dict(), "fp16": args.fp16,
+              "data_seed": args.data_seed, "train_per_class": args.train_per_class,
+              "image_size": args.image_size, "train": config.as_dict(), "fp16": args.fp16,
               "train_loss": loss, "test": metrics}
     write_atomic(out.with_suffix(".json"),
                  lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
@@ -118,7 +138,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
              "scheme": config.scheme}
     write_atomic(out / "model.pt", lambda tmp: torch.save(state, tmp))
     sizes = compressed.save(result.model, out / "pruned.safetensors", result.masks, result.patterns,
-                            config.n, config.m, config.block, input_shape(args.model),
+                            config.n, config.m, config.block, _input_shape(args),
                             dtype=args.store_dtype,
                             meta={"model": args.model, "classes": ids, "scheme": config.scheme,
                                   "head": config.head})
@@ -201,9 +221,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="resnet_small", help="zoo model name (default resnet_small)")
     p.add_argument("--data", default="glyph100",
-                   help="glyph100, a CIFAR-100 folder or an ImageNet-style folder")
-    p.add_argument("--data-root", default=None, help="glyph100 cache / base of a relative path")
-    p.add_argument("--data-seed", type=int, default=0, help="glyph100 rendering seed (default 0)")
+                   help="glyph100 (default), glyph100-hard, fashion-mnist, idx:FOLDER (MNIST "
+                        "layout), a CIFAR-100 folder or an ImageNet-style folder")
+    p.add_argument("--data-root", default=None, help="glyph cache / base of a relative path")
+    p.add_argument("--data-seed", type=int, default=0, help="glyph rendering seed (default 0)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="image side in pixels; default the model's input (32 for the CIFAR-style "
+                        "nets, 224 for torchvision's) for image folders and IDX sets, 32 for "
+                        "the glyph sets and CIFAR-100")
     p.add_argument("--seed", type=int, default=0, help="seeds every random choice (default 0)")
 
 
@@ -225,6 +250,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps")
     p.add_argument("--no-augment", action="store_true", help="no random 4-pixel shifts")
+    p.add_argument("--train-per-class", type=int, default=None,
+                   help="train on this many images per class (drawn from --seed; default all)")
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
                    help="store float tensors as fp16 (default on; halves the file)")
     p.add_argument("--out", required=True, help="state dict path (.pt); a .json record beside it")
