@@ -60,18 +60,26 @@ def parse_nm(text: str) -> tuple[int, int]:
 def _load_splits(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
     """The train and test splits of ``--data`` at ``--image-size`` (default: the model's input
     side for image folders and IDX sets; see :func:`crisp.data.default_image_size`)."""
-    size = args.image_size
-    if size is None:
-        size = default_image_size(args.data, input_shape(args.model)[1])
+    size = _image_side(args)
     return tuple(load_dataset(args.data, split, seed=args.data_seed, root=args.data_root,
                               image_size=size) for split in ("train", "test"))
 
 
-def _input_shape(args: argparse.Namespace) -> tuple[int, int, int]:
-    """The model's input (channels, height, width) at ``--image-size`` when given."""
-    channels, height, width = input_shape(args.model)
+def _image_side(args: argparse.Namespace) -> int | None:
+    """``--image-size``, else the model's input side for image folders and IDX sets, else None
+    (the glyph sets and CIFAR-100 keep their 32 pixels); see
+    :func:`crisp.data.default_image_size`."""
     if args.image_size is not None:
-        height = width = args.image_size
+        return args.image_size
+    return default_image_size(args.data, input_shape(args.model)[1])
+
+
+def _input_shape(args: argparse.Namespace) -> tuple[int, int, int]:
+    """The model's input (channels, height, width) at the side the data is read at."""
+    channels, height, width = input_shape(args.model)
+    side = _image_side(args)
+    if side is not None:
+        height = width = side
     return channels, height, width
 
 
@@ -107,7 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     write_atomic(out, lambda tmp: torch.save(state, tmp))
     record = {"command": "train", "model": args.model, "data": args.data, "seed": args.seed,
               "data_seed": args.data_seed, "train_per_class": args.train_per_class,
-              "image_size": args.image_size, "train": config.as_dict(), "fp16": args.fp16,
+              "image_size": _input_shape(args)[1], "train": config.as_dict(), "fp16": args.fp16,
               "train_loss": loss, "test": metrics}
     write_atomic(out.with_suffix(".json"),
                  lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
