@@ -160,9 +160,9 @@ class GlyphStyle:
 GLYPH_STYLES: dict[str, GlyphStyle] = {
     "glyph100": GlyphStyle("glyph100", (), _INK_MIN, _INK_MAX, _MAX_ANGLE, _MAX_NOISE, 100, 155),
     "glyph100-hard": GlyphStyle(
-        "glyph100-hard", (1,), ink_min=12.0, ink_max=26.0, max_angle=25.0, max_noise=2.5,
-        dark_max=110, light_min=146, elastic=2.0, blur=1.0, strokes=3, occluder=0.5,
-        texture=45.0, mean=(0.5, 0.5, 0.5), std=(0.28, 0.28, 0.28),
+        "glyph100-hard", (1,), ink_min=12.0, ink_max=26.0, max_angle=20.0, max_noise=2.0,
+        dark_max=110, light_min=146, elastic=1.5, blur=0.8, strokes=3, occluder=0.5,
+        texture=35.0, mean=(0.5, 0.5, 0.5), std=(0.28, 0.28, 0.28),
     ),
 }
 
