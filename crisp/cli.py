@@ -102,7 +102,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.train_per_class is not None:  # a seeded subset of every class
         train, _ = user_subset(train, list(range(train.num_classes)), args.train_per_class,
                                args.seed)
-    model = build_model(args.model, num_classes=train.num_classes)
+    model = build_model(args.model, num_classes=train.num_classes, checkpoint=args.init)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          warmup=args.warmup, augment=not args.no_augment)
     loss = train_epochs(model, in_memory(train), config, generator, desc=f"train {args.model}")
@@ -114,7 +114,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     write_atomic(out, lambda tmp: torch.save(state, tmp))
     record = {"command": "train", "model": args.model, "data": args.data, "seed": args.seed,
-              "data_seed": args.data_seed, "train_per_class": args.train_per_class,
+              "data_seed": args.data_seed, "init": args.init,
+              "train_per_class": args.train_per_class,
               "image_size": _input_shape(args)[1], "train": config.as_dict(), "fp16": args.fp16,
               "train_loss": loss, "test": metrics}
     write_atomic(out.with_suffix(".json"),
@@ -258,6 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps")
     p.add_argument("--no-augment", action="store_true", help="no random 4-pixel shifts")
+    p.add_argument("--init", default=None,
+                   help="start from this state dict (e.g. a model trained on glyph100)")
     p.add_argument("--train-per-class", type=int, default=None,
                    help="train on this many images per class (drawn from --seed; default all)")
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
