@@ -560,8 +560,8 @@ def glyph_set(name: str, split: str = "train", seed: int = 0, n_per_class: int |
         seed: integer >= 0.
         n_per_class: images per class; default 300 for train, 100 for test.
         cache_dir: where the built arrays are kept; default :func:`default_cache_dir`. The
-            first call renders (about 2 s for glyph100's default train split, 10 s for
-            glyph100-hard's) and writes the cache atomically; later calls read it.
+            first call renders (seconds; glyph100-hard's extra distortions cost a little
+            more) and writes the cache atomically; later calls read it.
 
     Returns:
         :class:`ImageDataset` with images uint8 [100 * n, 3, 32, 32], labels int64, and
