@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 from accuracy_density import measure, user_data
 from matplotlib import pyplot as plt
+from matplotlib import ticker
 
 from accel_sim import plots
 from accel_sim.hardware import load_hardware
@@ -151,6 +152,9 @@ def figure(table: pd.DataFrame, tolerance: float = 1.0) -> plt.Figure:
             line = float(part[part.scheme == "dense"].top1.iloc[0]) - tolerance
             ax.axhline(line, color="grey", lw=0.6, ls="--")
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.set_xticks([10, 20, 40, 60])
             ax.set_title(f"{count} user class{'es' if count > 1 else ''}")
             ax.set_xlabel("simulated latency (us)")
         axes[0][0].set_ylabel("user-class top-1 (%)")
