@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from torch import nn
+from torch.utils.data import Dataset
 
 from accel_sim import plots
-from accel_sim.hardware import load_hardware
+from accel_sim.hardware import HardwareSpec, load_hardware
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_workload
 from crisp import compressed
@@ -36,6 +38,39 @@ from crisp.pruner import SCHEMES, PruneConfig, prune
 from crisp.train import TrainConfig
 
 
+def measure(model: nn.Module, user_train: Dataset, user_test: Dataset, ids: list[int],
+            config: PruneConfig, hw: HardwareSpec, path: Path,
+            shape: tuple[int, int, int], seed: int = 0) -> dict[str, object]:
+    """Prune ``model`` for the classes ``ids`` with ``config``, write the compressed file at
+    ``path`` and simulate it with its real masks on ``hw``.
+
+    Returns:
+        one row: classes, scheme, density, top1/top5 (%), top1_before, latency_us, energy_uj
+        (microjoules), rounds and seconds (wall time of the pruning and fine-tuning).
+    """
+    start = time.perf_counter()
+    result = prune(model, user_train, user_test, ids, config, seed=seed)
+    seconds = round(time.perf_counter() - start, 1)
+    compressed.save(result.model, path, result.masks, result.patterns, config.n, config.m,
+                    config.block, shape)
+    layers, descriptors = load_workload(str(path))
+    sim = simulate(layers, hw, descriptors).totals
+    final = result.final
+    return {"classes": len(ids), "scheme": config.scheme, "density": final["density"],
+            "top1": final["top1"], "top5": final["top5"],
+            "top1_before": result.record["before"]["top1"],
+            "latency_us": sim.latency_us, "energy_uj": sim.energy_total_pj / 1e6,
+            "rounds": len(result.record["rounds"]), "seconds": seconds}
+
+
+def user_data(train: Dataset, test: Dataset, count: int, n_per_class: int,
+              seed: int) -> tuple[Dataset, Dataset, list[int]]:
+    """``count`` user classes drawn from ``seed``: their train and test images as tensors."""
+    user_train, ids = user_subset(train, count, n_per_class, seed)
+    user_test, _ = user_subset(test, ids, None, seed)
+    return in_memory(user_train), in_memory(user_test), ids
+
+
 def run(args: argparse.Namespace) -> pd.DataFrame:
     """One row per (class count, scheme): density, top-1, top-5, accuracy before pruning, time."""
     model = build_model(args.model, checkpoint=args.checkpoint)
@@ -44,9 +79,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     test = load_dataset(args.data, "test")
     rows = []
     for count in args.class_counts:
-        user_train, ids = user_subset(train, count, args.n_per_class, args.seed)
-        user_test, _ = user_subset(test, ids, None, args.seed)
-        user_train, user_test = in_memory(user_train), in_memory(user_test)
+        user_train, user_test, ids = user_data(train, test, count, args.n_per_class, args.seed)
         # dense and nm have one density each (N:M fixes it): they run once per class count.
         runs = [(scheme, density) for scheme in args.schemes for density in args.densities
                 if scheme not in ("dense", "nm") or density == args.densities[0]]
@@ -54,20 +87,9 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
             config = PruneConfig(scheme=scheme, density=density, n=2, m=4, block=args.block,
                                  step=args.step, epochs=args.epochs, head=args.head,
                                  train=TrainConfig(batch_size=64))
-            start = time.perf_counter()
-            result = prune(model, user_train, user_test, ids, config, seed=args.seed)
-            seconds = round(time.perf_counter() - start, 1)
             path = args.runs / f"{args.model}_{count}cls_{scheme}_{density}.safetensors"
-            compressed.save(result.model, path, result.masks, result.patterns, 2, 4, args.block,
-                            input_shape(args.model))
-            layers, descriptors = load_workload(str(path))
-            sim = simulate(layers, hw, descriptors).totals
-            final = result.final
-            rows.append({"classes": count, "scheme": scheme, "density": final["density"],
-                         "top1": final["top1"], "top5": final["top5"],
-                         "top1_before": result.record["before"]["top1"],
-                         "latency_us": sim.latency_us, "energy_uj": sim.energy_total_pj / 1e6,
-                         "rounds": len(result.record["rounds"]), "seconds": seconds})
+            rows.append(measure(model, user_train, user_test, ids, config, hw, path,
+                                input_shape(args.model), args.seed))
             print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1),
                   file=sys.stderr)
     return pd.DataFrame(rows)

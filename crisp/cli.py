@@ -29,7 +29,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from crisp import compressed, distributed
 from crisp import masks as mk
-from crisp.data import KNOWN_DATASETS, load_dataset, user_subset
+from crisp.data import KNOWN_DATASETS, default_image_size, load_dataset, user_subset
 from crisp.devices import DEVICES, Runtime, runtime
 from crisp.errors import UserError, command_line
 from crisp.io import write_atomic
@@ -101,12 +101,37 @@ def parse_nm(text: str) -> tuple[int, int]:
     return int(n), int(m)
 
 
+def _load_splits(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
+    """The train and test splits of ``--data`` at ``--image-size`` (default: the model's input
+    side for image folders and IDX sets; see :func:`crisp.data.default_image_size`)."""
+    size = _image_side(args)
+    return tuple(load_dataset(args.data, split, seed=args.data_seed, root=args.data_root,
+                              image_size=size) for split in ("train", "test"))
+
+
+def _image_side(args: argparse.Namespace) -> int | None:
+    """``--image-size``, else the model's input side for image folders and IDX sets, else None
+    (the glyph sets and CIFAR-100 keep their 32 pixels); see
+    :func:`crisp.data.default_image_size`."""
+    if args.image_size is not None:
+        return args.image_size
+    return default_image_size(args.data, input_shape(args.model)[1])
+
+
+def _input_shape(args: argparse.Namespace) -> tuple[int, int, int]:
+    """The model's input (channels, height, width) at the side the data is read at."""
+    channels, height, width = input_shape(args.model)
+    side = _image_side(args)
+    if side is not None:
+        height = width = side
+    return channels, height, width
+
+
 def _user_data(
     args: argparse.Namespace, classes: int | list[int]
 ) -> tuple[Dataset, Dataset, list[int]]:
     """User-class train and test sets (as tensors) and the class ids, drawn from ``args.seed``."""
-    train = load_dataset(args.data, "train", seed=args.data_seed, root=args.data_root)
-    test = load_dataset(args.data, "test", seed=args.data_seed, root=args.data_root)
+    train, test = _load_splits(args)
     if len(train) == 0 or len(test) == 0:
         raise UserError(f"data set {args.data} has no images in its train or test split")
     user_train, ids = user_subset(train, classes, args.n_per_class, args.seed)
@@ -123,9 +148,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, rt: Runtime) -> int:
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    train = load_dataset(args.data, "train", seed=args.data_seed, root=args.data_root)
-    test = load_dataset(args.data, "test", seed=args.data_seed, root=args.data_root)
-    model = build_model(args.model, num_classes=train.num_classes)
+    train, test = _load_splits(args)
+    if args.train_per_class is not None:  # a seeded subset of every class
+        train, _ = user_subset(train, list(range(train.num_classes)), args.train_per_class,
+                               args.seed)
+    model = build_model(args.model, num_classes=train.num_classes, checkpoint=args.init)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          warmup=args.warmup, augment=not args.no_augment)
     distributed.agree({"model": args.model, "data": args.data, "data_seed": args.data_seed,
@@ -143,7 +170,9 @@ def _train(args: argparse.Namespace, rt: Runtime) -> int:
     out = Path(args.out)
     write_atomic(out, lambda tmp: torch.save(state, tmp))
     record = {"command": "train", "model": args.model, "data": args.data, "seed": args.seed,
-              "data_seed": args.data_seed, "train": config.as_dict(), "fp16": args.fp16,
+              "data_seed": args.data_seed, "init": args.init,
+              "train_per_class": args.train_per_class,
+              "image_size": _input_shape(args)[1], "train": config.as_dict(), "fp16": args.fp16,
               "train_loss": loss, "test": metrics}
     record.update(world_size=distributed.world_size(), runtime=rt.as_dict())
     write_atomic(out.with_suffix(".json"),
@@ -215,7 +244,7 @@ def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
              "scheme": config.scheme}
     write_atomic(out / "model.pt", lambda tmp: torch.save(state, tmp))
     sizes = compressed.save(result.model, out / "pruned.safetensors", result.masks, result.patterns,
-                            config.n, config.m, config.block, input_shape(args.model),
+                            config.n, config.m, config.block, _input_shape(args),
                             dtype=args.store_dtype,
                             meta={"model": args.model, "classes": ids, "scheme": config.scheme,
                                   "head": config.head})
@@ -305,9 +334,14 @@ def _eval(args: argparse.Namespace, rt: Runtime) -> int:
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="resnet_small", help="zoo model name (default resnet_small)")
     p.add_argument("--data", default="glyph100",
-                   help="glyph100, a CIFAR-100 folder or an ImageNet-style folder")
-    p.add_argument("--data-root", default=None, help="glyph100 cache / base of a relative path")
-    p.add_argument("--data-seed", type=int, default=0, help="glyph100 rendering seed (default 0)")
+                   help="glyph100 (default), glyph100-hard, fashion-mnist, idx:FOLDER (MNIST "
+                        "layout), a CIFAR-100 folder or an ImageNet-style folder")
+    p.add_argument("--data-root", default=None, help="glyph cache / base of a relative path")
+    p.add_argument("--data-seed", type=int, default=0, help="glyph rendering seed (default 0)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="image side in pixels; default the model's input (32 for the CIFAR-style "
+                        "nets, 224 for torchvision's) for image folders and IDX sets, 32 for "
+                        "the glyph sets and CIFAR-100")
     p.add_argument("--seed", type=int, default=0, help="seeds every random choice (default 0)")
     _add_runtime(p)
 
@@ -339,6 +373,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps")
     p.add_argument("--no-augment", action="store_true", help="no random 4-pixel shifts")
+    p.add_argument("--init", default=None,
+                   help="start from this state dict (e.g. a model trained on glyph100)")
+    p.add_argument("--train-per-class", type=int, default=None,
+                   help="train on this many images per class (drawn from --seed; default all)")
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
                    help="store float tensors as fp16 (default on; halves the file)")
     p.add_argument("--out", required=True, help="state dict path (.pt); a .json record beside it")

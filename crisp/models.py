@@ -1,10 +1,11 @@
-"""The model zoo: torchvision classifiers by name, plus small CIFAR-size networks.
+"""The model zoo: torchvision classifiers by name, plus CIFAR-style networks for 32x32 inputs.
 
 ``build_model("resnet50")`` gives torchvision's ResNet-50 (any torchvision classifier name works);
-``build_model("resnet_small")`` and ``build_model("vgg_small")`` are 32x32-input networks that train
-in seconds on a CPU. ``checkpoint`` loads a local state dict; ``pretrained`` asks torchvision
-for its weights, which needs them in the torch hub cache or a network, and fails with a clear
-message otherwise.
+``build_model("resnet_small")`` and ``build_model("vgg_small")`` are 32x32-input networks that
+train in minutes on a CPU; ``resnet18_cifar`` (11.2 M weights) and ``vgg16_cifar`` (14.7 M) are
+the CIFAR layouts of ResNet-18 and VGG-16 (with batch norm), sized for a GPU. ``checkpoint``
+loads a local state dict; ``pretrained`` asks torchvision for its weights, which needs them in
+the torch hub cache or a network, and fails with a clear message otherwise.
 """
 
 from __future__ import annotations
@@ -52,17 +53,27 @@ class _BasicBlock(nn.Module):
 
 
 class ResNetSmall(nn.Module):
-    """A ResNet-10-like network for 32x32 inputs: stem, four stages of one basic block each."""
+    """A CIFAR-style ResNet for 32x32 inputs: a 3x3 stride-1 stem (no max-pool), then one stage
+    per width, each of ``blocks`` basic blocks (the first of every stage but the first strides
+    by 2), global average pooling and a linear head.
+
+    The defaults are ``resnet_small`` (ResNet-10-like, one block per stage, widths 16..128,
+    0.32 M weights); ``resnet18_cifar`` is widths (64, 128, 256, 512) with 2 blocks a stage
+    (ResNet-18's CIFAR layout, 11.2 M weights). The blocks are numbered through all stages
+    (``stages.0`` .. ``stages.{4 * blocks - 1}``).
+    """
 
     def __init__(
-        self, num_classes: int = 100, widths: tuple[int, ...] = (16, 32, 64, 128)
+        self, num_classes: int = 100, widths: tuple[int, ...] = (16, 32, 64, 128),
+        blocks: int = 1,
     ) -> None:
         super().__init__()
         self.stem = _conv_bn(3, widths[0])
         stages, c_in = [], widths[0]
         for i, width in enumerate(widths):
-            stages.append(_BasicBlock(c_in, width, 1 if i == 0 else 2))
-            c_in = width
+            for j in range(blocks):
+                stages.append(_BasicBlock(c_in, width, 2 if i > 0 and j == 0 else 1))
+                c_in = width
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c_in, num_classes)
@@ -71,18 +82,35 @@ class ResNetSmall(nn.Module):
         return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
 
 
+#: VGG-16's convolution layout (channels per 3x3 conv, one tuple per max-pooled stage).
+VGG16_STAGES: tuple[tuple[int, ...], ...] = (
+    (64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512),
+)
+
+
 class VGGSmall(nn.Module):
-    """A VGG-like network for 32x32 inputs: 3x3 conv-BN-ReLU pairs, max-pooling, a linear head."""
+    """A VGG-like network for 32x32 inputs: 3x3 conv-BN-ReLU stages, each followed by a 2x2
+    max-pool, global average pooling and one linear layer as the classifier.
+
+    ``stages`` gives each stage's conv widths; by default ``vgg_small`` (two convs per width
+    16..128). ``vgg16_cifar`` is :data:`VGG16_STAGES` (13 convs, 14.7 M weights; the fifth
+    pool leaves 1x1 maps, so the small classifier is one 512 -> classes linear layer).
+    """
 
     def __init__(
-        self, num_classes: int = 100, widths: tuple[int, ...] = (16, 32, 64, 128)
+        self, num_classes: int = 100, widths: tuple[int, ...] = (16, 32, 64, 128),
+        stages: tuple[tuple[int, ...], ...] | None = None,
     ) -> None:
         super().__init__()
+        if stages is None:
+            stages = tuple((w, w) for w in widths)
         layers: list[nn.Module] = []
         c_in = 3
-        for width in widths:
-            layers += [_conv_bn(c_in, width), _conv_bn(width, width), nn.MaxPool2d(2)]
-            c_in = width
+        for stage in stages:
+            for width in stage:
+                layers.append(_conv_bn(c_in, width))
+                c_in = width
+            layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_in, num_classes)
@@ -91,9 +119,12 @@ class VGGSmall(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+#: The zoo's own networks, all for 32x32x3 inputs (:data:`SMALL_INPUT`).
 SMALL_MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet_small": ResNetSmall,
     "vgg_small": VGGSmall,
+    "resnet18_cifar": functools.partial(ResNetSmall, widths=(64, 128, 256, 512), blocks=2),
+    "vgg16_cifar": functools.partial(VGGSmall, stages=VGG16_STAGES),
 }
 
 # Keeps the torch.library registration of the compatibility shim alive for the process.
@@ -152,7 +183,8 @@ def build_model(
     """Build a zoo model by name.
 
     Args:
-        name: a small network (``resnet_small``, ``vgg_small``) or any torchvision classifier name.
+        name: a CIFAR-style network (``resnet_small``, ``vgg_small``, ``resnet18_cifar``,
+            ``vgg16_cifar``) or any torchvision classifier name.
         num_classes: output classes; default 100 for small networks, 1000 for torchvision ones.
         pretrained: load torchvision's default weights (needs them cached, or a network).
         checkpoint: path of a local state dict (or of a dict holding one under ``state_dict``

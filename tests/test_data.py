@@ -1,7 +1,9 @@
-"""Tests for crisp.data: glyph100, the CIFAR-100 and ImageFolder loaders, user subsets, errors."""
+"""Tests for crisp.data: the glyph sets, the IDX, CIFAR-100 and ImageFolder loaders, user subsets,
+image sizes, errors."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import pickle
@@ -21,9 +23,13 @@ from crisp.data import (
     ImageFolderDataset,
     glyph100,
     glyph100_cache_path,
+    glyph_cache_path,
+    glyph_set,
     glyphs,
     load_dataset,
+    read_idx,
     render_glyph100,
+    render_glyph_set,
     user_subset,
 )
 from crisp.errors import UserError
@@ -135,7 +141,7 @@ def test_cache_written_then_read_without_rendering(
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("rendered again instead of reading the cache")
 
-    monkeypatch.setattr(glyphs, "render_glyph100", boom)
+    monkeypatch.setattr(glyphs, "render_glyph_set", boom)
     second = glyph100("test", seed=0, n_per_class=N)
     assert _sha(second.images) == _sha(first.images)
     assert torch.equal(second.labels, first.labels)
@@ -164,6 +170,216 @@ def test_load_dataset_glyph100_root_is_cache(tmp_path: Path) -> None:
     ds = load_dataset("glyph100", "test", seed=2, root=tmp_path / "c", n_per_class=2)
     assert len(ds) == 200
     assert glyph100_cache_path("test", 2, 2, tmp_path / "c").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# glyph100-hard
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hard_train() -> tuple[np.ndarray, np.ndarray]:
+    return render_glyph_set("glyph100-hard", N, seed=0, split="train")
+
+
+def test_hard_set_same_seed_same_bytes_different_seed_differs(
+        hard_train: tuple[np.ndarray, np.ndarray],
+        small_train: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = hard_train
+    assert images.shape == (100 * N, 3, 32, 32) and images.dtype == np.uint8
+    assert np.array_equal(labels, small_train[1])
+    again, _ = render_glyph_set("glyph100-hard", N, seed=0, split="train")
+    assert _sha(again) == _sha(images)
+    other, _ = render_glyph_set("glyph100-hard", N, seed=1, split="train")
+    assert _sha(other) != _sha(images)
+    test_split, _ = render_glyph_set("glyph100-hard", N, seed=0, split="test")
+    assert _sha(test_split) != _sha(images)
+    # not glyph100's images with something added: a different stream altogether
+    assert (images != small_train[0]).mean() > 0.9
+
+
+def test_glyph100_is_the_plain_style(small_train: tuple[np.ndarray, np.ndarray]) -> None:
+    plain, _ = render_glyph_set("glyph100", N, seed=0, split="train")
+    assert _sha(plain) == _sha(small_train[0])
+    style = data.GLYPH_STYLES["glyph100"]
+    assert (style.elastic, style.blur, style.strokes, style.occluder, style.texture) == (0,) * 5
+
+
+def _edge_energy(images: np.ndarray) -> float:
+    grey = images.astype(np.float32).mean(1)
+    return float(np.abs(np.diff(grey, axis=2)).mean())
+
+
+def test_hard_set_has_lower_contrast(
+        hard_train: tuple[np.ndarray, np.ndarray],
+        small_train: tuple[np.ndarray, np.ndarray]) -> None:
+    hard, easy = hard_train[0].astype(np.float32), small_train[0].astype(np.float32)
+    # lower contrast between the two colour modes of an image (ink vs background)
+
+    def contrast(a: np.ndarray) -> float:
+        grey = a.mean(1).reshape(len(a), -1)
+        return float(np.median(np.percentile(grey, 95, 1) - np.percentile(grey, 5, 1)))
+    assert contrast(hard) < contrast(easy)
+
+
+def test_hard_set_distortions_each_change_the_image() -> None:
+    import dataclasses
+
+    base = data.GLYPH_STYLES["glyph100-hard"]
+    plain = dataclasses.replace(base, elastic=0.0, blur=0.0, strokes=0, occluder=0.0, texture=0.0)
+    styles = {"plain": plain, **{f: dataclasses.replace(plain, **{f: getattr(base, f)})
+                                 for f in ("elastic", "blur", "strokes", "occluder", "texture")}}
+    out = {}
+    for name, style in styles.items():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(glyphs.GLYPH_STYLES, "glyph100-hard", style)
+            out[name] = render_glyph_set("glyph100-hard", 1, seed=4)[0]
+    for name in styles:
+        if name != "plain":
+            assert _sha(out[name]) != _sha(out["plain"]), f"{name} changed nothing"
+
+
+def test_hard_set_cache_and_dispatch(_tmp_cache: Path) -> None:
+    path = glyph_cache_path("glyph100-hard", "test", 0, 2)
+    assert path.name.startswith("glyph100-hard-") and path != glyph100_cache_path("test", 0, 2)
+    ds = load_dataset("glyph100-hard", "test", n_per_class=2)
+    assert path.is_file() and ds.classes == list(GLYPH100_CLASSES)
+    assert ds.name.startswith("glyph100-hard/test")
+    assert ds.std == data.GLYPH_STYLES["glyph100-hard"].std
+    assert torch.equal(glyph_set("glyph100-hard", "test", n_per_class=2).images, ds.images)
+    with pytest.raises(UserError, match=r"unknown glyph set 'glyph7': allowed glyph100"):
+        glyph_set("glyph7")
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX files (MNIST layout)
+# ---------------------------------------------------------------------------------------------
+
+
+def _idx_bytes(a: np.ndarray, code: int = 0x08) -> bytes:
+    dims = np.asarray(a.shape, ">u4").tobytes()
+    return bytes([0, 0, code, a.ndim]) + dims + a.astype(a.dtype.newbyteorder(">")).tobytes()
+
+
+def _write_idx(d: Path, n_train: int = 7, n_test: int = 3, gz: bool = True,
+               side: int = 28) -> dict[str, np.ndarray]:
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, side, side), dtype=np.uint8)
+        labels = (np.arange(n) % 4).astype(np.uint8)
+        for kind, arr, dims in (("images", images, 3), ("labels", labels, 1)):
+            raw = _idx_bytes(arr)
+            name = f"{prefix}-{kind}-idx{dims}-ubyte"
+            if gz:
+                (d / f"{name}.gz").write_bytes(gzip.compress(raw))
+            else:
+                (d / name).write_bytes(raw)
+        arrays[prefix] = images
+        arrays[f"{prefix}_labels"] = labels
+    return arrays
+
+
+def test_read_idx_types_and_errors(tmp_path: Path) -> None:
+    a = np.arange(24, dtype=np.int16).reshape(2, 3, 4) - 5
+    (tmp_path / "a.idx").write_bytes(_idx_bytes(a, 0x0B))
+    back = read_idx(tmp_path / "a.idx")
+    assert back.dtype == np.int16 and np.array_equal(back, a)
+    f = np.linspace(-1, 1, 6, dtype=np.float32)
+    (tmp_path / "f.idx.gz").write_bytes(gzip.compress(_idx_bytes(f, 0x0D)))
+    assert np.array_equal(read_idx(tmp_path / "f.idx.gz"), f)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01rest")
+    with pytest.raises(UserError, match="is not an IDX file"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(_idx_bytes(np.zeros((3, 2), np.uint8))[:-1])
+    with pytest.raises(UserError, match=r"holds 5 data bytes: its header \(3, 2\) of uint8 "
+                                        r"needs 6"):
+        read_idx(tmp_path / "short")
+    (tmp_path / "x.gz").write_bytes(b"not gzip")
+    with pytest.raises(UserError, match="cannot read IDX file"):
+        read_idx(tmp_path / "x.gz")
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_folder_loader(tmp_path: Path, gz: bool) -> None:
+    arrays = _write_idx(tmp_path / "mnist", gz=gz)
+    for spec in (f"idx:{tmp_path / 'mnist'}", tmp_path / "mnist"):  # prefix or auto-detected
+        train = load_dataset(spec, "train")
+        assert isinstance(train, ImageDataset) and len(train) == 7
+        assert train.images.shape == (7, 3, 28, 28) and train.classes == ["0", "1", "2", "3"]
+        assert np.array_equal(train.images[:, 1].numpy(), arrays["train"])
+        assert train.labels.tolist() == arrays["train_labels"].tolist()
+        test = load_dataset(spec, "test")
+        assert len(test) == 3 and np.array_equal(test.images[:, 0].numpy(), arrays["t10k"])
+        assert test.classes == train.classes
+    x, y = train[2]
+    assert x.shape == (3, 28, 28) and y == 2 and torch.equal(x[0], x[2])
+
+
+def test_idx_resized_to_model_input(tmp_path: Path) -> None:
+    _write_idx(tmp_path, side=28)
+    ds = load_dataset(f"idx:{tmp_path}", "train", image_size=32)
+    assert ds.images.shape == (7, 3, 32, 32) and ds.images.stride(1) == 0  # grey stays a view
+    flat = ImageDataset(torch.full((2, 3, 28, 28), 77, dtype=torch.uint8),
+                        torch.zeros(2, dtype=torch.int64), ["a"])
+    assert bool((flat.resized(32).images == 77).all())  # a flat image stays flat
+    assert flat.resized(28) is flat
+    x, _ = ds[0]
+    assert x.shape == (3, 32, 32)
+
+
+def test_idx_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UserError, match=r"IDX folder .* does not exist"):
+        load_dataset(f"idx:{tmp_path / 'none'}")
+    with pytest.raises(UserError, match="needs a folder"):
+        load_dataset("idx:")
+    _write_idx(tmp_path / "d")
+    (tmp_path / "d" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError, match="has no test IDX files"):
+        load_dataset(f"idx:{tmp_path / 'd'}", "test")
+    e = tmp_path / "e"
+    e.mkdir()
+    (e / "train-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((2, 4, 4), np.uint8)))
+    (e / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros(3, np.uint8)))
+    with pytest.raises(UserError, match=r"have shape \(3,\): allowed \[2\]"):
+        load_dataset(f"idx:{e}")
+    monkeypatch.setattr(data.idx, "FASHION_MNIST_DIR", tmp_path / "absent")
+    with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist")
+
+
+def test_fashion_mnist_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_idx(tmp_path / "fm")
+    monkeypatch.setattr(data.idx, "FASHION_MNIST_DIR", tmp_path / "fm")
+    ds = load_dataset("fashion-mnist", "test")
+    assert ds.classes == list(data.FASHION_MNIST_CLASSES) and len(ds) == 3
+    assert ds.name == "fashion-mnist/test"
+
+
+# ---------------------------------------------------------------------------------------------
+# image sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_default_image_size_follows_the_model(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "pngs")
+    _write_idx(tmp_path / "idx")
+    assert data.default_image_size(tmp_path / "pngs", 32) == 32
+    assert data.default_image_size(tmp_path / "pngs", 224) == 224
+    assert data.default_image_size(f"idx:{tmp_path / 'idx'}", 32) == 32
+    assert data.default_image_size("glyph100", 224) is None  # in-memory 32 px sets stay
+    _write_cifar(tmp_path / "cifar-100-python")
+    assert data.default_image_size(tmp_path, 224) is None
+    assert load_dataset(tmp_path / "pngs", "train").image_size == 224  # library default
+
+
+def test_glyph_set_resized_on_request(_tmp_cache: Path) -> None:
+    ds = load_dataset("glyph100", "test", n_per_class=1, image_size=16)
+    assert ds.images.shape == (100, 3, 16, 16)
+    assert load_dataset("glyph100", "test", n_per_class=1, image_size=32).images.shape[-1] == 32
+    with pytest.raises(UserError, match="image_size 0 not allowed"):
+        load_dataset("glyph100", "test", n_per_class=1, image_size=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,11 +566,12 @@ def test_bad_paths_and_names(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="is empty"):
         load_dataset(tmp_path / "empty")
-    with pytest.raises(UserError, match=r"unknown data set 'imagenet9': allowed glyph100"):
+    with pytest.raises(UserError, match=r"unknown data set 'imagenet9': allowed glyph100, "
+                                        r"glyph100-hard, fashion-mnist, idx:FOLDER"):
         load_dataset("imagenet9")
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "file.bin").write_bytes(b"x")
-    with pytest.raises(UserError, match="neither CIFAR-100"):
+    with pytest.raises(UserError, match="neither CIFAR-100 files, IDX files"):
         load_dataset(tmp_path / "odd")
     (tmp_path / "noimg" / "train" / "cat").mkdir(parents=True)
     with pytest.raises(UserError, match="holds no images"):

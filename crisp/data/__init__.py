@@ -1,9 +1,13 @@
-"""Data sets and loaders: the built-in ``glyph100`` set, CIFAR-100 pickles, ImageNet-style folders.
+"""Data sets and loaders: the built-in glyph sets, IDX files, CIFAR-100 pickles, image folders.
 
 Everything here works offline; nothing is ever downloaded.
 
-* :func:`glyph100` builds (or reads from the disk cache) a deterministic 100-class image data set
-  of 32x32 RGB character images rendered from the fonts that ship inside matplotlib.
+* :func:`glyph_set` builds (or reads from the disk cache) a deterministic 100-class image data
+  set of 32x32 RGB character images rendered from the fonts that ship inside matplotlib:
+  ``glyph100`` (quick; :func:`glyph100`) or ``glyph100-hard`` (elastic warps, blur, clutter,
+  occluders, textured backgrounds).
+* :func:`load_idx` reads a folder of IDX files (MNIST layout: MNIST, Fashion-MNIST, KMNIST);
+  :func:`fashion_mnist` reads Debian's ``dataset-fashion-mnist`` package.
 * :func:`load_cifar100` reads a ``cifar-100-python`` directory (``train``, ``test``, ``meta``).
 * :func:`load_image_folder` indexes an ImageNet-style tree (``root/train/<class>/*``,
   ``root/val/<class>/*``) and decodes images lazily in ``__getitem__``.
@@ -14,7 +18,8 @@ Bad input raises :class:`crisp.errors.UserError` with a one-line message.
 
 Modules: :mod:`crisp.data.datasets` (the containers :class:`ImageDataset`,
 :class:`ImageFolderDataset`), :mod:`crisp.data.glyphs` (glyph100: classes, rendering, cache),
-:mod:`crisp.data.files` (CIFAR-100 and folder loaders); everything public is re-exported here.
+:mod:`crisp.data.files` (CIFAR-100 and folder loaders), :mod:`crisp.data.idx` (IDX files);
+everything public is re-exported here.
 """
 
 from __future__ import annotations
@@ -48,10 +53,23 @@ from crisp.data.glyphs import (
     GLYPH100_MEAN,
     GLYPH100_SCRIPTS,
     GLYPH100_STD,
+    GLYPH_STYLES,
+    GlyphStyle,
     default_cache_dir,
     glyph100,
     glyph100_cache_path,
+    glyph_cache_path,
+    glyph_set,
     render_glyph100,
+    render_glyph_set,
+)
+from crisp.data.idx import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    fashion_mnist,
+    is_idx_folder,
+    load_idx,
+    read_idx,
 )
 from crisp.errors import UserError
 
@@ -60,6 +78,8 @@ __all__ = [
     "CIFAR100_STD",
     "DEFAULT_TEST_PER_CLASS",
     "DEFAULT_TRAIN_PER_CLASS",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
     "FORMAT_VERSION",
     "GLYPH100_CLASSES",
     "GLYPH100_CLASS_NAMES",
@@ -67,24 +87,36 @@ __all__ = [
     "GLYPH100_MEAN",
     "GLYPH100_SCRIPTS",
     "GLYPH100_STD",
+    "GLYPH_STYLES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "KNOWN_DATASETS",
     "Dataset",
+    "GlyphStyle",
     "ImageDataset",
     "ImageFolderDataset",
     "default_cache_dir",
+    "default_image_size",
+    "fashion_mnist",
     "glyph100",
     "glyph100_cache_path",
+    "glyph_cache_path",
+    "glyph_set",
     "load_cifar100",
     "load_dataset",
+    "load_idx",
     "load_image_folder",
+    "read_idx",
     "render_glyph100",
+    "render_glyph_set",
     "user_subset",
 ]
 
-#: Data set names :func:`load_dataset` knows (anything else must be a path).
-KNOWN_DATASETS: tuple[str, ...] = ("glyph100",)
+#: Data set names :func:`load_dataset` knows (anything else must be ``idx:FOLDER`` or a path).
+KNOWN_DATASETS: tuple[str, ...] = (*GLYPH_STYLES, "fashion-mnist")
+
+_ALLOWED = (f"allowed {', '.join(KNOWN_DATASETS)}, idx:FOLDER or a path to a CIFAR-100, IDX or "
+            "ImageNet-style folder")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,49 +126,89 @@ KNOWN_DATASETS: tuple[str, ...] = ("glyph100",)
 
 def load_dataset(name_or_path: str | os.PathLike, split: str = "train", seed: int = 0,
                  root: str | os.PathLike | None = None, *, n_per_class: int | None = None,
-                 image_size: int = 224) -> Dataset:
+                 image_size: int | None = None) -> Dataset:
     """Load a data set by name or path.
 
     Args:
-        name_or_path: ``"glyph100"``, a CIFAR-100 directory (``cifar-100-python`` or its
-            parent), or an ImageNet-style folder (``train/<class>/``, ``val/<class>/``).
+        name_or_path: ``"glyph100"``, ``"glyph100-hard"``, ``"fashion-mnist"`` (Debian's
+            ``dataset-fashion-mnist`` files), ``"idx:FOLDER"`` (any folder of IDX files:
+            MNIST, KMNIST, ...), a CIFAR-100 directory (``cifar-100-python`` or its parent),
+            a folder of IDX files, or an ImageNet-style folder (``train/<class>/``,
+            ``val/<class>/``).
         split: ``"train"`` or ``"test"`` (``"val"`` means test).
-        seed: glyph100's seed (integer >= 0); ignored by the on-disk formats.
-        root: for glyph100, the cache directory (default :func:`default_cache_dir`); for a
-            relative path, the directory it is relative to.
-        n_per_class: glyph100 images per class (default 300 train / 100 test).
-        image_size: ImageNet-style folders: output side in pixels.
+        seed: the glyph sets' seed (integer >= 0); ignored by the on-disk formats.
+        root: for the glyph sets, the cache directory (default :func:`default_cache_dir`); for
+            a relative path, the directory it is relative to.
+        n_per_class: glyph set images per class (default 300 train / 100 test).
+        image_size: output side in pixels. ImageNet-style folders: default 224 (shorter side
+            resized, centre cropped). In-memory sets (glyph, CIFAR-100, IDX): default their own
+            size (32, 32, 28); another value resizes every image (bilinear).
 
     Returns:
-        :class:`ImageDataset` (glyph100, CIFAR-100) or :class:`ImageFolderDataset`.
+        :class:`ImageDataset` (glyph sets, CIFAR-100, IDX) or :class:`ImageFolderDataset`.
     """
     split = _check_split(split)
     seed = _check_seed(seed)
+    if image_size is not None:
+        image_size = _check_count("image_size", image_size)
+    ds = _load(os.fspath(name_or_path), split, seed, root, n_per_class, image_size)
+    if image_size is not None and isinstance(ds, ImageDataset):
+        ds = ds.resized(image_size)
+    return ds
+
+
+def default_image_size(name_or_path: str | os.PathLike, model_side: int) -> int | None:
+    """The image side the CLIs read a data set at when ``--image-size`` is not given.
+
+    ImageNet-style and IDX folders (and ``fashion-mnist``) are read at the model's own input
+    side ``model_side`` (32 for the CIFAR-style networks, 224 for torchvision's); the glyph
+    sets and CIFAR-100 keep their 32x32 pixels (None), since upscaling a whole in-memory set
+    to 224 pixels costs gigabytes: give ``--image-size`` for that.
+    """
     text = os.fspath(name_or_path)
-    if text.lower() in KNOWN_DATASETS:  # a name wins over a folder of that name (use ./name)
-        return glyph100(split, seed, n_per_class, root)
+    if text.lower() in GLYPH_STYLES:
+        return None
+    p = Path(text).expanduser()
+    if not text.lower().startswith("idx:") and p.is_dir() and _cifar_dir(p) is not None:
+        return None
+    return model_side
+
+
+def _load(text: str, split: str, seed: int, root: str | os.PathLike | None,
+          n_per_class: int | None, image_size: int | None) -> Dataset:
+    if text.lower() in GLYPH_STYLES:  # a name wins over a folder of that name (use ./name)
+        return glyph_set(text.lower(), split, seed, n_per_class, root)
+    if text.lower() == "fashion-mnist":
+        return fashion_mnist(split)
+    is_idx = text.lower().startswith("idx:")
+    if is_idx:
+        text = text[4:]
+        if not text:
+            raise UserError("--data idx: needs a folder, e.g. idx:/data/mnist")
     p = Path(text).expanduser()
     if root is not None and not p.is_absolute():
         p = Path(root).expanduser() / p
+    if is_idx:
+        return load_idx(p, split)
     if not p.exists():
         if os.sep not in text and "/" not in text and "." not in text:
-            raise UserError(f"unknown data set {text!r}: allowed {', '.join(KNOWN_DATASETS)} or "
-                            "a path to a CIFAR-100 or ImageNet-style folder")
-        raise UserError(f"data set path {p} does not exist: allowed "
-                        f"{', '.join(KNOWN_DATASETS)} or an existing CIFAR-100 or "
-                        "ImageNet-style folder")
+            raise UserError(f"unknown data set {text!r}: {_ALLOWED}")
+        raise UserError(f"data set path {p} does not exist: {_ALLOWED}")
     if not p.is_dir():
-        raise UserError(f"data set path {p} is not a folder: allowed a CIFAR-100 or "
+        raise UserError(f"data set path {p} is not a folder: allowed a CIFAR-100, IDX or "
                         "ImageNet-style folder")
     if not any(p.iterdir()):
-        raise UserError(f"data set path {p} is empty: allowed a CIFAR-100 or ImageNet-style "
-                        "folder")
+        raise UserError(f"data set path {p} is empty: allowed a CIFAR-100, IDX or "
+                        "ImageNet-style folder")
     if _cifar_dir(p) is not None:
         return load_cifar100(p, split)
+    if is_idx_folder(p):
+        return load_idx(p, split)
     if (p / "train").is_dir() or (p / "val").is_dir() or (p / "test").is_dir():
-        return load_image_folder(p, split, image_size)
-    raise UserError(f"data set path {p} has neither CIFAR-100 files nor train/ val/ folders: "
-                    "allowed a cifar-100-python directory or an ImageNet-style folder")
+        return load_image_folder(p, split, image_size or 224)
+    raise UserError(f"data set path {p} has neither CIFAR-100 files, IDX files nor train/ val/ "
+                    "folders: allowed a cifar-100-python directory, an IDX folder or an "
+                    "ImageNet-style folder")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -93,6 +93,28 @@ class ImageDataset(_Samples):
         m, s = self._norm
         return (self.images.to(torch.float32) / 255.0 - m) / s
 
+    def resized(self, size: int, chunk: int = 4096) -> ImageDataset:
+        """The same data set with every image resized to ``size x size`` pixels (bilinear,
+        antialiased when shrinking; itself when the images already have that size).
+
+        Grey images stored as a 3-channel stride-0 view stay one (only one channel is resized).
+        """
+        size = _check_count("image_size", size)
+        n, c, h, w = self.images.shape
+        if (h, w) == (size, size):
+            return self
+        grey = c > 1 and self.images.stride(1) == 0
+        src = self.images[:, :1] if grey else self.images
+        out = torch.empty((n, src.shape[1], size, size), dtype=torch.uint8)
+        for a in range(0, n, chunk):
+            part = torch.nn.functional.interpolate(
+                src[a:a + chunk].to(torch.float32), size=(size, size), mode="bilinear",
+                align_corners=False, antialias=size < max(h, w))
+            out[a:a + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+        images = out.expand(-1, c, -1, -1) if grey else out
+        return ImageDataset(images, self.labels, list(self.classes), self.mean, self.std,
+                            f"{self.name}@{size}px", self.transform)
+
     def subset(self, indices: Sequence[int] | torch.Tensor,
                label_map: dict[int, int] | None = None,
                classes: list[str] | None = None) -> ImageDataset:
