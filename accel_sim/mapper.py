@@ -18,7 +18,6 @@ cycles than ``scalesim`` under the latency objective.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from dataclasses import replace
@@ -192,16 +191,27 @@ def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
     return found[int(np.lexsort((cycles, score))[0])][0]
 
 
-@functools.lru_cache(maxsize=4096)
-def _choose_unmasked(layer: GemmLayer, hw: HardwareSpec, scheme: str, objective: str) -> Mapping:
-    """:func:`choose` for a layer without a mask, shared by layers of the same shape (a network
-    repeats its blocks; a sweep repeats its networks)."""
-    return choose(geometry(layer, hw, LayerSparsity(scheme)), objective)
+_MEMO: dict[tuple, Mapping] = {}
+"""Chosen mappings of layers without a mask, by shape, hardware and objective (a network repeats
+its blocks; a sweep repeats its networks)."""
+_MEMO_SIZE = 4096
 
 
 def clear_memo() -> None:
     """Forget the memoised mappings of unmasked layers (benchmarks time a fresh search)."""
-    _choose_unmasked.cache_clear()
+    _MEMO.clear()
+
+
+def _choose_memo(geo: LayerGeometry, objective: str) -> Mapping:
+    """:func:`choose`, remembered for layers without a mask (the key drops the layer's name)."""
+    if geo.sparsity.mask is not None:
+        return choose(geo, objective)
+    key = (replace(geo.layer, name="", weight=None), geo.hw, geo.sparsity.scheme, objective)
+    if key not in _MEMO:
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.clear()
+        _MEMO[key] = choose(geo, objective)
+    return _MEMO[key]
 
 
 def run_layer(
@@ -235,9 +245,7 @@ def map_layer(
         check_choice(mapping, objective)
     geo = geometry(layer, hw, sparsity)
     if mapping == "best":
-        mapping = (choose(geo, objective) if sparsity.mask is not None
-                   else _choose_unmasked(replace(layer, name="", weight=None), hw, sparsity.scheme,
-                                         objective))
+        mapping = _choose_memo(geo, objective)
     elif mapping == "scalesim":
         mapping = SCALESIM
     plan = plan_folds(layer, hw, sparsity, mapping, geo)
