@@ -17,11 +17,13 @@ from accel_sim.workload import GemmLayer
 from crisp.lowering import trace_gemms
 
 
-def lower_model(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> list[GemmLayer]:
-    """``model``'s GEMM layers in execution order (see :func:`crisp.lowering.trace_gemms`).
+def lower_model(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
+                weights: bool = True) -> list[GemmLayer]:
+    """``model``'s GEMM layers in execution order (see :func:`crisp.lowering.trace_gemms`;
+    ``weights=False``: shapes only, e.g. a model on the meta device).
 
     Raises:
         UserError: a Conv1d/Conv3d/ConvTranspose layer (not a GEMM this lowering maps) or a
             network with no Conv2d/Linear layer.
     """
-    return [GemmLayer(**layer) for layer in trace_gemms(model, input_shape, batch)]
+    return [GemmLayer(**layer) for layer in trace_gemms(model, input_shape, batch, weights)]

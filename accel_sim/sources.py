@@ -26,6 +26,7 @@ def load_layers(
     resolution: int | None = None,
     checkpoint: str | Path | None = None,
     pretrained: bool = False,
+    weights: bool = True,
 ) -> list[GemmLayer]:
     """GEMM layers of ``source`` in execution order.
 
@@ -36,12 +37,14 @@ def load_layers(
         resolution: input height and width in pixels; default the model's own (224 or 32).
         checkpoint: a state dict to load into a zoo model (its weights travel with the layers).
         pretrained: load torchvision's weights into a zoo model instead.
+        weights: False = shapes only: a zoo model without a checkpoint is built on PyTorch's
+            meta device (no memory, no initialisation) and its layers carry no weights.
 
     Raises:
         UserError: unknown model name, bad topology file, compressed file or checkpoint, or
             pretrained weights that are not available offline.
     """
-    return load_workload(source, batch, resolution, checkpoint, pretrained)[0]
+    return load_workload(source, batch, resolution, checkpoint, pretrained, weights=weights)[0]
 
 
 def load_workload(
@@ -51,6 +54,7 @@ def load_workload(
     checkpoint: str | Path | None = None,
     pretrained: bool = False,
     seed: int = 0,
+    weights: bool = True,
 ) -> tuple[list[GemmLayer], dict[str, LayerSparsity] | None]:
     """Layers of ``source`` and, where the source carries it, each layer's sparsity.
 
@@ -66,6 +70,7 @@ def load_workload(
 
     Args:
         seed: seeds the synthetic masks of a sparse topology (the run's ``--seed``).
+        weights: see :func:`load_layers`.
 
     Returns:
         (layers, descriptors keyed by layer name, or None for sources without sparsity: zoo
@@ -81,14 +86,19 @@ def load_workload(
             raise UserError(f"--resolution: {source} holds its layers at the shape it was pruned "
                             "for; leave --resolution out")
         return _pruned_workload(source, batch)
-    from accel_sim.lowering import lower_model  # torch: only for a zoo model
+    import torch  # only for a zoo model
+
+    from accel_sim.lowering import lower_model
     from crisp.models import build_model, input_shape
 
-    model = build_model(source, pretrained=pretrained, checkpoint=checkpoint)
+    shapes_only = not (weights or pretrained or checkpoint is not None)
+    with torch.device("meta" if shapes_only else "cpu"):
+        model = build_model(source, pretrained=pretrained, checkpoint=checkpoint)
     channels, height, width = input_shape(source)
     if resolution is not None:
         height = width = resolution
-    return lower_model(model, (channels, height, width), batch=batch), None
+    return lower_model(model, (channels, height, width), batch=batch,
+                       weights=not shapes_only), None
 
 
 def _pruned_workload(path: str, batch: int) -> tuple[list[GemmLayer], dict[str, LayerSparsity]]:

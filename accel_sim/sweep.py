@@ -37,7 +37,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from itertools import product
 from pathlib import Path
@@ -178,7 +178,7 @@ Network = tuple[Sequence[GemmLayer], dict[str, LayerSparsity]]
 @functools.lru_cache(maxsize=4)
 def lower(model: str, batch: int) -> tuple[GemmLayer, ...]:
     """The model's layers without their weights (synthetic masks need only shapes)."""
-    return tuple(replace(layer, weight=None) for layer in load_layers(model, batch=batch))
+    return tuple(load_layers(model, batch=batch, weights=False))
 
 
 def draw(layers: Sequence[GemmLayer], point: DesignPoint) -> Network:

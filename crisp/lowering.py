@@ -21,10 +21,18 @@ def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-def _conv_layer(name: str, conv: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> dict:
+def _weight(module: nn.Conv2d | nn.Linear, weights: bool) -> np.ndarray | None:
+    """The weight as a float32 ``[C_out, K]`` matrix in K order, or None (shapes only)."""
+    if not weights:
+        return None
+    w = module.weight.detach().to(torch.float32)
+    return w.reshape(w.shape[0], -1).cpu().numpy()
+
+
+def _conv_layer(name: str, conv: nn.Conv2d, x: torch.Tensor, y: torch.Tensor,
+                weights: bool) -> dict:
     kh, kw = conv.kernel_size
     g = conv.groups
-    weight = conv.weight.detach().to(torch.float32).reshape(conv.out_channels, -1).cpu().numpy()
     return dict(
         name=name,
         kind="depthwise" if g > 1 and g == conv.in_channels else "conv",
@@ -37,11 +45,12 @@ def _conv_layer(name: str, conv: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) ->
         padding=_pair(conv.padding) if not isinstance(conv.padding, str) else (kh // 2, kw // 2),
         in_shape=tuple(x.shape),
         out_shape=tuple(y.shape),
-        weight=weight,
+        weight=_weight(conv, weights),
     )
 
 
-def _linear_layer(name: str, lin: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> dict:
+def _linear_layer(name: str, lin: nn.Linear, x: torch.Tensor, y: torch.Tensor,
+                  weights: bool) -> dict:
     return dict(
         name=name,
         kind="linear",
@@ -54,12 +63,14 @@ def _linear_layer(name: str, lin: nn.Linear, x: torch.Tensor, y: torch.Tensor) -
         padding=(0, 0),
         in_shape=tuple(x.shape),
         out_shape=tuple(y.shape),
-        weight=lin.weight.detach().to(torch.float32).cpu().numpy(),
+        weight=_weight(lin, weights),
     )
 
 
-def trace_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> list[dict]:
-    """Trace ``model`` on one zero input and return its GEMM layers in execution order.
+def trace_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
+                weights: bool = True) -> list[dict]:
+    """Trace ``model`` on one zero input and return its GEMM layers in execution order
+    (``weights=False``: without their weights, e.g. for a model on the meta device).
 
     Each layer is a dict of :class:`accel_sim.workload.GemmLayer`'s fields (the simulator wraps
     them; the compressed format stores their geometry).
@@ -86,7 +97,7 @@ def trace_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) 
             calls[name] = count + 1
             label = name if count == 0 else f"{name}#{count}"
             make = _conv_layer if isinstance(module, nn.Conv2d) else _linear_layer
-            found.append(make(label, module, inputs[0], output))
+            found.append(make(label, module, inputs[0], output, weights))
 
         return record
 

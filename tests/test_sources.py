@@ -64,3 +64,14 @@ def test_resolution_cannot_change_a_pruned_file(tmp_path: Path) -> None:
     path, _ = _pruned_file(tmp_path)
     with pytest.raises(UserError, match="leave --resolution out"):
         load_workload(str(path), resolution=64)
+
+
+def test_shapes_only_lowering_builds_on_the_meta_device() -> None:
+    """A sweep needs shapes only: the same layers, no weights, no initialised model."""
+    from accel_sim.sources import load_layers
+
+    full = load_layers("resnet_small")
+    shapes = load_layers("resnet_small", weights=False)
+    assert shapes == full and len(shapes) == len(full)
+    assert all(la.weight is None for la in shapes)
+    assert all(la.weight is not None for la in full)
