@@ -53,14 +53,19 @@ def measure(model: nn.Module, user_train: Dataset, user_test: Dataset, ids: list
     seconds = round(time.perf_counter() - start, 1)
     compressed.save(result.model, path, result.masks, result.patterns, config.n, config.m,
                     config.block, shape)
-    layers, descriptors = load_workload(str(path))
-    sim = simulate(layers, hw, descriptors).totals
     final = result.final
     return {"classes": len(ids), "scheme": config.scheme, "density": final["density"],
             "top1": final["top1"], "top5": final["top5"],
-            "top1_before": result.record["before"]["top1"],
-            "latency_us": sim.latency_us, "energy_uj": sim.energy_total_pj / 1e6,
+            "top1_before": result.record["before"]["top1"], **simulate_file(path, hw),
             "rounds": len(result.record["rounds"]), "seconds": seconds}
+
+
+def simulate_file(path: Path, hw: HardwareSpec) -> dict[str, float]:
+    """``latency_us`` and ``energy_uj`` (microjoules) of a compressed file's real masks on
+    ``hw`` (the simulator's default mapping)."""
+    layers, descriptors = load_workload(str(path))
+    sim = simulate(layers, hw, descriptors).totals
+    return {"latency_us": sim.latency_us, "energy_uj": sim.energy_total_pj / 1e6}
 
 
 def user_data(train: Dataset, test: Dataset, count: int, n_per_class: int,

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from accuracy_density import measure, user_data
+from accuracy_density import measure, simulate_file, user_data
 from matplotlib import pyplot as plt
 from matplotlib import ticker
 
@@ -241,7 +241,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="table (JSON), rewritten after every run; a rerun resumes from it")
     p.add_argument("--figure", default=None, help="figure stem, e.g. docs/figures/iso_cpu")
+    p.add_argument("--resimulate", action="store_true",
+                   help="prune nothing: simulate the compressed files of the runs in --out again "
+                   "with the current simulator and rewrite their latency and energy")
     return p
+
+
+def resimulate(args: argparse.Namespace) -> pd.DataFrame:
+    """The table in ``--out`` with every run's latency and energy simulated again from its
+    compressed file (accuracy does not depend on the simulator)."""
+    rows = _load_rows(args.out)
+    if not rows:
+        raise UserError(f"--resimulate: no table at {args.out}")
+    hw = load_hardware(args.hw)
+    for row in rows:
+        stem = f"{args.model}_{row['classes']}cls_{row['scheme']}_{row['target']}"
+        path = args.runs / f"{stem}.safetensors"
+        if not path.is_file():
+            raise UserError(f"--resimulate: {path} is missing: rerun without --resimulate")
+        row.update(simulate_file(path, hw))
+    _write(args.out, {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           rows)
+    return pd.DataFrame(rows)
 
 
 @exit_on_user_error
@@ -262,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--schemes {','.join(args.schemes)}: allowed {', '.join(SCHEMES)}, "
                         "dense included (it sets the iso-accuracy line)")
     args.densities = [float(d) for d in str(args.densities).split(",")]
-    table = run(args)
+    table = resimulate(args) if args.resimulate else run(args)
     fmt = {"float_format": lambda v: f"{v:.3f}", "index": False}
     print(table.drop(columns="class_ids").sort_values(["classes", "scheme", "density"])
           .to_string(**fmt))
