@@ -80,7 +80,7 @@ def test_pretrained_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def _lowered(name: str) -> dict[str, tuple[int, int, int]]:
-    from accel_sim.workload import lower_model
+    from accel_sim.lowering import lower_model
     from crisp.models import input_shape
 
     layers = lower_model(build_model(name), input_shape(name))
