@@ -74,10 +74,11 @@ def functional(
         kept_blocks = np.repeat(np.repeat(sparsity.block_bitmap, b, axis=0), b, axis=1)[: g * n, :k]
     out = np.zeros((g, p, n), np.result_type(a, w))
     packed = {}
-    folds = [(gi, j, i, tt + copy, r, c, s)
+    dj, di, dt = {0: (0, 1, 0), 1: (1, 0, 0), 2: (0, 0, 1)}.get(plan.repeat_loop, (0, 0, 0))
+    folds = [(gi, j + copy * dj, i + copy * di, tt + copy * dt, r, c, s)
              for (gi, j, i, tt), r, c, s, w in zip(plan.index, plan.rows, plan.cols, plan.stream,
                                                    plan.repeat, strict=True)
-             for copy in range(w)]  # a repeated entry stands for stream tiles tt .. tt + w - 1
+             for copy in range(w)]  # a repeated entry stands for iterations 1 .. w of its loop
     for gi, j, i, tt, r, c, s in folds:
         t0 = tt * plan.t_tile
         fold, lo = {"ws": (j, j * C), "os": (j, j * C), "is": (tt, t0)}[df]

@@ -143,7 +143,8 @@ def _search(orders, bandwidth, *args):
     (compute + gemms, edge stall, DRAM stall, prefetch, write-back, summed counts)."""
     out = np.zeros((orders.shape[0], 5 + len(COUNT_NAMES)), np.int64)
     for k in range(orders.shape[0]):
-        fill, stream, edge, fetch, write, repeat, _, _, _, totals = fold_arrays(orders[k], *args)
+        fill, stream, edge, fetch, write, repeat, _, _, _, _, totals = fold_arrays(orders[k],
+                                                                                 *args)
         out[k, :5] = walk(fill, stream, edge, fetch, write, repeat, bandwidth)
         out[k, 5:] = totals
     return out

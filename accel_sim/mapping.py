@@ -142,8 +142,9 @@ class FoldPlan:
             it starts.
         write_bytes: int64 [F] DRAM bytes a fold leaves to write back (outputs, spilled psums).
         repeat: int64 [F] how many alike folds each entry stands for: a maximal run of entries
-            with ``repeat > 1`` is one block of stream tiles (tiles ``tt .. tt + repeat - 1``)
-            repeated in place.
+            with ``repeat > 1`` is one block of iterations ``1 .. repeat`` of one fold loop (the
+            entry shows iteration 1), repeated in place.
+        repeat_loop: that fold loop (0 = i, 1 = j, 2 = t), or -1 when nothing repeats.
         counts: int64 [len(COUNT_NAMES)] action counts summed over the folds.
         index: int64 [F, 4] each fold's (group, column fold j, row fold i, stream tile).
         rows, cols: int64 [F] array rows and columns each fold occupies.
@@ -161,6 +162,7 @@ class FoldPlan:
     fetch_bytes: np.ndarray
     write_bytes: np.ndarray
     repeat: np.ndarray
+    repeat_loop: int
     counts: np.ndarray
     index: np.ndarray
     rows: np.ndarray
@@ -282,8 +284,8 @@ def stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool = True
                   ) -> StreamTiling:
     """The order-independent kernel arguments of ``geo`` at stream tile ``t_tile``.
 
-    ``compress`` lets the plan walk alike middle stream tiles once (``FoldPlan.repeat``); the
-    result is identical either way (a test checks it).
+    ``compress`` lets the plan walk the alike middle iterations of one loop once
+    (``FoldPlan.repeat``); the result is identical either way (a test checks it).
 
     Raises:
         UserError: an SRAM half too small for one fold's stationary tile (names the layer,
@@ -326,16 +328,31 @@ def stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool = True
         np.array([trips[_I], trips[_J], trips[_T]], np.int64),
         np.array([a_tile, w_tile, o_tile, half["ifmap"], half["filter"], half["ofmap"]]),
         union_bytes, new_j, new_i, geo.distinct, geo.bitmap, nzt, wb, pb,
-        hw.edge_words_per_cycle, fill_cycles(hw), compress and _alike_tiles(ext, geo),
+        hw.edge_words_per_cycle, fill_cycles(hw),
+        _alike_loops(ext, geo) if compress else np.zeros(3, np.bool_),
     )
     return StreamTiling(t_len, ext, args)
 
 
-def _alike_tiles(ext: _Extents, geo: LayerGeometry) -> bool:
-    """True when every middle stream tile is the same work: one stream length for every column
-    fold and no packing, block index or bitmap count that depends on the tile."""
-    return (bool((ext.text == ext.text.flat[0]).all()) and ext.rext.shape[2] == 1
-            and ext.kblocks.shape[2] == 1 and not (geo.bitmap and geo.dataflow != "ws"))
+def _alike_loops(ext: _Extents, geo: LayerGeometry) -> np.ndarray:
+    """bool [3]: for loops (i, j, t), whether every middle iteration is the same work.
+
+    Row folds: one packed row count everywhere, no first-need union, no bitmap count per row
+    fold. Column folds: one stream length, row count and block count per column fold, no union,
+    no bitmap count per column fold. Stream tiles: one stream length for every column fold and no
+    packing, block index or bitmap count that depends on the tile.
+    """
+    def uniform(a: np.ndarray) -> bool:
+        return bool((a == a.flat[0]).all())
+
+    df = geo.dataflow
+    union = geo.union is not None
+    rows_i = uniform(ext.rext) and not union and not (geo.bitmap and df != "os")
+    cols_j = (uniform(ext.text) and uniform(ext.rext) and uniform(ext.kblocks) and not union
+              and not (geo.bitmap and df != "is"))
+    tiles_t = (uniform(ext.text) and ext.rext.shape[2] == 1 and ext.kblocks.shape[2] == 1
+               and not (geo.bitmap and df != "ws"))
+    return np.array([rows_i, cols_j, tiles_t], np.bool_)
 
 
 def order_code(order: str) -> np.ndarray:
@@ -358,12 +375,12 @@ def plan_folds(
     """
     geo = geo or geometry(layer, hw, sparsity)
     tiling = stream_tiling(geo, mapping.t_tile, compress)
-    fill, stream, edge, fetch, write, repeat, index, rows, cols, totals = fold_arrays(
+    fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals = fold_arrays(
         order_code(mapping.order), *tiling.kernel_args)
     return FoldPlan(
         mapping=mapping, gemms=int(np.unique(index[:, 0]).size), fill=fill, stream=stream,
-        edge_stall=edge, fetch_bytes=fetch, write_bytes=write, repeat=repeat, counts=totals,
-        index=index,
+        edge_stall=edge, fetch_bytes=fetch, write_bytes=write, repeat=repeat,
+        repeat_loop=int(comp), counts=totals, index=index,
         rows=rows, cols=cols, t_tile=tiling.t_len,
         effective_macs=layer.P * sparsity.nonzeros(layer), nm=tiling.ext.packing.nm,
         packing=tiling.ext.packing,
@@ -402,15 +419,24 @@ def _window(order, rel, tile_bytes, trips, cap, union_bytes):
 
 
 @njit(cache=True)
+def _iteration(position: int, loop: int, comp: int, trips: np.ndarray) -> int:
+    """The loop index at ``position``; a compressed loop visits only 0, 1 and its last."""
+    if loop == comp and position == 2:
+        return trips[loop] - 1
+    return position
+
+
+@njit(cache=True)
 def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kblocks,
                 block_index_bytes, rel_a, rel_w, rel_o, rel_s, red, trips, sizes, union_bytes,
                 new_j, new_i, distinct, bitmap, nzt, wb, pb, edge_bw, fill_full, compress):
     """Walk one loop order's nest; returns the per-fold arrays of a FoldPlan and summed counts.
 
     ``sizes`` holds the largest (ifmap, filter, ofmap) tiles and the three SRAM halves, in
-    bytes; ``trips`` the (i, j, t) trip counts. With ``compress``, stream tiles 1 .. NT-2 (which
-    every fold loop sees alike: same length, same fetch rules) are enumerated once and carry
-    ``repeat = NT-2``: each maximal run of repeated folds is one block repeated in place (see
+    bytes; ``trips`` the (i, j, t) trip counts. ``compress`` (bool [3]) says which loops have
+    alike middle iterations (same sizes, same fetch rules); the longest of them with at least 4
+    iterations is enumerated at 0, 1 and its last only, iteration 1 carrying ``repeat = n-2``:
+    each maximal run of repeated folds is one block repeated in place (see
     :func:`accel_sim.engine.walk`). See the module docstring for the semantics.
     """
     groups = text.shape[0]
@@ -426,13 +452,16 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     win_w = _window(order, rel_w, sizes[1], trips, sizes[4], -1.0)
     win_o = _window(order, rel_o, sizes[2], trips, sizes[5], -1.0)
     resident = win_o & red != 0
-    # enumerate the folds: count them, then record them. Compressed, stream tiles 1 .. NT-2 (all
-    # alike) are walked once, as tile 1, and repeat NT-2 times in place.
-    nt = trips[2]
-    tvals = np.array([0, 1, nt - 1]) if compress and nt >= 4 else np.arange(nt)
+    # enumerate the folds: count them, then record them. Of the loops whose middle iterations
+    # are alike, the one with the most iterations is compressed: iterations 1 .. n-2 are walked
+    # once, as iteration 1, and repeat n-2 times in place.
+    comp = -1
+    for q in range(3):
+        if compress[q] and trips[q] >= 4 and (comp < 0 or trips[q] > trips[comp]):
+            comp = q
     lens = np.empty(3, np.int64)
     for q in range(3):
-        lens[q] = tvals.size if order[q] == 2 else trips[order[q]]
+        lens[q] = 3 if order[q] == comp else trips[order[q]]
     f = 0
     idx = np.zeros(3, np.int64)
     index = np.zeros((0, 4), np.int64)
@@ -448,11 +477,11 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
         f = 0
         for g in range(groups):
             for a in range(lens[0]):
-                idx[order[0]] = tvals[a] if order[0] == 2 else a
+                idx[order[0]] = _iteration(a, order[0], comp, trips)
                 for b in range(lens[1]):
-                    idx[order[1]] = tvals[b] if order[1] == 2 else b
+                    idx[order[1]] = _iteration(b, order[1], comp, trips)
                     for c3 in range(lens[2]):
-                        idx[order[2]] = tvals[c3] if order[2] == 2 else c3
+                        idx[order[2]] = _iteration(c3, order[2], comp, trips)
                         i, j, tt = idx[0], idx[1], idx[2]
                         s_full = text[g, j]
                         if tt * t_len >= s_full:
@@ -468,10 +497,11 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
                             stream[f] = min(t_len, s_full - tt * t_len)
                         f += 1
     repeat = np.ones(f, np.int64)
-    if tvals.size < nt:
+    if comp >= 0:
+        column = (2, 1, 3)[comp]  # index columns: (group, j, i, t)
         for k in range(f):
-            if index[k, 3] == 1:
-                repeat[k] = nt - 2
+            if index[k, column] == 1:
+                repeat[k] = trips[comp] - 2
     fill = np.zeros(f, np.int64)
     edge = np.zeros(f, np.int64)
     fetch = np.zeros(f, np.int64)
@@ -578,4 +608,4 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
         else:
             e = 0 if cont else dr - R
         edge[k] = max(0, e)
-    return fill, stream, edge, fetch, write, repeat, index, rows, cols, totals
+    return fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals
