@@ -51,7 +51,7 @@ at the operand width. SRAM traffic of partial sums is counted apart (``psum_*``)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
@@ -183,7 +183,7 @@ class LayerGeometry:
     """What every mapping of one (layer, sparsity, hardware) shares: shapes, packing, masks.
 
     Built once by :func:`geometry`; :func:`plan_folds` and the mapper reuse it for every
-    candidate mapping.
+    candidate mapping (``tilings`` remembers each stream tile's :func:`stream_tiling`).
     """
 
     layer: GemmLayer
@@ -195,6 +195,7 @@ class LayerGeometry:
     union: tuple[np.ndarray, np.ndarray, np.ndarray] | None
     distinct: float
     bitmap: bool
+    tilings: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def geometry(layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE
@@ -291,6 +292,12 @@ def stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool = True
         UserError: an SRAM half too small for one fold's stationary tile (names the layer,
             buffer, needed and available KiB).
     """
+    if (t_tile, compress) not in geo.tilings:
+        geo.tilings[t_tile, compress] = _stream_tiling(geo, t_tile, compress)
+    return geo.tilings[t_tile, compress]
+
+
+def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> StreamTiling:
     layer, hw = geo.layer, geo.hw
     R, C = hw.array.rows, hw.array.cols
     wb, pb = hw.array.word_bytes, hw.array.psum_bits // 8
