@@ -192,27 +192,15 @@ def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
     return found[int(np.lexsort((cycles, score))[0])][0]
 
 
-_MEMO: dict[tuple, Mapping] = {}
-"""Chosen mappings of layers without a mask, by shape, hardware and objective (a network repeats
-its blocks; a sweep repeats its networks)."""
+_MEMO: dict[tuple, tuple[FoldPlan, LayerRun]] = {}
+"""Plans and runs of layers without a mask, by shape, hardware, mapping and objective (a network
+repeats its blocks; a sweep repeats its networks). Results carry no layer name."""
 _MEMO_SIZE = 4096
 
 
 def clear_memo() -> None:
-    """Forget the memoised mappings of unmasked layers (benchmarks time a fresh search)."""
+    """Forget the memoised plans of unmasked layers (benchmarks time a fresh search)."""
     _MEMO.clear()
-
-
-def _choose_memo(geo: LayerGeometry, objective: str) -> Mapping:
-    """:func:`choose`, remembered for layers without a mask (the key drops the layer's name)."""
-    if geo.sparsity.mask is not None:
-        return choose(geo, objective)
-    key = (replace(geo.layer, name="", weight=None), geo.hw, geo.sparsity.scheme, objective)
-    if key not in _MEMO:
-        if len(_MEMO) >= _MEMO_SIZE:
-            _MEMO.clear()
-        _MEMO[key] = choose(geo, objective)
-    return _MEMO[key]
 
 
 def run_layer(
@@ -244,11 +232,20 @@ def map_layer(
     """Like :func:`run_layer`, also returning the chosen plan."""
     if not isinstance(mapping, Mapping):
         check_choice(mapping, objective)
+    key = None
+    if sparsity.mask is None:
+        key = (replace(layer, name="", weight=None), hw, sparsity.scheme, mapping, objective)
+        if key in _MEMO:
+            return _MEMO[key]
     geo = geometry(layer, hw, sparsity)
     if mapping == "best":
-        mapping = _choose_memo(geo, objective)
+        mapping = choose(geo, objective)
     elif mapping == "scalesim":
         mapping = SCALESIM
     plan = plan_folds(layer, hw, sparsity, mapping, geo)
-    run = run_plan(plan, hw)
-    return plan, replace(run, compulsory_dram_bytes=compulsory_dram_bytes(geo))
+    result = plan, replace(run_plan(plan, hw), compulsory_dram_bytes=compulsory_dram_bytes(geo))
+    if key is not None:
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.clear()
+        _MEMO[key] = result
+    return result
