@@ -41,6 +41,7 @@ from accel_sim.mapping import (
     plan_folds,
     stream_tiling,
 )
+from accel_sim.packing import BLOCK_INDEX_BYTES
 from accel_sim.sparsity import DENSE, LayerSparsity
 from accel_sim.workload import GemmLayer
 from crisp.errors import UserError
@@ -126,7 +127,7 @@ def compulsory_dram_bytes(geo: LayerGeometry) -> int:
     if geo.bitmap:
         weights += math.ceil(g * n * k / 8)
     if geo.packing.need_blocks is not None:
-        weights += int(geo.packing.need_blocks.any(axis=1).sum()) * 2
+        weights += int(geo.packing.need_blocks.any(axis=1).sum()) * BLOCK_INDEX_BYTES
     if sp.mask is None:
         inputs, outputs = g * k, g * n
     else:

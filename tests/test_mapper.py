@@ -195,7 +195,7 @@ def test_the_mapper_removes_ifmap_refetch() -> None:
     assert fixed.counts[("ifmap_sram", "write")] == 4 * 4096 * 32
     assert best.counts[("ifmap_sram", "write")] == 4096 * 32
     assert best.total_cycles < fixed.total_cycles
-    assert "t" in best.mapping.split()[0][:1] or best.mapping != str(SCALESIM)
+    assert best.mapping != str(SCALESIM)
 
 
 def test_objectives_trade_cycles_for_energy() -> None:
