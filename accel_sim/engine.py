@@ -22,23 +22,17 @@ Layers run one after another; each starts and ends in DRAM.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
+from accel_sim import timeline
 from accel_sim.hardware import HardwareSpec
 from accel_sim.mapping import COUNT_NAMES, FoldPlan
 
 Counts = dict[tuple[str, str], int]
 """Named action counts ``{(component, action): count}`` (see :func:`action_counts`)."""
-
-
-@njit(cache=True)
-def _stall(busy: int, traffic: int, bandwidth: float) -> int:
-    """Cycles a fold busy for ``busy`` cycles waits for ``traffic`` DRAM bytes."""
-    return max(0, math.ceil(traffic / bandwidth) - busy)
 
 
 @njit(cache=True)
@@ -57,46 +51,13 @@ def walk(
     A maximal run of folds with ``repeat = w > 1`` is one block repeated w times in place: its
     inner folds cost w times their one-copy cost, and its first and last folds see the fold
     before and after the run on their first and last copy and the block's own last and first
-    fold on the copies between.
+    fold on the copies between (:mod:`accel_sim.timeline`).
     """
-    n = stream.shape[0]
-    compute = 0
-    edge = 0
-    dram = 0
-    f = 0
-    while f < n:
-        e = f + 1
-        while repeat[f] > 1 and e < n and repeat[e] > 1:
-            e += 1
-        w = repeat[f]
-        before = write_bytes[f - 1] if f > 0 else 0
-        after = fetch_bytes[e] if e < n else 0
-        for k in range(f, e):
-            busy = fill[k] + stream[k] + edge_stall[k]
-            compute += w * (fill[k] + stream[k])
-            edge += w * edge_stall[k]
-            prev_inner = write_bytes[k - 1] if k > f else -1
-            next_inner = fetch_bytes[k + 1] if k + 1 < e else -1
-            if w == 1:
-                dram += _stall(busy, (before if prev_inner < 0 else prev_inner)
-                               + (after if next_inner < 0 else next_inner), bandwidth)
-            elif prev_inner >= 0 and next_inner >= 0:
-                dram += w * _stall(busy, prev_inner + next_inner, bandwidth)
-            else:  # a block edge: first copy, middle copies, last copy
-                p_first = before if prev_inner < 0 else prev_inner
-                p_other = write_bytes[e - 1] if prev_inner < 0 else prev_inner
-                n_last = after if next_inner < 0 else next_inner
-                n_other = fetch_bytes[f] if next_inner < 0 else next_inner
-                dram += _stall(busy, p_first + n_other, bandwidth)
-                dram += (w - 2) * _stall(busy, p_other + n_other, bandwidth)
-                dram += _stall(busy, p_other + n_last, bandwidth)
-        f = e
-    prefetch = 0
-    writeback = 0
-    if n > 0:
-        prefetch = math.ceil(fetch_bytes[0] / bandwidth)
-        writeback = math.ceil(write_bytes[n - 1] / bandwidth)
-    return compute, edge, dram, prefetch, writeback
+    st = timeline.start()
+    for k in range(stream.shape[0]):
+        st = timeline.step(st, fill[k], stream[k], edge_stall[k], fetch_bytes[k], write_bytes[k],
+                      repeat[k], bandwidth)
+    return timeline.finish(st, bandwidth)
 
 
 @dataclass(frozen=True)
@@ -172,16 +133,21 @@ def action_counts(
 
 def run_plan(plan: FoldPlan, hw: HardwareSpec) -> LayerRun:
     """Walk ``plan`` on ``hw``'s timeline (see module docstring)."""
-    compute, edge, dram, prefetch, writeback = walk(
-        plan.fill, plan.stream, plan.edge_stall, plan.fetch_bytes, plan.write_bytes, plan.repeat,
-        float(hw.memory.dram_bytes_per_cycle),
-    )
-    summed = dict(zip(COUNT_NAMES, (int(v) for v in plan.counts), strict=True))
+    cycles = walk(plan.fill, plan.stream, plan.edge_stall, plan.fetch_bytes, plan.write_bytes,
+                  plan.repeat, float(hw.memory.dram_bytes_per_cycle))
+    return layer_run(np.array([*cycles, plan.folds, plan.gemms]), plan.counts,
+                     plan.effective_macs, plan.nm, hw, str(plan.mapping))
+
+
+def layer_run(cycles: np.ndarray, counts: np.ndarray, effective_macs: int,
+              nm: tuple[int, int] | None, hw: HardwareSpec, mapping: str) -> LayerRun:
+    """A LayerRun from a walk's results: ``cycles`` int [7] (compute + gemms, edge stall, DRAM
+    stall, prefetch, write-back, folds, gemms) and ``counts`` int [len(COUNT_NAMES)]."""
+    compute, edge, dram, prefetch, writeback, folds, gemms = (int(v) for v in cycles)
+    summed = dict(zip(COUNT_NAMES, (int(v) for v in counts), strict=True))
     return LayerRun(
-        folds=plan.folds, compute_cycles=max(0, int(compute) - plan.gemms),
-        edge_stall_cycles=int(edge), dram_stall_cycles=int(dram),
-        prefetch_cycles=int(prefetch), writeback_cycles=int(writeback),
-        effective_macs=plan.effective_macs,
-        counts=action_counts(summed, plan.effective_macs, plan.nm, hw),
-        mapping=str(plan.mapping),
+        folds=folds, compute_cycles=max(0, compute - gemms), edge_stall_cycles=edge,
+        dram_stall_cycles=dram, prefetch_cycles=prefetch, writeback_cycles=writeback,
+        effective_macs=effective_macs, counts=action_counts(summed, effective_macs, nm, hw),
+        mapping=mapping,
     )

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from accel_sim.energy import energy
-from accel_sim.engine import LayerRun, action_counts, run_plan, walk
+from accel_sim.engine import LayerRun, action_counts, layer_run, run_plan
 from accel_sim.hardware import HardwareSpec
 from accel_sim.mapping import (
     COUNT_NAMES,
@@ -35,6 +35,7 @@ from accel_sim.mapping import (
     FoldPlan,
     LayerGeometry,
     Mapping,
+    StreamTiling,
     fold_arrays,
     geometry,
     order_code,
@@ -128,34 +129,37 @@ def compulsory_dram_bytes(geo: LayerGeometry) -> int:
         weights += math.ceil(g * n * k / 8)
     if geo.packing.need_blocks is not None:
         weights += int(geo.packing.need_blocks.any(axis=1).sum()) * BLOCK_INDEX_BYTES
-    if sp.mask is None:
-        inputs, outputs = g * k, g * n
-    else:
-        per_group = sp.mask.reshape(g, n, k)
-        inputs = int(per_group.any(axis=1).sum())
-        outputs = int(per_group.any(axis=2).sum())
+    inputs, outputs = (g * k, g * n) if sp.mask is None else sp.io_counts(g)
     in_words = math.ceil(layer.P * inputs * geo.distinct)
     return (in_words + layer.P * outputs) * wb + weights
 
 
+_CYCLES = 5
+_ROW = 7  # search row: 5 cycle terms, folds, gemms, then the summed counts
+
+
 @njit(cache=True)
-def _search(orders, bandwidth, *args):
-    """Cost every loop order of one stream tiling: int64 [orders, 5 + counts] rows of
-    (compute + gemms, edge stall, DRAM stall, prefetch, write-back, summed counts)."""
-    out = np.zeros((orders.shape[0], 5 + len(COUNT_NAMES)), np.int64)
+def _search(orders, bandwidth, bound, *args):
+    """Cost every loop order of one stream tiling without storing its folds: int64
+    [orders, 7 + counts] rows of (compute + gemms, edge stall, DRAM stall, prefetch, write-back,
+    folds, gemms, summed counts). With ``bound >= 0`` (latency objective: the fewest cycles
+    found so far) an order's walk stops once it exceeds the bound, its row then shows
+    ``bound + 1`` cycles."""
+    out = np.zeros((orders.shape[0], _ROW + len(COUNT_NAMES)), np.int64)
     for k in range(orders.shape[0]):
-        fill, stream, edge, fetch, write, repeat, _, _, _, _, totals = fold_arrays(orders[k],
-                                                                                 *args)
-        out[k, :5] = walk(fill, stream, edge, fetch, write, repeat, bandwidth)
-        out[k, 5:] = totals
+        result = fold_arrays(orders[k], *args, False, bandwidth, bound)
+        out[k, :_ROW] = result[11]
+        out[k, _ROW:] = result[10]
+        if bound >= 0:
+            bound = min(bound, out[k, :_CYCLES].sum())
     return out
 
 
 def _energy_pj(row: np.ndarray, geo: LayerGeometry, nm: tuple[int, int] | None) -> float:
     hw = geo.hw
-    summed = dict(zip(COUNT_NAMES, (int(v) for v in row[5:]), strict=True))
+    summed = dict(zip(COUNT_NAMES, (int(v) for v in row[_ROW:]), strict=True))
     counts = action_counts(summed, geo.layer.P * geo.sparsity.nonzeros(geo.layer), nm, hw)
-    return sum(energy(counts, hw.energy, int(row[:5].sum()), hw.array.clock_mhz).values())
+    return sum(energy(counts, hw.energy, int(row[:_CYCLES].sum()), hw.array.clock_mhz).values())
 
 
 def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
@@ -165,10 +169,15 @@ def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
     walk over the plan's folds). Stream tiles whose stationary tile does not fit its SRAM are
     skipped; if SCALE-Sim's untiled schedule does not fit either, its error is raised.
     """
+    return _best(geo, objective)[0]
+
+
+def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tuple | None]:
+    """The chosen mapping, its search row and its packing's N:M (see :func:`choose`)."""
     by_tile: dict[int | None, list[str]] = {}
     for mapping in candidates(geo):
         by_tile.setdefault(mapping.t_tile, []).append(mapping.order)
-    rows, found = [], []
+    rows, found, bound = [], [], -1
     for t_tile, orders in by_tile.items():
         try:
             tiling = stream_tiling(geo, t_tile)
@@ -176,31 +185,43 @@ def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
             if t_tile is None:
                 raise
             continue
-        codes = np.stack([order_code(o) for o in orders])
-        costs = _search(codes, float(geo.hw.memory.dram_bytes_per_cycle), *tiling.kernel_args)
+        costs = _cost(geo, tiling, orders, bound)
         rows.append(costs)
+        if objective == "latency":  # later walks stop once they cannot win or tie
+            best = int(costs[:, :_CYCLES].sum(axis=1).min())
+            bound = best if bound < 0 else min(bound, best)
         found += [(Mapping(o, t_tile), tiling.ext.packing.nm) for o in orders]
     table = np.concatenate(rows)
-    cycles = table[:, :5].sum(axis=1).astype(float)
+    cycles = table[:, :_CYCLES].sum(axis=1).astype(float)
     if objective == "latency":
         tied = np.flatnonzero(cycles == cycles.min())
         if len(tied) == 1:
-            return found[tied[0]][0]
-        pj = [_energy_pj(table[k], geo, found[k][1]) for k in tied]
-        return found[tied[int(np.argmin(pj))]][0]
-    pj = np.array([_energy_pj(table[k], geo, found[k][1]) for k in range(len(found))])
-    score = pj if objective == "energy" else pj * cycles
-    return found[int(np.lexsort((cycles, score))[0])][0]
+            pick = tied[0]
+        else:
+            pj = [_energy_pj(table[k], geo, found[k][1]) for k in tied]
+            pick = tied[int(np.argmin(pj))]
+    else:
+        pj = np.array([_energy_pj(table[k], geo, found[k][1]) for k in range(len(found))])
+        score = pj if objective == "energy" else pj * cycles
+        pick = int(np.lexsort((cycles, score))[0])
+    return found[pick][0], table[pick], found[pick][1]
 
 
-_MEMO: dict[tuple, tuple[FoldPlan, LayerRun]] = {}
-"""Plans and runs of layers without a mask, by shape, hardware, mapping and objective (a network
-repeats its blocks; a sweep repeats its networks). Results carry no layer name."""
+def _cost(geo: LayerGeometry, tiling: StreamTiling, orders: list[str], bound: int = -1
+          ) -> np.ndarray:
+    """Search rows of ``orders`` at one stream tiling (see :func:`_search`)."""
+    codes = np.stack([order_code(o) for o in orders])
+    return _search(codes, float(geo.hw.memory.dram_bytes_per_cycle), bound, *tiling.kernel_args)
+
+
+_MEMO: dict[tuple, LayerRun] = {}
+"""Runs of layers without a mask, by shape, hardware, mapping and objective (a network repeats
+its blocks; a sweep repeats its networks). Runs carry no layer name."""
 _MEMO_SIZE = 4096
 
 
 def clear_memo() -> None:
-    """Forget the memoised plans of unmasked layers (benchmarks time a fresh search)."""
+    """Forget the memoised runs of unmasked layers (benchmarks time a fresh search)."""
     _MEMO.clear()
 
 
@@ -213,6 +234,10 @@ def run_layer(
 ) -> LayerRun:
     """Map one layer (search, SCALE-Sim's schedule, or a given Mapping) and run it.
 
+    The run comes from the kernel that costs mappings, which walks the same folds through the
+    same timeline as :func:`accel_sim.engine.run_plan` without storing them (a test checks that
+    both agree); :func:`map_layer` also builds the plan.
+
     Returns:
         the engine's run of the chosen plan, with ``mapping`` and ``compulsory_dram_bytes`` set.
 
@@ -220,17 +245,6 @@ def run_layer(
         UserError: an unknown mapping or objective, a mask that does not fit the layer, or an
             SRAM too small for one fold's stationary tile.
     """
-    return map_layer(layer, hw, sparsity, mapping, objective)[1]
-
-
-def map_layer(
-    layer: GemmLayer,
-    hw: HardwareSpec,
-    sparsity: LayerSparsity = DENSE,
-    mapping: str | Mapping = "best",
-    objective: str = "latency",
-) -> tuple[FoldPlan, LayerRun]:
-    """Like :func:`run_layer`, also returning the chosen plan."""
     if not isinstance(mapping, Mapping):
         check_choice(mapping, objective)
     key = None
@@ -240,13 +254,36 @@ def map_layer(
             return _MEMO[key]
     geo = geometry(layer, hw, sparsity)
     if mapping == "best":
+        mapping, row, nm = _best(geo, objective)
+    else:
+        mapping = SCALESIM if mapping == "scalesim" else mapping
+        tiling = stream_tiling(geo, mapping.t_tile)
+        row, nm = _cost(geo, tiling, [mapping.order])[0], tiling.ext.packing.nm
+    run = replace(
+        layer_run(row[:_ROW], row[_ROW:], layer.P * sparsity.nonzeros(layer), nm, hw,
+                  str(mapping)),
+        compulsory_dram_bytes=compulsory_dram_bytes(geo))
+    if key is not None:
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.clear()
+        _MEMO[key] = run
+    return run
+
+
+def map_layer(
+    layer: GemmLayer,
+    hw: HardwareSpec,
+    sparsity: LayerSparsity = DENSE,
+    mapping: str | Mapping = "best",
+    objective: str = "latency",
+) -> tuple[FoldPlan, LayerRun]:
+    """Like :func:`run_layer`, also returning the chosen plan (its run walks the stored plan)."""
+    if not isinstance(mapping, Mapping):
+        check_choice(mapping, objective)
+    geo = geometry(layer, hw, sparsity)
+    if mapping == "best":
         mapping = choose(geo, objective)
     elif mapping == "scalesim":
         mapping = SCALESIM
     plan = plan_folds(layer, hw, sparsity, mapping, geo)
-    result = plan, replace(run_plan(plan, hw), compulsory_dram_bytes=compulsory_dram_bytes(geo))
-    if key is not None:
-        if len(_MEMO) >= _MEMO_SIZE:
-            _MEMO.clear()
-        _MEMO[key] = result
-    return result
+    return plan, replace(run_plan(plan, hw), compulsory_dram_bytes=compulsory_dram_bytes(geo))

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from accel_sim import timeline
 from accel_sim.hardware import HardwareSpec
 from accel_sim.packing import BLOCK_INDEX_BYTES, Packing, first_need, pack
 from accel_sim.sparsity import DENSE, LayerSparsity
@@ -382,7 +383,7 @@ def plan_folds(
     """
     geo = geo or geometry(layer, hw, sparsity)
     tiling = stream_tiling(geo, mapping.t_tile, compress)
-    fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals = fold_arrays(
+    fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals, _ = fold_arrays(
         order_code(mapping.order), *tiling.kernel_args)
     return FoldPlan(
         mapping=mapping, gemms=int(np.unique(index[:, 0]).size), fill=fill, stream=stream,
@@ -436,8 +437,10 @@ def _iteration(position: int, loop: int, comp: int, trips: np.ndarray) -> int:
 @njit(cache=True)
 def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kblocks,
                 block_index_bytes, rel_a, rel_w, rel_o, rel_s, red, trips, sizes, union_bytes,
-                new_j, new_i, distinct, bitmap, nzt, wb, pb, edge_bw, fill_full, compress):
-    """Walk one loop order's nest; returns the per-fold arrays of a FoldPlan and summed counts.
+                new_j, new_i, distinct, bitmap, nzt, wb, pb, edge_bw, fill_full, compress,
+                record=True, bandwidth=1.0, bound=-1):
+    """Walk one loop order's nest, fold by fold; returns the per-fold arrays of a FoldPlan, the
+    summed counts and the timeline's cycles.
 
     ``sizes`` holds the largest (ifmap, filter, ofmap) tiles and the three SRAM halves, in
     bytes; ``trips`` the (i, j, t) trip counts. ``compress`` (bool [3]) says which loops have
@@ -445,6 +448,17 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     iterations is enumerated at 0, 1 and its last only, iteration 1 carrying ``repeat = n-2``:
     each maximal run of repeated folds is one block repeated in place (see
     :func:`accel_sim.engine.walk`). See the module docstring for the semantics.
+
+    Every fold goes through the timeline (:mod:`accel_sim.timeline`, DRAM ``bandwidth`` in
+    bytes/cycle) as it is generated. ``record=False`` stores no fold (the per-fold arrays come
+    back empty): the mapper's cost of a mapping without a plan's memory. With ``bound >= 0``
+    the walk stops once its cycles exceed ``bound`` and returns ``bound + 1`` compute cycles
+    (a candidate that cannot win under the latency objective).
+
+    Returns:
+        (fill, stream, edge, fetch, write, repeat, compressed loop, index, rows, cols,
+        counts int64 [15], int64 [7]: cycles (compute + gemms, edge, DRAM, prefetch,
+        write-back), folds (repeated ones counted each time) and GEMMs with a fold).
     """
     groups = text.shape[0]
     win_a = _window(order, rel_a, sizes[0], trips, sizes[3], union_bytes)
@@ -459,9 +473,8 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     win_w = _window(order, rel_w, sizes[1], trips, sizes[4], -1.0)
     win_o = _window(order, rel_o, sizes[2], trips, sizes[5], -1.0)
     resident = win_o & red != 0
-    # enumerate the folds: count them, then record them. Of the loops whose middle iterations
-    # are alike, the one with the most iterations is compressed: iterations 1 .. n-2 are walked
-    # once, as iteration 1, and repeat n-2 times in place.
+    # Of the loops whose middle iterations are alike, the one with the most iterations is
+    # compressed: iterations 1 .. n-2 are walked once, as iteration 1, and repeat n-2 times.
     comp = -1
     for q in range(3):
         if compress[q] and trips[q] >= 4 and (comp < 0 or trips[q] > trips[comp]):
@@ -473,13 +486,11 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     idx = np.zeros(3, np.int64)
     index = np.zeros((0, 4), np.int64)
     rows = np.zeros(0, np.int64)
-    cols = np.zeros(0, np.int64)
     stream = np.zeros(0, np.int64)
-    for record in range(2):
-        if record:
+    for enumerate_ in range(2):  # count the folds, then list them
+        if enumerate_:
             index = np.zeros((f, 4), np.int64)
             rows = np.zeros(f, np.int64)
-            cols = np.zeros(f, np.int64)
             stream = np.zeros(f, np.int64)
         f = 0
         for g in range(groups):
@@ -497,26 +508,27 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
                                       tt if rext.shape[2] > 1 else 0]
                         if i * R >= r_full:
                             continue
-                        if record:
+                        if enumerate_:
                             index[f, 0], index[f, 1], index[f, 2], index[f, 3] = g, j, i, tt
                             rows[f] = min(R, r_full - i * R)
-                            cols[f] = cext[j]
                             stream[f] = min(t_len, s_full - tt * t_len)
                         f += 1
-    repeat = np.ones(f, np.int64)
-    if comp >= 0:
-        column = (2, 1, 3)[comp]  # index columns: (group, j, i, t)
-        for k in range(f):
-            if index[k, column] == 1:
-                repeat[k] = trips[comp] - 2
-    fill = np.zeros(f, np.int64)
-    edge = np.zeros(f, np.int64)
-    fetch = np.zeros(f, np.int64)
-    write = np.zeros(f, np.int64)
+    size = f if record else 0
+    cols = np.zeros(size, np.int64)
+    repeat = np.ones(size, np.int64)
+    fill = np.zeros(size, np.int64)
+    edge = np.zeros(size, np.int64)
+    fetch = np.zeros(size, np.int64)
+    write = np.zeros(size, np.int64)
     totals = np.zeros(15, np.int64)
+    st = timeline.start()
+    column = (2, 1, 3)[comp] if comp >= 0 else 0  # index columns: (group, j, i, t)
+    folds = gemms = 0
     for k in range(f):
         g, j, i, tt = index[k, 0], index[k, 1], index[k, 2], index[k, 3]
-        r, c, s = rows[k], cols[k], stream[k]
+        r, s = rows[k], stream[k]
+        c = cext[j]
+        w = trips[comp] - 2 if comp >= 0 and index[k, column] == 1 else 1
         cont = k > 0 and index[k - 1, 0] == g
         if cont:
             cont = not ((rel_s & 1 and index[k - 1, 2] != i) or (rel_s & 2 and index[k - 1, 1] != j)
@@ -589,7 +601,6 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
         w_reads = 0 if cont and df == 0 else w_words
         read_bytes = (a_fill + w_fill) * wb + meta + spill_rd * pb
         write_bytes = out_wr * wb + spill_wr * pb
-        w = repeat[k]
         totals[0] += w * a_reads
         totals[1] += w * a_fill
         totals[2] += w * w_reads
@@ -605,14 +616,26 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
         totals[12] += w * (spill_rd + spill_wr) * pb
         totals[13] += w * slots
         totals[14] += w * (2 * slots + (0 if cont else r * c))
-        fetch[k] = read_bytes
-        write[k] = write_bytes
-        fill[k] = 0 if cont else fill_full
+        fill_k = 0 if cont else fill_full
         if df == 0:
             e = (s * dr + edge_bw - 1) // edge_bw - s
         elif df == 2:
             e = (r * ds + edge_bw - 1) // edge_bw - s
         else:
             e = 0 if cont else dr - R
-        edge[k] = max(0, e)
-    return fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals
+        e = max(0, e)
+        st = timeline.step(st, fill_k, s, e, read_bytes, write_bytes, w, bandwidth)
+        if record:
+            cols[k], repeat[k], fill[k], edge[k], fetch[k], write[k] = (
+                c, w, fill_k, e, read_bytes, write_bytes)
+        folds += w
+        gemms += k == 0 or index[k - 1, 0] != g
+        if bound >= 0 and timeline.elapsed(st) > bound:
+            cycles = np.zeros(7, np.int64)
+            cycles[0] = bound + 1
+            return (fill, stream[:size], edge, fetch, write, repeat, comp, index[:size],
+                    rows[:size], cols, totals, cycles)
+    compute, edges, dram, prefetch, writeback = timeline.finish(st, bandwidth)
+    cycles = np.array([compute, edges, dram, prefetch, writeback, folds, gemms], np.int64)
+    return (fill, stream[:size], edge, fetch, write, repeat, comp, index[:size], rows[:size],
+            cols, totals, cycles)

@@ -149,10 +149,13 @@ def first_need(packing: Packing, rows_per_fold: int) -> tuple[np.ndarray, np.nda
     any_need = need.any(axis=1)  # [G, U]
     gi, ui = np.nonzero(any_need)
     first_j = need.argmax(axis=1)[gi, ui]
-    new_j = np.zeros((g, f, nrf), np.int64)
-    np.add.at(new_j, (gi, first_j, fold[gi, first_j, ui]), words)
+    new_j = _tally((gi * f + first_j) * nrf + fold[gi, first_j, ui], (g, f, nrf)) * words
     key = np.where(need, fold * f + np.arange(f)[None, :, None], np.iinfo(np.int64).max)
     best = key.min(axis=1)[gi, ui]
-    new_i = np.zeros((g, f, nrf), np.int64)
-    np.add.at(new_i, (gi, best % f, best // f), words)
+    new_i = _tally((gi * f + best % f) * nrf + best // f, (g, f, nrf)) * words
     return new_j, new_i, any_need.sum(axis=1).astype(np.int64) * words
+
+
+def _tally(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """int64 array of ``shape`` counting how often each flat index occurs in ``flat``."""
+    return np.bincount(flat, minlength=math.prod(shape)).astype(np.int64).reshape(shape)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numba import njit
 
 from accel_sim.workload import GemmLayer
 from crisp import pattern_core as patterns
@@ -91,29 +92,42 @@ class LayerSparsity:
         """
         if self.mask is None:
             return False
-        return int(self._group_max(m)) <= n
-
-    def _group_max(self, m: int) -> int:
         cache = self.__dict__.setdefault("_group_max_cache", {})
         if m not in cache:
-            k = self.mask.shape[1]
-            padded = np.pad(self.mask, ((0, 0), (0, -k % m)))
-            cache[m] = int(padded.reshape(self.mask.shape[0], -1, m).sum(axis=2).max(initial=0))
-        return cache[m]
+            cache[m] = int(_group_max(self.mask, m))
+        return cache[m] <= n
+
+    def io_counts(self, groups: int) -> tuple[int, int]:
+        """(input indices, filters) of the ``groups`` GEMMs that hold a non-zero: the K indices
+        some filter of the group keeps and the filters that keep some weight. Cached."""
+        cache = self.__dict__.setdefault("_io_cache", {})
+        if groups not in cache:
+            per_group = self.mask.reshape(groups, -1, self.mask.shape[1])
+            cache[groups] = tuple(int(v) for v in _io_counts(per_group))
+        return cache[groups]
 
     def tile_nonzeros(self, groups: int, rows: int, cols: int) -> np.ndarray:
         """Non-zeros per WS weight tile (``rows`` of K by ``cols`` of N) of each group.
 
         Returns:
             int64 ``[groups, ceil(N/cols), ceil(K/rows)]``. Summed from cached counts over
-            ``gcd(cols, 8) x gcd(rows, 8)`` cells, so a sweep over arrays reads the mask once.
+            ``gcd(cols, 8) x gcd(rows, 8)`` cells (uint8; the mask itself for 1 x 1 cells), so a
+            sweep over arrays reads the mask once; the last answer is remembered too.
         """
+        last = self.__dict__.get("_tile_last")
+        if last is not None and last[0] == (groups, rows, cols):
+            return last[1]
         cell_n, cell_k = math.gcd(cols, 8), math.gcd(rows, 8)
-        cache = self.__dict__.setdefault("_cell_counts", {})
-        if (groups, cell_n, cell_k) not in cache:
-            cache[groups, cell_n, cell_k] = _sum_tiles(
-                self.mask.reshape(groups, -1, self.mask.shape[1]), cell_n, cell_k)
-        return _sum_tiles(cache[groups, cell_n, cell_k], cols // cell_n, rows // cell_k)
+        per_group = self.mask.reshape(groups, -1, self.mask.shape[1])
+        cells = per_group
+        if cell_n * cell_k > 1:
+            cache = self.__dict__.setdefault("_cell_counts", {})
+            if (groups, cell_n, cell_k) not in cache:
+                cache[groups, cell_n, cell_k] = _sum_tiles(per_group, cell_n, cell_k, np.uint8)
+            cells = cache[groups, cell_n, cell_k]
+        tiles = _sum_tiles(cells, cols // cell_n, rows // cell_k, np.int64)
+        self.__dict__["_tile_last"] = ((groups, rows, cols), tiles)
+        return tiles
 
     @functools.cached_property
     def block_bitmap(self) -> np.ndarray:
@@ -134,12 +148,60 @@ class LayerSparsity:
 DENSE = LayerSparsity()
 
 
-def _sum_tiles(counts: np.ndarray, tile_n: int, tile_k: int) -> np.ndarray:
-    """Sum ``[groups, N, K]`` over ``tile_n x tile_k`` tiles (edges zero-padded), as int64."""
+def _sum_tiles(counts: np.ndarray, tile_n: int, tile_k: int, dtype: type) -> np.ndarray:
+    """Sum ``[groups, N, K]`` counts over ``tile_n x tile_k`` tiles (edge tiles partial)."""
     g, n, k = counts.shape
-    padded = np.pad(counts, ((0, 0), (0, -n % tile_n), (0, -k % tile_k)))
-    tiles = padded.reshape(g, padded.shape[1] // tile_n, tile_n, padded.shape[2] // tile_k, tile_k)
-    return tiles.sum(axis=(2, 4), dtype=np.int64)
+    out = np.zeros((g, -(-n // tile_n), -(-k // tile_k)), dtype)
+    _add_tiles(counts, tile_n, tile_k, out)
+    return out
+
+
+@njit(cache=True)
+def _add_tiles(counts, tile_n, tile_k, out):  # pragma: no cover - compiled
+    g, n, k = counts.shape
+    for a in range(g):
+        for r in range(n):
+            row = out[a, r // tile_n]
+            if tile_k == 1:
+                row += counts[a, r]
+                continue
+            for t in range(row.shape[0]):
+                total = 0
+                for c in range(t * tile_k, min(k, (t + 1) * tile_k)):
+                    total += counts[a, r, c]
+                row[t] += total
+
+
+@njit(cache=True)
+def _group_max(mask, m):  # pragma: no cover - compiled
+    """The most non-zeros any aligned group of ``m`` along K holds (a short tail group too)."""
+    best = 0
+    rows, k = mask.shape
+    for r in range(rows):
+        for start in range(0, k, m):
+            total = 0
+            for c in range(start, min(k, start + m)):
+                total += mask[r, c]
+            best = max(best, total)
+    return best
+
+
+@njit(cache=True)
+def _io_counts(mask):  # pragma: no cover - compiled
+    """(K indices with a non-zero in some filter, filters with a non-zero), over groups."""
+    g, n, k = mask.shape
+    inputs = 0
+    outputs = 0
+    for a in range(g):
+        used = np.zeros(k, np.bool_)
+        for r in range(n):
+            any_kept = False
+            for c in range(k):
+                used[c] |= mask[a, r, c]
+                any_kept |= mask[a, r, c]
+            outputs += any_kept
+        inputs += used.sum()
+    return inputs, outputs
 
 
 def from_mask(
