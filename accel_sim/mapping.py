@@ -221,35 +221,50 @@ def geometry(layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE
 
 @dataclass(frozen=True)
 class _Extents:
-    """Per-mapping extents: packed rows per (group, j, tile), steps per (group, j), columns."""
+    """Packed rows per (group, j, tile), steps per (group, j), columns, and what the tiling and
+    the compression need of them (maxima, alike loops). The same for every stream tile of a WS
+    or OS layer; an IS layer has one per width of its stream tile's filter fold."""
 
     rext: np.ndarray  # int64 [G, NJ or 1, NT or 1]
     text: np.ndarray  # int64 [G, NJ]
     cext: np.ndarray  # int64 [NJ]
     kblocks: np.ndarray  # int64 [G, NJ or 1, NT or 1] kept blocks (block-index metadata)
-    t_len: int
     packing: Packing
+    row_max: int  # the most packed rows of any fold of filters (at least 1)
+    step_max: int  # the most steps of any column fold (at least 1)
+    alike: np.ndarray  # bool [3]: see _alike_loops
 
 
 def _extents(geo: LayerGeometry, t_len: int) -> _Extents:
+    """The extents of ``geo`` at stream tile ``t_len`` (remembered in ``geo.tilings``)."""
+    width = min(t_len, geo.layer.N) if geo.dataflow == "is" else None
+    key = ("extents", width)
+    if key not in geo.tilings:
+        geo.tilings[key] = _new_extents(geo, width)
+    return geo.tilings[key]
+
+
+def _new_extents(geo: LayerGeometry, width: int | None) -> _Extents:
     layer, hw = geo.layer, geo.hw
     C = hw.array.cols
     g = layer.groups
     packing = geo.packing
     if geo.dataflow == "ws":
-        rext, text, width = packing.rows[:, :, None], np.full_like(packing.rows, layer.P), layer.N
+        rext, text, cols = packing.rows[:, :, None], np.full_like(packing.rows, layer.P), layer.N
     elif geo.dataflow == "os":
         nj = packing.rows.shape[1]
-        rext, text, width = np.full((g, nj, 1), layer.P, np.int64), packing.rows, layer.N
+        rext, text, cols = np.full((g, nj, 1), layer.P, np.int64), packing.rows, layer.N
     else:  # IS: columns are pixels; the filters of a stream tile set its packed K extent
-        packing = pack(layer, geo.sparsity, hw, min(t_len, layer.N))
-        rext, width = packing.rows[:, None, :], layer.P
+        packing = pack(layer, geo.sparsity, hw, width)
+        rext, cols = packing.rows[:, None, :], layer.P
         text = np.full((g, -(-layer.P // C)), layer.N, np.int64)
-    cext = np.minimum(C, width - np.arange(-(-width // C)) * C).astype(np.int64)
+    cext = np.minimum(C, cols - np.arange(-(-cols // C)) * C).astype(np.int64)
     kblocks = (np.zeros_like(rext) if packing.blocks is None
                else packing.blocks.reshape(rext.shape))
-    return _Extents(np.ascontiguousarray(rext), np.ascontiguousarray(text), cext,
-                    np.ascontiguousarray(kblocks), t_len, packing)
+    rext, text, kblocks = (np.ascontiguousarray(x) for x in (rext, text, kblocks))
+    return _Extents(rext, text, cext, kblocks, packing, max(1, int(rext.max(initial=1))),
+                    max(1, int(text.max(initial=1))),
+                    _alike_loops(rext, text, kblocks, geo))
 
 
 def _relevance(geo: LayerGeometry) -> tuple[int, int, int, int, int]:
@@ -263,10 +278,8 @@ def _relevance(geo: LayerGeometry) -> tuple[int, int, int, int, int]:
     return _I | _T | (_J if blocks else 0), _J | _T, _I | _J, _I | _J, _T
 
 
-def _trips(ext: _Extents, R: int) -> dict[int, int]:
-    nt = max(1, int((-(-ext.text // ext.t_len)).max(initial=1)))
-    ni = max(1, int((-(-ext.rext // R)).max(initial=1)))
-    return {_I: ni, _J: len(ext.cext), _T: nt}
+def _trips(ext: _Extents, t_len: int, R: int) -> dict[int, int]:
+    return {_I: -(-ext.row_max // R), _J: len(ext.cext), _T: -(-ext.step_max // t_len)}
 
 
 @dataclass(frozen=True)
@@ -308,8 +321,8 @@ def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> St
     n, m = nm or (1, 1)
     meta_bits = int(math.log2(m)) if nm else 0
     rel_a, rel_w, rel_o, rel_s, red = _relevance(geo)
-    trips = _trips(ext, R)
-    rmax = min(R, int(ext.rext.max(initial=1)))
+    trips = _trips(ext, t_len, R)
+    rmax = min(R, ext.row_max)
     cmax = int(ext.cext.max(initial=1))
     demand = ext.packing.demand
     half = {b: getattr(hw.memory, f"{b}_sram_kib") * 1024 / 2 for b in ("ifmap", "filter", "ofmap")}
@@ -337,12 +350,13 @@ def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> St
         np.array([a_tile, w_tile, o_tile, half["ifmap"], half["filter"], half["ofmap"]]),
         union_bytes, new_j, new_i, geo.distinct, geo.bitmap, nzt, wb, pb,
         hw.edge_words_per_cycle, fill_cycles(hw),
-        _alike_loops(ext, geo) if compress else np.zeros(3, np.bool_),
+        ext.alike if compress else np.zeros(3, np.bool_),
     )
     return StreamTiling(t_len, ext, args)
 
 
-def _alike_loops(ext: _Extents, geo: LayerGeometry) -> np.ndarray:
+def _alike_loops(rext: np.ndarray, text: np.ndarray, kblocks: np.ndarray, geo: LayerGeometry
+                 ) -> np.ndarray:
     """bool [3]: for loops (i, j, t), whether every middle iteration is the same work.
 
     Row folds: one packed row count everywhere, no first-need union, no bitmap count per row
@@ -355,10 +369,10 @@ def _alike_loops(ext: _Extents, geo: LayerGeometry) -> np.ndarray:
 
     df = geo.dataflow
     union = geo.union is not None
-    rows_i = uniform(ext.rext) and not union and not (geo.bitmap and df != "os")
-    cols_j = (uniform(ext.text) and uniform(ext.rext) and uniform(ext.kblocks) and not union
+    rows_i = uniform(rext) and not union and not (geo.bitmap and df != "os")
+    cols_j = (uniform(text) and uniform(rext) and uniform(kblocks) and not union
               and not (geo.bitmap and df != "is"))
-    tiles_t = (uniform(ext.text) and ext.rext.shape[2] == 1 and ext.kblocks.shape[2] == 1
+    tiles_t = (uniform(text) and rext.shape[2] == 1 and kblocks.shape[2] == 1
                and not (geo.bitmap and df != "ws"))
     return np.array([rows_i, cols_j, tiles_t], np.bool_)
 

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from accel_sim.hardware import HardwareSpec
 from accel_sim.sparsity import LayerSparsity
@@ -74,9 +75,7 @@ def _block_need(sparsity: LayerSparsity, layer: GemmLayer, width: int) -> np.nda
         bool ``[groups, ceil(N/width), ceil(K/B)]``.
     """
     b, g, n = sparsity.block, layer.groups, layer.N
-    bitmap = sparsity.block_bitmap
-    csum = np.zeros((bitmap.shape[0] + 1, bitmap.shape[1]), np.int64)
-    np.cumsum(bitmap, axis=0, out=csum[1:])
+    csum = sparsity.block_rows_before
     nf = math.ceil(n / width)
     lo = (np.arange(g)[:, None] * n + np.arange(nf)[None, :] * width)  # first filter row
     hi = lo + np.minimum(width, n - np.arange(nf) * width)[None, :]  # one past the last
@@ -142,20 +141,36 @@ def first_need(packing: Packing, rows_per_fold: int) -> tuple[np.ndarray, np.nda
     unit, unit_rows, words = ((packing.nm[1], packing.nm[0], packing.nm[1]) if packing.nm
                               else (1, 1, 1))
     need = _units(packing.need_blocks, packing.block, packing.k, unit)  # [G, F, U]
-    g, f, _ = need.shape
-    pos = np.cumsum(need, axis=2) - 1  # packed unit index where needed
-    fold = pos * unit_rows // rows_per_fold  # row fold holding the unit's first row
     nrf = max(1, -(-int(packing.rows.max(initial=0)) // rows_per_fold))
-    any_need = need.any(axis=1)  # [G, U]
-    gi, ui = np.nonzero(any_need)
-    first_j = need.argmax(axis=1)[gi, ui]
-    new_j = _tally((gi * f + first_j) * nrf + fold[gi, first_j, ui], (g, f, nrf)) * words
-    key = np.where(need, fold * f + np.arange(f)[None, :, None], np.iinfo(np.int64).max)
-    best = key.min(axis=1)[gi, ui]
-    new_i = _tally((gi * f + best % f) * nrf + best // f, (g, f, nrf)) * words
-    return new_j, new_i, any_need.sum(axis=1).astype(np.int64) * words
+    return _first_need(need, unit_rows, rows_per_fold, nrf, words)
 
 
-def _tally(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """int64 array of ``shape`` counting how often each flat index occurs in ``flat``."""
-    return np.bincount(flat, minlength=math.prod(shape)).astype(np.int64).reshape(shape)
+@njit(cache=True)
+def _first_need(need, unit_rows, rows_per_fold, nrf, words):  # pragma: no cover - compiled
+    """:func:`first_need` over bool ``need [G, F, U]`` (units each fold of filters streams): a
+    unit's packed position in a fold is the count of its needed units before it, its row fold
+    that position times ``unit_rows`` over ``rows_per_fold``."""
+    g, f, u = need.shape
+    new_j = np.zeros((g, f, nrf), np.int64)
+    new_i = np.zeros((g, f, nrf), np.int64)
+    union = np.zeros(g, np.int64)
+    first = np.empty(u, np.int64)  # per unit: (row fold, fold) of its first fold, j-major
+    best = np.empty(u, np.int64)  # per unit: the smallest row fold * F + fold, i-major
+    for a in range(g):
+        first[:] = -1
+        best[:] = np.iinfo(np.int64).max
+        for b in range(f):
+            pos = 0
+            for x in range(u):
+                if need[a, b, x]:
+                    key = pos * unit_rows // rows_per_fold * f + b
+                    if first[x] < 0:
+                        first[x] = key
+                    best[x] = min(best[x], key)
+                    pos += 1
+        for x in range(u):
+            if first[x] >= 0:
+                new_j[a, first[x] % f, first[x] // f] += words
+                new_i[a, best[x] % f, best[x] // f] += words
+                union[a] += words
+    return new_j, new_i, union

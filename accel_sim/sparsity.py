@@ -130,6 +130,15 @@ class LayerSparsity:
         return tiles
 
     @functools.cached_property
+    def block_rows_before(self) -> np.ndarray:
+        """int64 ``[block rows + 1, block columns]``: kept blocks in the block rows above each
+        (a cumulative count over :attr:`block_bitmap`, row 0 all zero)."""
+        bitmap = self.block_bitmap
+        before = np.zeros((bitmap.shape[0] + 1, bitmap.shape[1]), np.int64)
+        np.cumsum(bitmap, axis=0, out=before[1:])
+        return before
+
+    @functools.cached_property
     def block_bitmap(self) -> np.ndarray:
         """bool ``[ceil(rows/B), ceil(K/B)]``: True where a B x B block holds a non-zero.
 
