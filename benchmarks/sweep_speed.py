@@ -21,11 +21,10 @@ time the full sweep from an empty result folder on the warm cluster, and print
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 import time
 
-from accel_sim.sweep import SweepRun, execute_sweep, grid
+from accel_sim.sweep import SweepRun, execute_sweep, grid, local_cluster
 
 MODELS = ("resnet50", "vgg16_bn", "mobilenet_v2")
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
@@ -80,12 +79,9 @@ def main() -> None:
     if args.scheduler:
         report(args.scheduler, *measure(args.scheduler, points, args.progress))
         return
-    from dask.distributed import LocalCluster
-
     for count in (int(w) for w in args.workers.split(",")):
         start = time.perf_counter()
-        with LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        with local_cluster(count) as cluster:
             started = time.perf_counter() - start
             report(f"{count:2d} workers (cluster start {started:.1f} s)",
                    *measure(cluster.scheduler_address, points, args.progress))
