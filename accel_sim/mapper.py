@@ -18,6 +18,7 @@ cycles than ``scalesim`` under the latency objective.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import replace
@@ -91,21 +92,36 @@ def candidates(geo: LayerGeometry) -> list[Mapping]:
     }[geo.dataflow]
     union_step = (float(geo.union[2].max(initial=1)) * wb * geo.distinct
                   if geo.union is not None else None)
-    out = [Mapping(order, None) for order in ("jit", "ijt")]
-    for order in ("".join(p) for p in itertools.permutations(LOOPS)):
-        inner = order[order.index("t") + 1:]
+    out = [_mapping(order, None) for order in ("jit", "ijt")]
+    for order in _ORDERS:
         tiles = set()
-        for start in range(len(inner)):
-            window = inner[start:]
+        for window in _windows(order):
             for rel, step, cap in growing:
-                if set(window) - set(rel):  # the window holds a loop the operand ignores
+                if _ignores(window, rel):  # the window holds a loop the operand ignores
                     tiles.add(int(cap // (step * math.prod(trips[x] for x in window if x in rel))))
-            if union_step and set("ij") <= set(window):
+            if union_step and "i" in window and "j" in window:
                 tiles.add(int(half["ifmap"] // union_step))
         if geo.dataflow == "is" and blocks:  # IS: filters of one block-row skip its blocks
             tiles.update({geo.sparsity.block, C})
-        out += [Mapping(order, t) for t in sorted(tiles) if 1 <= t < geo.stream_full]
+        out += [_mapping(order, t) for t in sorted(tiles) if 1 <= t < geo.stream_full]
     return out
+
+
+_ORDERS = tuple("".join(p) for p in itertools.permutations(LOOPS))
+_mapping = functools.lru_cache(maxsize=65536)(Mapping)  # candidates share their Mapping objects
+
+
+@functools.cache
+def _windows(order: str) -> tuple[str, ...]:
+    """The reuse windows inside the t loop of ``order``: suffixes of its inner loops."""
+    inner = order[order.index("t") + 1:]
+    return tuple(inner[start:] for start in range(len(inner)))
+
+
+@functools.cache
+def _ignores(window: str, loops: str) -> bool:
+    """True if ``window`` holds a loop not in ``loops``."""
+    return bool(set(window) - set(loops))
 
 
 def compulsory_dram_bytes(geo: LayerGeometry) -> int:
@@ -190,7 +206,7 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
         if objective == "latency":  # later walks stop once they cannot win or tie
             best = int(costs[:, :_CYCLES].sum(axis=1).min())
             bound = best if bound < 0 else min(bound, best)
-        found += [(Mapping(o, t_tile), tiling.ext.packing.nm) for o in orders]
+        found += [(_mapping(o, t_tile), tiling.ext.packing.nm) for o in orders]
     table = np.concatenate(rows)
     cycles = table[:, :_CYCLES].sum(axis=1).astype(float)
     if objective == "latency":
@@ -210,8 +226,15 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
 def _cost(geo: LayerGeometry, tiling: StreamTiling, orders: list[str], bound: int = -1
           ) -> np.ndarray:
     """Search rows of ``orders`` at one stream tiling (see :func:`_search`)."""
-    codes = np.stack([order_code(o) for o in orders])
-    return _search(codes, float(geo.hw.memory.dram_bytes_per_cycle), bound, *tiling.kernel_args)
+    return _search(_codes(tuple(orders)), float(geo.hw.memory.dram_bytes_per_cycle), bound,
+                   *tiling.kernel_args)
+
+
+@functools.cache
+def _codes(orders: tuple[str, ...]) -> np.ndarray:
+    """int64 [orders, 3]: :func:`accel_sim.mapping.order_code` of each order (shared: do not
+    modify)."""
+    return np.stack([order_code(o) for o in orders])
 
 
 _MEMO: dict[tuple, LayerRun] = {}
