@@ -360,18 +360,22 @@ def _alike_loops(rext: np.ndarray, text: np.ndarray, kblocks: np.ndarray, geo: L
     """bool [3]: for loops (i, j, t), whether every middle iteration is the same work.
 
     Row folds: one packed row count everywhere, no first-need union, no bitmap count per row
-    fold. Column folds: one stream length, row count and block count per column fold, no union,
-    no bitmap count per column fold. Stream tiles: one stream length for every column fold and no
-    packing, block index or bitmap count that depends on the tile.
+    fold. Column folds: within each group, one stream length, row count and block count for
+    every column fold (an IS layer's per-tile row counts do not depend on the column fold), no
+    union, no bitmap count per column fold. Stream tiles: one stream length for every column
+    fold and no packing, block index or bitmap count that depends on the tile.
     """
     def uniform(a: np.ndarray) -> bool:
         return bool((a == a.flat[0]).all())
 
+    def uniform_over_j(a: np.ndarray) -> bool:  # a: [G, NJ or 1, ...]
+        return a.shape[1] == 1 or bool((a == a[:, :1]).all())
+
     df = geo.dataflow
     union = geo.union is not None
     rows_i = uniform(rext) and not union and not (geo.bitmap and df != "os")
-    cols_j = (uniform(text) and uniform(rext) and uniform(kblocks) and not union
-              and not (geo.bitmap and df != "is"))
+    cols_j = (uniform_over_j(text) and uniform_over_j(rext) and uniform_over_j(kblocks)
+              and not union and not (geo.bitmap and df != "is"))
     tiles_t = (uniform(text) and rext.shape[2] == 1 and kblocks.shape[2] == 1
                and not (geo.bitmap and df != "ws"))
     return np.array([rows_i, cols_j, tiles_t], np.bool_)
