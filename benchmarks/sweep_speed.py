@@ -15,6 +15,7 @@ time the full sweep from an empty result folder on the warm cluster, and print
   wall times are noisy, CPU times much less so).
 
     python benchmarks/sweep_speed.py --workers 1,2,4,8,16
+    python benchmarks/sweep_speed.py --mapping scalesim           # SCALE-Sim's fixed schedule
     python benchmarks/sweep_speed.py --scheduler tcp://host:8786   # an existing cluster
 """
 
@@ -24,6 +25,7 @@ import argparse
 import tempfile
 import time
 
+from accel_sim.mapper import MAPPINGS
 from accel_sim.sweep import SweepRun, execute_sweep, grid, local_cluster
 
 MODELS = ("resnet50", "vgg16_bn", "mobilenet_v2")
@@ -51,8 +53,8 @@ def measure(address: str, points: list, progress: bool) -> tuple[SweepRun, float
 
     with Client(address) as client, tempfile.TemporaryDirectory() as warm, \
             tempfile.TemporaryDirectory() as out:
-        execute_sweep(grid(["resnet_small"], SCHEMES, [0.25], [(8, 8)], DATAFLOWS), warm,
-                      address, progress=False)
+        execute_sweep(grid(["resnet_small"], SCHEMES, [0.25], [(8, 8)], DATAFLOWS,
+                           mapping=points[0].mapping), warm, address, progress=False)
         workers, mine = _worker_cpu(client), _cpu()
         run = execute_sweep(points, out, address, progress=progress)
         return run, _cpu() - mine, _worker_cpu(client) - workers
@@ -72,10 +74,14 @@ def main() -> None:
     parser.add_argument("--scheduler", default=None,
                         help="time one sweep on this existing Dask scheduler instead")
     parser.add_argument("--progress", action="store_true", help="show the sweep's tqdm bar")
+    parser.add_argument("--mapping", choices=MAPPINGS, default="best",
+                        help="best (the mapper searches every layer, the default) or scalesim "
+                             "(SCALE-Sim's fixed schedule, the simulator before the mapper)")
     args = parser.parse_args()
-    points = grid(MODELS, SCHEMES, [0.25], ARRAYS, DATAFLOWS)
+    points = grid(MODELS, SCHEMES, [0.25], ARRAYS, DATAFLOWS, mapping=args.mapping)
     print(f"{len(points)} design points: {len(MODELS)} models x {len(SCHEMES)} schemes x "
-          f"{len(ARRAYS)} arrays x {len(DATAFLOWS)} dataflows", flush=True)
+          f"{len(ARRAYS)} arrays x {len(DATAFLOWS)} dataflows, mapping {args.mapping}",
+          flush=True)
     if args.scheduler:
         report(args.scheduler, *measure(args.scheduler, points, args.progress))
         return

@@ -57,19 +57,30 @@ def _nm_keep(s: np.ndarray, n: int, m: int) -> np.ndarray:  # pragma: no cover -
     """Keep weight i of a group iff fewer than N group members outrank it and its score is finite.
 
     j outranks i if ``s[j] > s[i]``, or ``s[j] == s[i]`` and ``j < i`` (a stable descending sort's
-    order); O(M^2) per group, about 1 ns per weight for 2:4.
+    order; for j before i that is ``s[j] >= s[i]``, false with a NaN as the definition is). Full
+    groups of 4 (the common 2:4 and 1:4) count their ranks without branches, about 1.5 ns per
+    weight; other groups compare every pair, O(M^2) per group.
     """
     rows, k = s.shape
     keep = np.zeros((rows, k), np.bool_)
+    full = k - k % 4 if m == 4 else 0
     for r in range(rows):
-        for start in range(0, k, m):
+        row = s[r]
+        out = keep[r]
+        for start in range(0, full, 4):
+            a, b, c, d = row[start], row[start + 1], row[start + 2], row[start + 3]
+            out[start] = ((b > a) + (c > a) + (d > a) < n) & np.isfinite(a)
+            out[start + 1] = ((a >= b) + (c > b) + (d > b) < n) & np.isfinite(b)
+            out[start + 2] = ((a >= c) + (b >= c) + (d > c) < n) & np.isfinite(c)
+            out[start + 3] = ((a >= d) + (b >= d) + (c >= d) < n) & np.isfinite(d)
+        for start in range(full, k, m):
             stop = min(start + m, k)
             for i in range(start, stop):
                 rank = 0
                 for j in range(start, stop):
-                    if s[r, j] > s[r, i] or (s[r, j] == s[r, i] and j < i):
+                    if row[j] > row[i] or (row[j] == row[i] and j < i):
                         rank += 1
-                keep[r, i] = rank < n and np.isfinite(s[r, i])
+                out[i] = rank < n and np.isfinite(row[i])
     return keep
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crisp import pattern_core
 from crisp.errors import UserError
 from crisp.patterns import (
     bitmap_of,
@@ -110,3 +112,26 @@ def test_bad_keep_and_density_raise() -> None:
         block_bitmap(s, 4, 3)
     with pytest.raises(UserError, match="density"):
         blocks_to_keep(s, 4, 0.0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 19), NM, st.sampled_from(["float32", "float64"]),
+       st.integers(0, 2**32 - 1))
+def test_nm_keep_follows_its_definition_with_ties_and_non_finite_scores(rows, k, nm, dtype,
+                                                                        seed) -> None:
+    """Weight i of a group is kept iff fewer than N members outrank it (a higher score, or an
+    equal score earlier in the group) and its score is finite: the fast path for groups of 4
+    and the general one against that sentence, on scores full of ties, NaN and infinities."""
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, 3, (rows, k)).astype(dtype)
+    for value in (np.nan, np.inf, -np.inf):
+        s[rng.random(s.shape) < 0.1] = value
+    n, m = nm
+    want = np.zeros(s.shape, bool)
+    for r in range(rows):
+        for start in range(0, k, m):
+            group = range(start, min(start + m, k))
+            for i in group:
+                rank = sum(s[r, j] > s[r, i] or (s[r, j] == s[r, i] and j < i) for j in group)
+                want[r, i] = rank < n and np.isfinite(s[r, i])
+    np.testing.assert_array_equal(pattern_core.nm_keep(s, n, m), want)
