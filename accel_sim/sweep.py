@@ -67,6 +67,7 @@ PARTS = "parts"
 """Folder (under a sweep's ``out``) of the Parquet fragments, one per finished batch."""
 RESULTS = "results.parquet"
 """The sweep's final table (under ``out``)."""
+_TASKS_PER_WORKER = 32  # small batches keep every worker busy to the end of a sweep
 _POINTS_META = b"accel_sim.points"  # fragment footer key: JSON [[point key, rows], ...]
 
 
@@ -297,7 +298,8 @@ def execute_sweep(
         scheduler: address of an existing Dask scheduler (``tcp://host:8786``); None starts a
             LocalCluster of ``workers`` single-threaded processes (default: all cores).
         progress: show a tqdm bar over points.
-        batch_points: points per task; default about eight tasks per worker.
+        batch_points: points per task; default the points over 32 tasks per worker (fewer
+            where mask groups are small: a batch holds points of one group).
 
     Raises:
         UserError: no points, or the scheduler cannot be reached.
@@ -328,7 +330,8 @@ def execute_sweep(
             raise UserError(f"cannot reach the Dask scheduler {scheduler}: {err}") from None
         try:
             cluster_s = time.perf_counter() - tick
-            size = batch_points or max(1, -(-len(todo) // (8 * _worker_count(client))))
+            size = batch_points or max(1, -(-len(todo) // (_TASKS_PER_WORKER
+                                                           * _worker_count(client))))
             batches = _batches(todo, size)
             # Costliest groups first. Every lowering first; then a group's batches rank above
             # the next group's masks, so masks are freed as the sweep goes, not held all at once.
