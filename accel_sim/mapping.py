@@ -184,7 +184,8 @@ class LayerGeometry:
     """What every mapping of one (layer, sparsity, hardware) shares: shapes, packing, masks.
 
     Built once by :func:`geometry`; :func:`plan_folds` and the mapper reuse it for every
-    candidate mapping (``tilings`` remembers each stream tile's :func:`stream_tiling`).
+    candidate mapping (``tilings`` remembers each stream tile's :func:`stream_tiling` and the
+    extents of each filter-fold width).
     """
 
     layer: GemmLayer
