@@ -140,7 +140,8 @@ def run_plan(plan: FoldPlan, hw: HardwareSpec) -> LayerRun:
 
 
 def layer_run(cycles: np.ndarray, counts: np.ndarray, effective_macs: int,
-              nm: tuple[int, int] | None, hw: HardwareSpec, mapping: str) -> LayerRun:
+              nm: tuple[int, int] | None, hw: HardwareSpec, mapping: str,
+              compulsory_dram_bytes: int = 0) -> LayerRun:
     """A LayerRun from a walk's results: ``cycles`` int [7] (compute + gemms, edge stall, DRAM
     stall, prefetch, write-back, folds, gemms) and ``counts`` int [len(COUNT_NAMES)]."""
     compute, edge, dram, prefetch, writeback, folds, gemms = (int(v) for v in cycles)
@@ -149,5 +150,5 @@ def layer_run(cycles: np.ndarray, counts: np.ndarray, effective_macs: int,
         folds=folds, compute_cycles=max(0, compute - gemms), edge_stall_cycles=edge,
         dram_stall_cycles=dram, prefetch_cycles=prefetch, writeback_cycles=writeback,
         effective_macs=effective_macs, counts=action_counts(summed, effective_macs, nm, hw),
-        mapping=mapping,
+        mapping=mapping, compulsory_dram_bytes=compulsory_dram_bytes,
     )

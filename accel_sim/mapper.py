@@ -282,10 +282,8 @@ def run_layer(
         mapping = SCALESIM if mapping == "scalesim" else mapping
         tiling = stream_tiling(geo, mapping.t_tile)
         row, nm = _cost(geo, tiling, [mapping.order])[0], tiling.ext.packing.nm
-    run = replace(
-        layer_run(row[:_ROW], row[_ROW:], layer.P * sparsity.nonzeros(layer), nm, hw,
-                  str(mapping)),
-        compulsory_dram_bytes=compulsory_dram_bytes(geo))
+    run = layer_run(row[:_ROW], row[_ROW:], layer.P * sparsity.nonzeros(layer), nm, hw,
+                    str(mapping), compulsory_dram_bytes(geo))
     if key is not None:
         if len(_MEMO) >= _MEMO_SIZE:
             _MEMO.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -168,7 +169,7 @@ class LayerResult:
 
     def as_row(self) -> dict[str, object]:
         """Fields and derived figures as one flat dict."""
-        row = {f.name: getattr(self, f.name) for f in fields(self)}  # flat: no deep copy
+        row = {name: getattr(self, name) for name in _field_names()}  # flat: no deep copy
         for name in ("stall_cycles", "total_cycles", "utilization", "dram_bytes",
                      "dram_over_compulsory", "bound", "energy_total_pj", "latency_us"):
             row[name] = getattr(self, name)
@@ -177,6 +178,12 @@ class LayerResult:
     def to_frame(self) -> pd.DataFrame:
         """A one-row DataFrame."""
         return pd.DataFrame([self.as_row()])
+
+
+@functools.cache
+def _field_names() -> tuple[str, ...]:
+    """LayerResult's field names, in order (asked for once per result row)."""
+    return tuple(f.name for f in fields(LayerResult))
 
 
 @dataclass(frozen=True)
