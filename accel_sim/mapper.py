@@ -7,7 +7,10 @@ As in ZigZag's flow (generate spatial/temporal mappings -> cost model -> reduce)
   every stream tile at which some operand's reuse window starts to fit its SRAM half (the
   largest tile of each such regime: a smaller tile of the same regime moves the same data and
   only adds fills). SCALE-Sim's schedule (``j > i > t``, untiled) is always among them.
-- :func:`accel_sim.engine.run_plan` is the cost model of one candidate.
+- the cost model of one candidate is the engine's timeline (:mod:`accel_sim.timeline`), fed by
+  :func:`accel_sim.mapping.fold_arrays` while it generates the candidate's folds: the walk
+  :func:`accel_sim.engine.run_plan` makes of a stored plan, without storing one. Under the
+  latency objective a walk stops once its cycles exceed the best candidate's so far.
 - :func:`choose` reduces by the objective: ``latency`` (fewest total cycles, ties: less energy),
   ``energy`` (least energy, ties: fewer cycles) or ``edp`` (energy x cycles).
 
