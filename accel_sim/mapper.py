@@ -9,7 +9,7 @@ As in ZigZag's flow (generate spatial/temporal mappings -> cost model -> reduce)
   only adds fills). SCALE-Sim's schedule (``j > i > t``, untiled) is always among them.
 - the cost model of one candidate is the engine's timeline (:mod:`accel_sim.timeline`), fed by
   :func:`accel_sim.mapping.fold_arrays` while it generates the candidate's folds: the walk
-  :func:`accel_sim.engine.run_plan` makes of a stored plan, without storing one. Under the
+  :func:`accel_sim.engine.run_plan` makes of a stored plan, without storing the plan. Under the
   latency objective a walk stops once its cycles exceed the best candidate's so far.
 - :func:`choose` reduces by the objective: ``latency`` (fewest total cycles, ties: less energy),
   ``energy`` (least energy, ties: fewer cycles) or ``edp`` (energy x cycles).
@@ -159,7 +159,7 @@ _ROW = 7  # search row: 5 cycle terms, folds, gemms, then the summed counts
 
 @njit(cache=True)
 def _search(orders, bandwidth, bound, *args):
-    """Cost every loop order of one stream tiling without storing its folds: int64
+    """Cost every loop order of one stream tiling without storing a plan: int64
     [orders, 7 + counts] rows of (compute + gemms, edge stall, DRAM stall, prefetch, write-back,
     folds, gemms, summed counts). With ``bound >= 0`` (latency objective: the fewest cycles
     found so far) an order's walk stops once it exceeds the bound, its row then shows
@@ -261,7 +261,7 @@ def run_layer(
     """Map one layer (search, SCALE-Sim's schedule, or a given Mapping) and run it.
 
     The run comes from the kernel that costs mappings, which walks the same folds through the
-    same timeline as :func:`accel_sim.engine.run_plan` without storing them (a test checks that
+    same timeline as :func:`accel_sim.engine.run_plan` without storing a plan (a test checks that
     both agree); :func:`map_layer` also builds the plan.
 
     Returns:
@@ -282,7 +282,7 @@ def run_layer(
     if mapping == "best":
         mapping, row, nm = _best(geo, objective)
     else:
-        mapping = SCALESIM if mapping == "scalesim" else mapping
+        mapping = _fixed(mapping)
         tiling = stream_tiling(geo, mapping.t_tile)
         row, nm = _cost(geo, tiling, [mapping.order])[0], tiling.ext.packing.nm
     run = layer_run(row[:_ROW], row[_ROW:], layer.P * sparsity.nonzeros(layer), nm, hw,
@@ -292,6 +292,11 @@ def run_layer(
             _MEMO.clear()
         _MEMO[key] = run
     return run
+
+
+def _fixed(mapping: str | Mapping) -> Mapping:
+    """A mapping that needs no search: SCALE-Sim's schedule for ``scalesim``, else as given."""
+    return SCALESIM if mapping == "scalesim" else mapping
 
 
 def map_layer(
@@ -305,9 +310,6 @@ def map_layer(
     if not isinstance(mapping, Mapping):
         check_choice(mapping, objective)
     geo = geometry(layer, hw, sparsity)
-    if mapping == "best":
-        mapping = choose(geo, objective)
-    elif mapping == "scalesim":
-        mapping = SCALESIM
+    mapping = choose(geo, objective) if mapping == "best" else _fixed(mapping)
     plan = plan_folds(layer, hw, sparsity, mapping, geo)
     return plan, replace(run_plan(plan, hw), compulsory_dram_bytes=compulsory_dram_bytes(geo))

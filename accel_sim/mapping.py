@@ -184,8 +184,8 @@ class LayerGeometry:
     """What every mapping of one (layer, sparsity, hardware) shares: shapes, packing, masks.
 
     Built once by :func:`geometry`; :func:`plan_folds` and the mapper reuse it for every
-    candidate mapping (``tilings`` remembers each stream tile's :func:`stream_tiling` and the
-    extents of each filter-fold width).
+    candidate mapping (``tilings`` remembers each stream tile's :func:`stream_tiling`, the
+    extents of each filter-fold width and the bitmap's non-zeros per weight tile).
     """
 
     layer: GemmLayer
@@ -343,7 +343,10 @@ def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> St
     nzt = np.zeros((1, 1, 1), np.int64)
     if geo.bitmap:
         tile_k, tile_n = {"ws": (R, C), "is": (R, t_len), "os": (t_len, C)}[geo.dataflow]
-        nzt = geo.sparsity.tile_nonzeros(layer.groups, tile_k, tile_n)
+        if ("nonzeros", tile_k, tile_n) not in geo.tilings:  # WS: one tile for every t_tile
+            geo.tilings["nonzeros", tile_k, tile_n] = geo.sparsity.tile_nonzeros(
+                layer.groups, tile_k, tile_n)
+        nzt = geo.tilings["nonzeros", tile_k, tile_n]
     args = (
         _DATAFLOW_CODE[geo.dataflow], R, t_len, ext.rext, ext.text, ext.cext, n, m, meta_bits,
         ext.kblocks, BLOCK_INDEX_BYTES, rel_a, rel_w, rel_o, rel_s, red,
@@ -402,10 +405,11 @@ def plan_folds(
     """
     geo = geo or geometry(layer, hw, sparsity)
     tiling = stream_tiling(geo, mapping.t_tile, compress)
-    fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals, _ = fold_arrays(
-        order_code(mapping.order), *tiling.kernel_args)
+    fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals, walked = \
+        fold_arrays(order_code(mapping.order), *tiling.kernel_args, True,
+                    float(hw.memory.dram_bytes_per_cycle))
     return FoldPlan(
-        mapping=mapping, gemms=int(np.unique(index[:, 0]).size), fill=fill, stream=stream,
+        mapping=mapping, gemms=int(walked[6]), fill=fill, stream=stream,
         edge_stall=edge, fetch_bytes=fetch, write_bytes=write, repeat=repeat,
         repeat_loop=int(comp), counts=totals, index=index,
         rows=rows, cols=cols, t_tile=tiling.t_len,
@@ -469,10 +473,11 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     :func:`accel_sim.engine.walk`). See the module docstring for the semantics.
 
     Every fold goes through the timeline (:mod:`accel_sim.timeline`, DRAM ``bandwidth`` in
-    bytes/cycle) as it is generated. ``record=False`` stores no fold (the per-fold arrays come
-    back empty): the mapper's cost of a mapping without a plan's memory. With ``bound >= 0``
-    the walk stops once its cycles exceed ``bound`` and returns ``bound + 1`` compute cycles
-    (a candidate that cannot win under the latency objective).
+    bytes/cycle) as its costs are computed. ``record=False`` keeps only the fold sequence (each
+    fold's indices, rows and steps, which the costs need of their neighbours), not the per-fold
+    costs, and returns the per-fold arrays empty: the mapper's cost of a mapping. With
+    ``bound >= 0`` the walk stops once its cycles exceed ``bound`` and returns ``bound + 1``
+    compute cycles (a candidate that cannot win under the latency objective).
 
     Returns:
         (fill, stream, edge, fetch, write, repeat, compressed loop, index, rows, cols,

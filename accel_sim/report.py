@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -169,7 +168,7 @@ class LayerResult:
 
     def as_row(self) -> dict[str, object]:
         """Fields and derived figures as one flat dict."""
-        row = {name: getattr(self, name) for name in _field_names()}  # flat: no deep copy
+        row = {name: getattr(self, name) for name in _FIELD_NAMES}  # flat: no deep copy
         for name in ("stall_cycles", "total_cycles", "utilization", "dram_bytes",
                      "dram_over_compulsory", "bound", "energy_total_pj", "latency_us"):
             row[name] = getattr(self, name)
@@ -180,10 +179,8 @@ class LayerResult:
         return pd.DataFrame([self.as_row()])
 
 
-@functools.cache
-def _field_names() -> tuple[str, ...]:
-    """LayerResult's field names, in order (asked for once per result row)."""
-    return tuple(f.name for f in fields(LayerResult))
+_FIELD_NAMES = tuple(f.name for f in fields(LayerResult))
+"""LayerResult's field names, in order (:meth:`LayerResult.as_row` reads them per row)."""
 
 
 @dataclass(frozen=True)

@@ -112,11 +112,8 @@ class LayerSparsity:
         Returns:
             int64 ``[groups, ceil(N/cols), ceil(K/rows)]``. Summed from cached counts over
             ``gcd(cols, 8) x gcd(rows, 8)`` cells (uint8; the mask itself for 1 x 1 cells), so a
-            sweep over arrays reads the mask once; the last answer is remembered too.
+            sweep over arrays reads the mask once.
         """
-        last = self.__dict__.get("_tile_last")
-        if last is not None and last[0] == (groups, rows, cols):
-            return last[1]
         cell_n, cell_k = math.gcd(cols, 8), math.gcd(rows, 8)
         per_group = self.mask.reshape(groups, -1, self.mask.shape[1])
         cells = per_group
@@ -125,9 +122,7 @@ class LayerSparsity:
             if (groups, cell_n, cell_k) not in cache:
                 cache[groups, cell_n, cell_k] = _sum_tiles(per_group, cell_n, cell_k, np.uint8)
             cells = cache[groups, cell_n, cell_k]
-        tiles = _sum_tiles(cells, cols // cell_n, rows // cell_k, np.int64)
-        self.__dict__["_tile_last"] = ((groups, rows, cols), tiles)
-        return tiles
+        return _sum_tiles(cells, cols // cell_n, rows // cell_k, np.int64)
 
     @functools.cached_property
     def block_rows_before(self) -> np.ndarray:

@@ -3,7 +3,7 @@
 :mod:`accel_sim.engine` documents the timeline (prefetch, busy, DRAM stalls, write-back). This
 module holds its arithmetic as a streaming walker, so that the engine can walk a stored plan
 (:func:`accel_sim.engine.walk`) and the mapper can cost a mapping while its folds are generated
-(:func:`accel_sim.mapping.fold_arrays` with ``record=False``), without storing them: both feed
+(:func:`accel_sim.mapping.fold_arrays` with ``record=False``) without storing a plan: both feed
 the same :func:`step` and read the same :func:`finish`.
 
 A fold's DRAM stall depends on the write-back of the fold before it and the fetch of the fold
