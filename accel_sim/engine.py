@@ -56,7 +56,7 @@ def walk(
     st = timeline.start()
     for k in range(stream.shape[0]):
         st = timeline.step(st, fill[k], stream[k], edge_stall[k], fetch_bytes[k], write_bytes[k],
-                      repeat[k], bandwidth)
+                           repeat[k], bandwidth)
     return timeline.finish(st, bandwidth)
 
 
