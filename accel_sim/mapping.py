@@ -449,12 +449,17 @@ def _window(order, rel, tile_bytes, trips, cap, union_bytes):
     return 0
 
 
-@njit(cache=True)
-def _iteration(position: int, loop: int, comp: int, trips: np.ndarray) -> int:
-    """The loop index at ``position``; a compressed loop visits only 0, 1 and its last."""
-    if loop == comp and position == 2:
-        return trips[loop] - 1
-    return position
+@njit(cache=True, inline="always")
+def _position(a: int, b: int, c: int, order: tuple, comp: int, last: int) -> tuple:
+    """(i, j, t) indices at nest positions (outer a, middle b, inner c) of loop ``order``; the
+    compressed loop ``comp`` visits only 0, 1 and ``last`` (its position 2). Scalars only: the
+    walk calls it per fold, and array arguments would cost two atomic reference counts each."""
+    v0 = last if order[0] == comp and a == 2 else a
+    v1 = last if order[1] == comp and b == 2 else b
+    v2 = last if order[2] == comp and c == 2 else c
+    return ((v0 if order[0] == 0 else v1 if order[1] == 0 else v2),
+            (v0 if order[0] == 1 else v1 if order[1] == 1 else v2),
+            (v0 if order[0] == 2 else v1 if order[1] == 2 else v2))
 
 
 @njit(cache=True)
@@ -484,7 +489,6 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
         counts int64 [15], int64 [7]: cycles (compute + gemms, edge, DRAM, prefetch,
         write-back), folds (repeated ones counted each time) and GEMMs with a fold).
     """
-    groups = text.shape[0]
     win_a = _window(order, rel_a, sizes[0], trips, sizes[3], union_bytes)
     a_union = union_bytes >= 0 and win_a & 3 == 3
     new = new_j
@@ -506,160 +510,169 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     lens = np.empty(3, np.int64)
     for q in range(3):
         lens[q] = 3 if order[q] == comp else trips[order[q]]
-    f = 0
-    idx = np.zeros(3, np.int64)
-    index = np.zeros((0, 4), np.int64)
-    rows = np.zeros(0, np.int64)
-    stream = np.zeros(0, np.int64)
-    for enumerate_ in range(2):  # count the folds, then list them
-        if enumerate_:
-            index = np.zeros((f, 4), np.int64)
-            rows = np.zeros(f, np.int64)
-            stream = np.zeros(f, np.int64)
-        f = 0
-        for g in range(groups):
-            for a in range(lens[0]):
-                idx[order[0]] = _iteration(a, order[0], comp, trips)
-                for b in range(lens[1]):
-                    idx[order[1]] = _iteration(b, order[1], comp, trips)
-                    for c3 in range(lens[2]):
-                        idx[order[2]] = _iteration(c3, order[2], comp, trips)
-                        i, j, tt = idx[0], idx[1], idx[2]
-                        s_full = text[g, j]
-                        if tt * t_len >= s_full:
-                            continue
-                        r_full = rext[g, j if rext.shape[1] > 1 else 0,
-                                      tt if rext.shape[2] > 1 else 0]
-                        if i * R >= r_full:
-                            continue
-                        if enumerate_:
-                            index[f, 0], index[f, 1], index[f, 2], index[f, 3] = g, j, i, tt
-                            rows[f] = min(R, r_full - i * R)
-                            stream[f] = min(t_len, s_full - tt * t_len)
-                        f += 1
-    size = f if record else 0
-    cols = np.zeros(size, np.int64)
-    repeat = np.ones(size, np.int64)
-    fill = np.zeros(size, np.int64)
-    edge = np.zeros(size, np.int64)
-    fetch = np.zeros(size, np.int64)
-    write = np.zeros(size, np.int64)
-    totals = np.zeros(15, np.int64)
-    st = timeline.start()
-    column = (2, 1, 3)[comp] if comp >= 0 else 0  # index columns: (group, j, i, t)
-    folds = gemms = 0
-    for k in range(f):
-        g, j, i, tt = index[k, 0], index[k, 1], index[k, 2], index[k, 3]
-        r, s = rows[k], stream[k]
-        c = cext[j]
-        w = trips[comp] - 2 if comp >= 0 and index[k, column] == 1 else 1
-        cont = k > 0 and index[k - 1, 0] == g
-        if cont:
-            cont = not ((rel_s & 1 and index[k - 1, 2] != i) or (rel_s & 2 and index[k - 1, 1] != j)
-                        or (rel_s & 4 and index[k - 1, 3] != tt))
-        # first visit within the window: every window loop the operand ignores is at 0
-        moved = (1 if i else 0) | (2 if j else 0) | (4 if tt else 0)
-        fa = (moved & win_a & ~rel_a) == 0
-        fw = (moved & win_w & ~rel_w) == 0
-        dr = (r + nm_n - 1) // nm_n * nm_m
-        ds = (s + nm_n - 1) // nm_n * nm_m
-        if df == 0:  # ws
-            a_words, w_words, o_words = s * dr, r * c, s * c
-        elif df == 1:  # is
-            a_words, w_words, o_words = dr * c, s * r, s * c
-        else:  # os
-            a_words, w_words, o_words = r * ds, c * s, r * c
-        if a_union:
-            a_fill = new[g, j, i] * s
-        elif fa:
-            a_fill = a_words
-        else:
-            a_fill = 0
-        a_fill = math.ceil(a_fill * distinct)
-        meta = 0
-        w_fill = 0
-        if fw:
-            w_fill = w_words
-            meta = (w_words * meta_bits + 7) // 8
-            if bitmap:
-                if df == 0:
-                    w_fill = nzt[g, j, i]
-                elif df == 1:
-                    w_fill = nzt[g, tt, i]
-                else:
-                    w_fill = nzt[g, j, tt]
-                meta = (w_words + 7) // 8
-            if (tt == 0 if df == 2 else i == 0):  # block indices come with the first K tile
-                meta += kblocks[g, j if kblocks.shape[1] > 1 else 0,
-                                tt if kblocks.shape[2] > 1 else 0] * block_index_bytes
-        # partial sums and outputs
-        if red == 4:
-            red_idx = tt
-            last = (tt + 1) * t_len >= text[g, j]
-        else:
-            red_idx = i
-            last = (i + 1) * R >= rext[g, j if rext.shape[1] > 1 else 0,
-                                       tt if rext.shape[2] > 1 else 0]
-        psum_rd = psum_wr = out_wr = spill_rd = spill_wr = 0
-        starts = red_idx > 0
-        ends = True
-        if df == 2:  # os: the outputs stay in the PEs while the stream continues
-            starts = starts and not cont
-            ends = k == f - 1 or index[k + 1, 0] != g or index[k + 1, 1] != j \
-                or index[k + 1, 2] != i
-        if starts:
-            psum_rd += o_words
-            if not resident:
-                spill_rd += o_words
-                psum_wr += o_words
-        if ends:
-            if last:
-                out_wr = o_words
+    o = (order[0], order[1], order[2])
+    comp_last = trips[comp] - 1 if comp >= 0 else 0
+    groups = text.shape[0]
+    f = 0  # with record: the folds, counted by a first pass that sizes the plan's arrays
+    for walk in range(2 if record else 1):
+        costing = walk == 1 or not record
+        cols, repeat, fill, edge, fetch, write, stream, rows = (
+            np.zeros(f, np.int64), np.ones(f, np.int64), np.zeros(f, np.int64),
+            np.zeros(f, np.int64), np.zeros(f, np.int64), np.zeros(f, np.int64),
+            np.zeros(f, np.int64), np.zeros(f, np.int64))
+        index = np.zeros((f, 4), np.int64)
+        totals = np.zeros(15, np.int64)
+        st = timeline.start()
+        folds = gemms = k = 0
+        na = nb = ng = 0  # nest positions (outer, middle, inner) and group of the next fold
+        nc = -1
+        nj = ni = nt = nr = ns = 0  # the next fold's j, i, t, rows and steps
+        have = False  # whether a current fold (g, j, i, tt, r, s) waits for its successor
+        g = j = i = tt = r = s = 0
+        pg = pj = pi = pt = -1  # the fold before the current one
+        while True:
+            # The folds come one at a time (scalars, no arrays): a walk that stops early (the
+            # mapper's bound) never generates the rest, and one that stores nothing never
+            # holds the fold sequence. Folds past a ragged edge have no work and are skipped.
+            more = False
+            while not more:
+                nc += 1
+                if nc == lens[2]:
+                    nc, nb = 0, nb + 1
+                    if nb == lens[1]:
+                        nb, na = 0, na + 1
+                        if na == lens[0]:
+                            na, ng = 0, ng + 1
+                if ng >= groups:
+                    break
+                ni, nj, nt = _position(na, nb, nc, o, comp, comp_last)
+                s_full = text[ng, nj]
+                r_full = rext[ng, nj if rext.shape[1] > 1 else 0, nt if rext.shape[2] > 1 else 0]
+                if nt * t_len < s_full and ni * R < r_full:
+                    more = True
+                    nr, ns = min(R, r_full - ni * R), min(t_len, s_full - nt * t_len)
+            if not costing:
+                if not more:
+                    break
+                f += 1
+                continue
+            if not have:  # the first fold: its successor comes next
+                if not more:
+                    break
+                g, j, i, tt, r, s = ng, nj, ni, nt, nr, ns
+                have = True
+                continue
+            c = cext[j]
+            w = trips[comp] - 2 if comp >= 0 and (i, j, tt)[comp] == 1 else 1
+            cont = pg == g and not ((rel_s & 1 and pi != i) or (rel_s & 2 and pj != j)
+                                    or (rel_s & 4 and pt != tt))
+            # first visit within the window: every window loop the operand ignores is at 0
+            moved = (1 if i else 0) | (2 if j else 0) | (4 if tt else 0)
+            fa = (moved & win_a & ~rel_a) == 0
+            fw = (moved & win_w & ~rel_w) == 0
+            dr = (r + nm_n - 1) // nm_n * nm_m
+            ds = (s + nm_n - 1) // nm_n * nm_m
+            if df == 0:  # ws
+                a_words, w_words, o_words = s * dr, r * c, s * c
+            elif df == 1:  # is
+                a_words, w_words, o_words = dr * c, s * r, s * c
+            else:  # os
+                a_words, w_words, o_words = r * ds, c * s, r * c
+            if a_union:
+                a_fill = new[g, j, i] * s
+            elif fa:
+                a_fill = a_words
             else:
-                psum_wr += o_words
+                a_fill = 0
+            a_fill = math.ceil(a_fill * distinct)
+            meta = 0
+            w_fill = 0
+            if fw:
+                w_fill = w_words
+                meta = (w_words * meta_bits + 7) // 8
+                if bitmap:
+                    if df == 0:
+                        w_fill = nzt[g, j, i]
+                    elif df == 1:
+                        w_fill = nzt[g, tt, i]
+                    else:
+                        w_fill = nzt[g, j, tt]
+                    meta = (w_words + 7) // 8
+                if (tt == 0 if df == 2 else i == 0):  # block indices come with the first K tile
+                    meta += kblocks[g, j if kblocks.shape[1] > 1 else 0,
+                                    tt if kblocks.shape[2] > 1 else 0] * block_index_bytes
+            # partial sums and outputs
+            if red == 4:
+                red_idx = tt
+                last = (tt + 1) * t_len >= text[g, j]
+            else:
+                red_idx = i
+                last = (i + 1) * R >= rext[g, j if rext.shape[1] > 1 else 0,
+                                           tt if rext.shape[2] > 1 else 0]
+            psum_rd = psum_wr = out_wr = spill_rd = spill_wr = 0
+            starts = red_idx > 0
+            ends = True
+            if df == 2:  # os: the outputs stay in the PEs while the stream continues
+                starts = starts and not cont
+                ends = not more or ng != g or nj != j or ni != i
+            if starts:
+                psum_rd += o_words
                 if not resident:
-                    spill_wr += o_words
-                    psum_rd += o_words
-        slots = r * c * s
-        a_reads = 0 if cont and df == 1 else a_words
-        w_reads = 0 if cont and df == 0 else w_words
-        read_bytes = (a_fill + w_fill) * wb + meta + spill_rd * pb
-        write_bytes = out_wr * wb + spill_wr * pb
-        totals[0] += w * a_reads
-        totals[1] += w * a_fill
-        totals[2] += w * w_reads
-        totals[3] += w * w_fill
-        totals[4] += w * out_wr
-        totals[5] += w * out_wr
-        totals[6] += w * psum_rd
-        totals[7] += w * psum_wr
-        totals[8] += w * 2 * meta
-        totals[9] += w * read_bytes
-        totals[10] += w * write_bytes
-        totals[11] += w * meta
-        totals[12] += w * (spill_rd + spill_wr) * pb
-        totals[13] += w * slots
-        totals[14] += w * (2 * slots + (0 if cont else r * c))
-        fill_k = 0 if cont else fill_full
-        if df == 0:
-            e = (s * dr + edge_bw - 1) // edge_bw - s
-        elif df == 2:
-            e = (r * ds + edge_bw - 1) // edge_bw - s
-        else:
-            e = 0 if cont else dr - R
-        e = max(0, e)
-        st = timeline.step(st, fill_k, s, e, read_bytes, write_bytes, w, bandwidth)
-        if record:
-            cols[k], repeat[k], fill[k], edge[k], fetch[k], write[k] = (
-                c, w, fill_k, e, read_bytes, write_bytes)
-        folds += w
-        gemms += k == 0 or index[k - 1, 0] != g
-        if bound >= 0 and timeline.elapsed(st) > bound:
-            cycles = np.zeros(7, np.int64)
-            cycles[0] = bound + 1
-            return (fill, stream[:size], edge, fetch, write, repeat, comp, index[:size],
-                    rows[:size], cols, totals, cycles)
+                    spill_rd += o_words
+                    psum_wr += o_words
+            if ends:
+                if last:
+                    out_wr = o_words
+                else:
+                    psum_wr += o_words
+                    if not resident:
+                        spill_wr += o_words
+                        psum_rd += o_words
+            slots = r * c * s
+            a_reads = 0 if cont and df == 1 else a_words
+            w_reads = 0 if cont and df == 0 else w_words
+            read_bytes = (a_fill + w_fill) * wb + meta + spill_rd * pb
+            write_bytes = out_wr * wb + spill_wr * pb
+            totals[0] += w * a_reads
+            totals[1] += w * a_fill
+            totals[2] += w * w_reads
+            totals[3] += w * w_fill
+            totals[4] += w * out_wr
+            totals[5] += w * out_wr
+            totals[6] += w * psum_rd
+            totals[7] += w * psum_wr
+            totals[8] += w * 2 * meta
+            totals[9] += w * read_bytes
+            totals[10] += w * write_bytes
+            totals[11] += w * meta
+            totals[12] += w * (spill_rd + spill_wr) * pb
+            totals[13] += w * slots
+            totals[14] += w * (2 * slots + (0 if cont else r * c))
+            fill_k = 0 if cont else fill_full
+            if df == 0:
+                e = (s * dr + edge_bw - 1) // edge_bw - s
+            elif df == 2:
+                e = (r * ds + edge_bw - 1) // edge_bw - s
+            else:
+                e = 0 if cont else dr - R
+            e = max(0, e)
+            st = timeline.step(st, fill_k, s, e, read_bytes, write_bytes, w, bandwidth)
+            if record:
+                index[k, 0], index[k, 1], index[k, 2], index[k, 3] = g, j, i, tt
+                rows[k], stream[k], cols[k], repeat[k] = r, s, c, w
+                fill[k], edge[k], fetch[k], write[k] = fill_k, e, read_bytes, write_bytes
+            folds += w
+            gemms += pg != g
+            if bound >= 0 and timeline.elapsed(st) > bound:
+                cycles = np.zeros(7, np.int64)
+                cycles[0] = bound + 1
+                return (fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals,
+                        cycles)
+            pg, pj, pi, pt = g, j, i, tt
+            k += 1
+            if not more:
+                break
+            g, j, i, tt, r, s = ng, nj, ni, nt, nr, ns
     compute, edges, dram, prefetch, writeback = timeline.finish(st, bandwidth)
     cycles = np.array([compute, edges, dram, prefetch, writeback, folds, gemms], np.int64)
-    return (fill, stream[:size], edge, fetch, write, repeat, comp, index[:size], rows[:size],
-            cols, totals, cycles)
+    return (fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals, cycles)
