@@ -97,21 +97,33 @@ def _units(need_blocks: np.ndarray, b: int, k: int, unit: int) -> np.ndarray:
 
 
 def pack(layer: GemmLayer, sparsity: LayerSparsity, hw: HardwareSpec, width: int) -> Packing:
-    """The packed K extent of each fold of ``width`` filters of ``layer`` on ``hw``."""
-    nf = math.ceil(layer.N / width)
+    """The packed K extent of each fold of ``width`` filters of ``layer`` on ``hw``.
+
+    A masked layer's packing is remembered on its descriptor (:meth:`LayerSparsity.derived`)
+    per shape, width and the hardware's sparse support: a sweep packs each mask once per width.
+    The result is shared: do not modify its arrays.
+    """
     masked = sparsity.mask is not None
     blocks = masked and hw.sparse.block_skipping and sparsity.block is not None
     nm = (hw.sparse.nm if masked and hw.sparse.nm is not None and sparsity.nm is not None
           and sparsity.satisfies_nm(*hw.sparse.nm) else None)
-    k = layer.K
     if not blocks and nm is None:
-        return Packing(np.full((layer.groups, nf), k, np.int64), None, None, k, None, None, width)
+        return Packing(np.full((layer.groups, math.ceil(layer.N / width)), layer.K, np.int64),
+                       None, None, layer.K, None, None, width)
+    return sparsity.derived(("packing", layer.groups, layer.N, layer.K, blocks, nm, width),
+                            lambda: _pack(layer, sparsity, width, blocks, nm))
+
+
+def _pack(layer: GemmLayer, sparsity: LayerSparsity, width: int, blocks: bool,
+          nm: tuple[int, int] | None) -> Packing:
+    k = layer.K
     if blocks:
         b = sparsity.block
         need_blocks = _block_need(sparsity, layer, width)
         kept = need_blocks.sum(axis=2)
     else:
-        b, need_blocks, kept = k, np.ones((layer.groups, nf, 1), bool), None
+        b, kept = k, None
+        need_blocks = np.ones((layer.groups, math.ceil(layer.N / width), 1), bool)
     if nm is None:
         lengths = np.minimum(b, k - np.arange(need_blocks.shape[2]) * b)  # partial last block
         rows = need_blocks @ lengths

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 from numba import njit
@@ -34,6 +35,7 @@ from accel_sim.workload import GemmLayer
 from crisp import pattern_core as patterns
 from crisp.errors import UserError
 
+T = TypeVar("T")
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 
 
@@ -85,26 +87,35 @@ class LayerSparsity:
     def _mask_nonzeros(self) -> int:
         return int(self.mask.sum())
 
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, remembered on this descriptor under ``key``.
+
+        For data derived from the mask (which never changes once drawn) that a sweep would
+        otherwise recompute per design point: statistics here, the hardware's packing in
+        :func:`accel_sim.packing.pack`. The result is shared: callers must not modify it.
+        """
+        cache = self.__dict__.setdefault("_derived", {})
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
     def satisfies_nm(self, n: int, m: int) -> bool:
         """True if every aligned group of ``m`` along K keeps at most ``n`` (no mask: False).
 
-        Computed once per mask and M (the descriptor caches it), as sweeps ask per design point.
+        Computed once per mask and M, as sweeps ask per design point.
         """
         if self.mask is None:
             return False
-        cache = self.__dict__.setdefault("_group_max_cache", {})
-        if m not in cache:
-            cache[m] = int(_group_max(self.mask, m))
-        return cache[m] <= n
+        return self.derived(("group max", m), lambda: int(_group_max(self.mask, m))) <= n
 
     def io_counts(self, groups: int) -> tuple[int, int]:
         """(input indices, filters) of the ``groups`` GEMMs that hold a non-zero: the K indices
         some filter of the group keeps and the filters that keep some weight. Cached."""
-        cache = self.__dict__.setdefault("_io_cache", {})
-        if groups not in cache:
+        def count() -> tuple[int, int]:
             per_group = self.mask.reshape(groups, -1, self.mask.shape[1])
-            cache[groups] = tuple(int(v) for v in _io_counts(per_group))
-        return cache[groups]
+            return tuple(int(v) for v in _io_counts(per_group))
+
+        return self.derived(("io counts", groups), count)
 
     def tile_nonzeros(self, groups: int, rows: int, cols: int) -> np.ndarray:
         """Non-zeros per WS weight tile (``rows`` of K by ``cols`` of N) of each group.
@@ -118,10 +129,8 @@ class LayerSparsity:
         per_group = self.mask.reshape(groups, -1, self.mask.shape[1])
         cells = per_group
         if cell_n * cell_k > 1:
-            cache = self.__dict__.setdefault("_cell_counts", {})
-            if (groups, cell_n, cell_k) not in cache:
-                cache[groups, cell_n, cell_k] = _sum_tiles(per_group, cell_n, cell_k, np.uint8)
-            cells = cache[groups, cell_n, cell_k]
+            cells = self.derived(("cell counts", groups, cell_n, cell_k),
+                                 lambda: _sum_tiles(per_group, cell_n, cell_k, np.uint8))
         return _sum_tiles(cells, cols // cell_n, rows // cell_k, np.int64)
 
     @functools.cached_property
