@@ -85,7 +85,7 @@ class LayerSparsity:
 
     @functools.cached_property
     def _mask_nonzeros(self) -> int:
-        return int(self.mask.sum())
+        return int(np.count_nonzero(self.mask))
 
     def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
         """``compute()``, remembered on this descriptor under ``key``.
@@ -153,41 +153,51 @@ class LayerSparsity:
         """
         if self.mask is None or self.block is None:
             raise UserError(f"scheme {self.scheme!r} has no block mask")
-        b, (rows, k) = self.block, self.mask.shape
-        padded = np.pad(self.mask, ((0, -rows % b), (0, -k % b)))
-        return padded.reshape(padded.shape[0] // b, b, padded.shape[1] // b, b).any(axis=(1, 3))
+        return _block_any(self.mask, self.block)
 
 
 DENSE = LayerSparsity()
 
 
 def _sum_tiles(counts: np.ndarray, tile_n: int, tile_k: int, dtype: type) -> np.ndarray:
-    """Sum ``[groups, N, K]`` counts over ``tile_n x tile_k`` tiles (edge tiles partial)."""
+    """Sum ``[groups, N, K]`` counts over ``tile_n x tile_k`` tiles (edge tiles partial), in
+    ``dtype``: first over each tile's rows (whole rows at a time), then along K."""
     g, n, k = counts.shape
-    out = np.zeros((g, -(-n // tile_n), -(-k // tile_k)), dtype)
-    _add_tiles(counts, tile_n, tile_k, out)
+    rows = np.zeros((g, -(-n // tile_n), k), dtype)
+    _add_rows(counts, tile_n, rows)
+    if tile_k == 1:
+        return rows
+    out = np.zeros((g, rows.shape[1], -(-k // tile_k)), dtype)
+    _add_columns(rows, tile_k, out)
     return out
 
 
 @njit(cache=True)
-def _add_tiles(counts, tile_n, tile_k, out):  # pragma: no cover - compiled
+def _add_rows(counts, tile_n, out):  # pragma: no cover - compiled
     g, n, k = counts.shape
     for a in range(g):
         for r in range(n):
-            row = out[a, r // tile_n]
-            if tile_k == 1:
-                row += counts[a, r]
-                continue
-            for t in range(row.shape[0]):
+            q = r // tile_n
+            for c in range(k):
+                out[a, q, c] += counts[a, r, c]
+
+
+@njit(cache=True)
+def _add_columns(counts, tile_k, out):  # pragma: no cover - compiled
+    g, n, k = counts.shape
+    for a in range(g):
+        for r in range(n):
+            for t in range(out.shape[2]):
                 total = 0
                 for c in range(t * tile_k, min(k, (t + 1) * tile_k)):
                     total += counts[a, r, c]
-                row[t] += total
+                out[a, r, t] += total
 
 
 @njit(cache=True)
 def _group_max(mask, m):  # pragma: no cover - compiled
-    """The most non-zeros any aligned group of ``m`` along K holds (a short tail group too)."""
+    """The most non-zeros any aligned group of ``m`` along K holds (a short tail group too).
+    Stops once a group holds ``m`` (no group can hold more)."""
     best = 0
     rows, k = mask.shape
     for r in range(rows):
@@ -196,7 +206,29 @@ def _group_max(mask, m):  # pragma: no cover - compiled
             for c in range(start, min(k, start + m)):
                 total += mask[r, c]
             best = max(best, total)
+        if best >= m:
+            return best
     return best
+
+
+@njit(cache=True)
+def _block_any(mask, b):  # pragma: no cover - compiled
+    """bool ``[ceil(rows/b), ceil(K/b)]``: blocks of ``mask`` holding a True (edge blocks
+    partial); each block-row's rows are OR-ed whole first, then split into blocks."""
+    rows, k = mask.shape
+    out = np.zeros((-(-rows // b), -(-k // b)), np.bool_)
+    kept = np.empty(k, np.bool_)
+    for q in range(out.shape[0]):
+        kept[:] = False
+        for r in range(q * b, min(rows, (q + 1) * b)):
+            for c in range(k):
+                kept[c] |= mask[r, c]
+        for t in range(out.shape[1]):
+            for c in range(t * b, min(k, (t + 1) * b)):
+                if kept[c]:
+                    out[q, t] = True
+                    break
+    return out
 
 
 @njit(cache=True)

@@ -164,3 +164,30 @@ def test_compare_ratios_and_simulate_errors() -> None:
     assert len(result.frame) == 3 * 3
     with pytest.raises(UserError, match="unknown layer 'zz'"):
         simulate(layers, sparse_hw(), {"zz": DENSE})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 19), st.integers(1, 37), st.integers(1, 9),
+       st.integers(1, 9), st.floats(0.0, 1.0), st.integers(0, 2**32 - 1))
+def test_mask_statistics_match_their_definitions(groups: int, n: int, k: int, tile_n: int,
+                                                 tile_k: int, density: float, seed: int) -> None:
+    """Tile sums, block bitmap, N:M group maximum and non-zeros (Numba kernels, cached per mask)
+    against plain numpy written from their docstrings, ragged edges included."""
+    mask = np.random.default_rng(seed).random((groups * n, k)) < density
+    spec = LayerSparsity("block", mask, None, tile_n)
+    per_group = mask.reshape(groups, n, k)
+    want = np.zeros((groups, -(-n // tile_n), -(-k // tile_k)), np.int64)
+    for a, r, c in zip(*np.nonzero(per_group), strict=True):
+        want[a, r // tile_n, c // tile_k] += 1
+    assert np.array_equal(spec.tile_nonzeros(groups, tile_k, tile_n), want)
+    assert np.array_equal(spec.tile_nonzeros(groups, tile_k, tile_n), want)  # from the cache
+    b = tile_n
+    rows = -(-groups * n // b)
+    bitmap = [[mask[q * b:(q + 1) * b, t * b:(t + 1) * b].any() for t in range(-(-k // b))]
+              for q in range(rows)]
+    assert spec.block_bitmap.tolist() == bitmap
+    groups_of_m = [mask[:, s:s + tile_k].sum(axis=1).max() for s in range(0, k, tile_k)]
+    most = int(max(groups_of_m))
+    assert spec.satisfies_nm(most, tile_k)
+    assert most == 0 or not spec.satisfies_nm(most - 1, tile_k)
+    assert spec.nonzeros(GemmLayer("x", "linear", 1, k, groups * n)) == int(mask.sum())
