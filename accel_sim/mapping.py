@@ -237,11 +237,19 @@ class _Extents:
 
 
 def _extents(geo: LayerGeometry, t_len: int) -> _Extents:
-    """The extents of ``geo`` at stream tile ``t_len`` (remembered in ``geo.tilings``)."""
+    """The extents of ``geo`` at stream tile ``t_len``, remembered in ``geo.tilings`` and, for a
+    masked layer, on its descriptor (shared by every array with the same columns, dataflow and
+    sparse support: a sweep builds them once per mask for those)."""
     width = min(t_len, geo.layer.N) if geo.dataflow == "is" else None
     key = ("extents", width)
     if key not in geo.tilings:
-        geo.tilings[key] = _new_extents(geo, width)
+        layer, hw = geo.layer, geo.hw
+        if geo.sparsity.mask is None:
+            geo.tilings[key] = _new_extents(geo, width)
+        else:
+            shared = ("extents", geo.dataflow, width, hw.array.cols, hw.sparse, layer.P, layer.N,
+                      layer.K, layer.groups)
+            geo.tilings[key] = geo.sparsity.derived(shared, lambda: _new_extents(geo, width))
     return geo.tilings[key]
 
 
