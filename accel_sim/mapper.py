@@ -216,8 +216,13 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
         tied = np.flatnonzero(cycles == cycles.min())
         if len(tied) == 1:
             pick = tied[0]
-        else:
-            pj = [_energy_pj(table[k], geo, found[k][1]) for k in tied]
+        else:  # equal cycles: equal counts and N:M give equal energy, priced once
+            keys = [(table[k, _ROW:].tobytes(), found[k][1]) for k in tied]
+            priced: dict[tuple, float] = {}
+            for k, key in zip(tied, keys, strict=True):
+                if key not in priced:
+                    priced[key] = _energy_pj(table[k], geo, key[1])
+            pj = [priced[key] for key in keys]
             pick = tied[int(np.argmin(pj))]
     else:
         pj = np.array([_energy_pj(table[k], geo, found[k][1]) for k in range(len(found))])

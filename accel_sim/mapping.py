@@ -233,7 +233,7 @@ class _Extents:
     packing: Packing
     row_max: int  # the most packed rows of any fold of filters (at least 1)
     step_max: int  # the most steps of any column fold (at least 1)
-    alike: np.ndarray  # bool [3]: see _alike_loops
+    alike: np.ndarray  # bool [3]: see _extent_arrays
 
 
 def _extents(geo: LayerGeometry, t_len: int) -> _Extents:
@@ -255,25 +255,61 @@ def _extents(geo: LayerGeometry, t_len: int) -> _Extents:
 
 def _new_extents(geo: LayerGeometry, width: int | None) -> _Extents:
     layer, hw = geo.layer, geo.hw
-    C = hw.array.cols
-    g = layer.groups
-    packing = geo.packing
-    if geo.dataflow == "ws":
-        rext, text, cols = packing.rows[:, :, None], np.full_like(packing.rows, layer.P), layer.N
-    elif geo.dataflow == "os":
-        nj = packing.rows.shape[1]
-        rext, text, cols = np.full((g, nj, 1), layer.P, np.int64), packing.rows, layer.N
-    else:  # IS: columns are pixels; the filters of a stream tile set its packed K extent
-        packing = pack(layer, geo.sparsity, hw, width)
-        rext, cols = packing.rows[:, None, :], layer.P
-        text = np.full((g, -(-layer.P // C)), layer.N, np.int64)
-    cext = np.minimum(C, cols - np.arange(-(-cols // C)) * C).astype(np.int64)
-    kblocks = (np.zeros_like(rext) if packing.blocks is None
-               else packing.blocks.reshape(rext.shape))
-    rext, text, kblocks = (np.ascontiguousarray(x) for x in (rext, text, kblocks))
-    return _Extents(rext, text, cext, kblocks, packing, max(1, int(rext.max(initial=1))),
-                    max(1, int(text.max(initial=1))),
-                    _alike_loops(rext, text, kblocks, geo))
+    packing = geo.packing if geo.dataflow != "is" else pack(layer, geo.sparsity, hw, width)
+    has_blocks = packing.blocks is not None
+    rext, text, cext, kblocks, row_max, step_max, alike = _extent_arrays(
+        packing.rows, packing.blocks if has_blocks else packing.rows, has_blocks,
+        _DATAFLOW_CODE[geo.dataflow], layer.P, layer.N, hw.array.cols, geo.union is not None,
+        geo.bitmap)
+    return _Extents(rext, text, cext, kblocks, packing, row_max, step_max, alike)
+
+
+@njit(cache=True)
+def _extent_arrays(rows, blocks, has_blocks, df, P, N, C, union, bitmap):  # pragma: no cover
+    """The arrays of :class:`_Extents` from a packing's ``rows`` (and kept ``blocks`` per fold of
+    filters), with the maxima and the alike loops.
+
+    WS: packed rows per (group, column fold), P steps; OS: P rows, packed steps per column
+    fold; IS (``rows`` per stream tile's fold of filters): packed rows per (group, tile), N steps
+    per column fold of pixels. Alike loops (bool [3], for i, j, t: whether every middle
+    iteration is the same work): row folds when one packed row count holds everywhere, with no
+    first-need union and no bitmap count per row fold; column folds when, within each group,
+    stream length, row count and block count are the same for every column fold (an IS layer's
+    per-tile row counts do not depend on the column fold), with no union and no bitmap count
+    per column fold; stream tiles when one stream length holds for every column fold and no
+    packing, block index or bitmap count depends on the tile.
+    """
+    g, nf = rows.shape
+    if df == 0:  # ws
+        rext = rows.copy().reshape(g, nf, 1)
+        text = np.full((g, nf), P, np.int64)
+        cols = N
+    elif df == 2:  # os
+        rext = np.full((g, nf, 1), P, np.int64)
+        text = rows.copy()
+        cols = N
+    else:  # is
+        rext = rows.copy().reshape(g, 1, nf)
+        text = np.full((g, -(-P // C)), N, np.int64)
+        cols = P
+    cext = np.empty(-(-cols // C), np.int64)
+    for j in range(cext.shape[0]):
+        cext[j] = min(C, cols - j * C)
+    kblocks = blocks.copy().reshape(rext.shape) if has_blocks else np.zeros_like(rext)
+    row_max = max(1, rext.max())
+    step_max = max(1, text.max())
+    alike = np.zeros(3, np.bool_)
+    alike[0] = (rext == rext.ravel()[0]).all() and not union and not (bitmap and df != 2)
+    alike[1] = not union and not (bitmap and df != 1)
+    for a in range(g):
+        for j in range(1, text.shape[1]):
+            alike[1] &= text[a, j] == text[a, 0]
+        for j in range(1, rext.shape[1]):
+            for t in range(rext.shape[2]):
+                alike[1] &= rext[a, j, t] == rext[a, 0, t] and kblocks[a, j, t] == kblocks[a, 0, t]
+    alike[2] = ((text == text.ravel()[0]).all() and rext.shape[2] == 1
+                and not (bitmap and df != 0))
+    return rext, text, cext, kblocks, row_max, step_max, alike
 
 
 def _relevance(geo: LayerGeometry) -> tuple[int, int, int, int, int]:
@@ -365,32 +401,6 @@ def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> St
         ext.alike if compress else np.zeros(3, np.bool_),
     )
     return StreamTiling(t_len, ext, args)
-
-
-def _alike_loops(rext: np.ndarray, text: np.ndarray, kblocks: np.ndarray, geo: LayerGeometry
-                 ) -> np.ndarray:
-    """bool [3]: for loops (i, j, t), whether every middle iteration is the same work.
-
-    Row folds: one packed row count everywhere, no first-need union, no bitmap count per row
-    fold. Column folds: within each group, one stream length, row count and block count for
-    every column fold (an IS layer's per-tile row counts do not depend on the column fold), no
-    union, no bitmap count per column fold. Stream tiles: one stream length for every column
-    fold and no packing, block index or bitmap count that depends on the tile.
-    """
-    def uniform(a: np.ndarray) -> bool:
-        return bool((a == a.flat[0]).all())
-
-    def uniform_over_j(a: np.ndarray) -> bool:  # a: [G, NJ or 1, ...]
-        return a.shape[1] == 1 or bool((a == a[:, :1]).all())
-
-    df = geo.dataflow
-    union = geo.union is not None
-    rows_i = uniform(rext) and not union and not (geo.bitmap and df != "os")
-    cols_j = (uniform_over_j(text) and uniform_over_j(rext) and uniform_over_j(kblocks)
-              and not union and not (geo.bitmap and df != "is"))
-    tiles_t = (uniform(text) and rext.shape[2] == 1 and kblocks.shape[2] == 1
-               and not (geo.bitmap and df != "ws"))
-    return np.array([rows_i, cols_j, tiles_t], np.bool_)
 
 
 def order_code(order: str) -> np.ndarray:
@@ -485,12 +495,17 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     each maximal run of repeated folds is one block repeated in place (see
     :func:`accel_sim.engine.walk`). See the module docstring for the semantics.
 
-    Every fold goes through the timeline (:mod:`accel_sim.timeline`, DRAM ``bandwidth`` in
-    bytes/cycle) as its costs are computed. ``record=False`` keeps only the fold sequence (each
-    fold's indices, rows and steps, which the costs need of their neighbours), not the per-fold
-    costs, and returns the per-fold arrays empty: the mapper's cost of a mapping. With
-    ``bound >= 0`` the walk stops once its cycles exceed ``bound`` and returns ``bound + 1``
-    compute cycles (a candidate that cannot win under the latency objective).
+    The folds are generated one at a time (the nest's counters in scalars; a fold's costs need
+    only the fold before it and the one after) and each goes through the timeline
+    (:mod:`accel_sim.timeline`, DRAM ``bandwidth`` in bytes/cycle) as its costs are computed.
+    ``record=True`` counts the folds first and stores every fold's indices and costs (a
+    FoldPlan); ``record=False`` stores nothing and returns the per-fold arrays empty: the
+    mapper's cost of a mapping. With ``bound >= 0`` the walk stops once its cycles exceed
+    ``bound`` (the rest of the nest is never generated) and returns ``bound + 1`` compute cycles
+    (a candidate that cannot win under the latency objective).
+
+    Nothing in the per-fold loop passes an array to another function: Numba counts references
+    to array arguments atomically, which once took more than half of this kernel's time.
 
     Returns:
         (fill, stream, edge, fetch, write, repeat, compressed loop, index, rows, cols,
