@@ -467,6 +467,19 @@ def _window(order, rel, tile_bytes, trips, cap, union_bytes):
     return 0
 
 
+@njit(cache=True)
+def _stream_steps(R, t_len, rext, text):  # pragma: no cover - compiled
+    """Streaming steps (cycles) of all the nest's folds together, whatever the loop order:
+    each (group, column fold, stream tile) streams its steps once per row fold it has."""
+    total = 0
+    for g in range(text.shape[0]):
+        for j in range(text.shape[1]):
+            for t in range(-(-text[g, j] // t_len)):
+                r = rext[g, j if rext.shape[1] > 1 else 0, t if rext.shape[2] > 1 else 0]
+                total += min(t_len, text[g, j] - t * t_len) * (-(-r // R))
+    return total
+
+
 @njit(cache=True, inline="always")
 def _position(a: int, b: int, c: int, order: tuple, comp: int, last: int) -> tuple:
     """(i, j, t) indices at nest positions (outer a, middle b, inner c) of loop ``order``; the
@@ -500,9 +513,11 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     (:mod:`accel_sim.timeline`, DRAM ``bandwidth`` in bytes/cycle) as its costs are computed.
     ``record=True`` counts the folds first and stores every fold's indices and costs (a
     FoldPlan); ``record=False`` stores nothing and returns the per-fold arrays empty: the
-    mapper's cost of a mapping. With ``bound >= 0`` the walk stops once its cycles exceed
-    ``bound`` (the rest of the nest is never generated) and returns ``bound + 1`` compute cycles
-    (a candidate that cannot win under the latency objective).
+    mapper's cost of a mapping. With ``bound >= 0`` the walk stops once its cycles so far plus
+    the streaming steps of the folds still to come (a lower bound of its total: every fold
+    streams its steps, and cycles only accumulate) exceed ``bound`` (the rest of the nest is
+    never generated) and returns ``bound + 1`` compute cycles (a candidate that cannot win
+    under the latency objective).
 
     Nothing in the per-fold loop passes an array to another function: Numba counts references
     to array arguments atomically, which once took more than half of this kernel's time.
@@ -536,6 +551,7 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     o = (order[0], order[1], order[2])
     comp_last = trips[comp] - 1 if comp >= 0 else 0
     groups = text.shape[0]
+    left = _stream_steps(R, t_len, rext, text) if bound >= 0 else 0
     f = 0  # with record: the folds, counted by a first pass that sizes the plan's arrays
     for walk in range(2 if record else 1):
         costing = walk == 1 or not record
@@ -686,7 +702,8 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
                 fill[k], edge[k], fetch[k], write[k] = fill_k, e, read_bytes, write_bytes
             folds += w
             gemms += pg != g
-            if bound >= 0 and timeline.elapsed(st) > bound:
+            left -= w * s  # every later fold streams its steps at least
+            if bound >= 0 and timeline.elapsed(st) + left > bound:
                 cycles = np.zeros(7, np.int64)
                 cycles[0] = bound + 1
                 return (fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals,

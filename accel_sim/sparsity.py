@@ -194,17 +194,35 @@ def _add_columns(counts, tile_k, out):  # pragma: no cover - compiled
                 out[a, r, t] += total
 
 
+def _group_max(mask: np.ndarray, m: int) -> int:
+    """The most non-zeros any aligned group of ``m`` (2, 4, 8 or 16) along K holds, a short
+    tail group too. A full group is read as unsigned words of its bool bytes (each 0 or 1), so
+    multiplying a word by 0x0101...01 sums its bytes into the top byte."""
+    k = mask.shape[1]
+    full = k - k % m
+    best = int(mask[:, full:].sum(axis=1).max(initial=0))
+    if full:
+        size = min(m, 8)  # bytes per word; a group of 16 is two words
+        words = mask[:, :full].view(np.dtype(f"u{size}"))
+        word = words.dtype.type
+        ones = int("01" * size, 16)
+        best = max(best, int(_word_group_max(words, m // size, word(ones), word(255 * ones),
+                                             word(8 * (size - 1)), m)))
+    return best
+
+
 @njit(cache=True)
-def _group_max(mask, m):  # pragma: no cover - compiled
-    """The most non-zeros any aligned group of ``m`` along K holds (a short tail group too).
-    Stops once a group holds ``m`` (no group can hold more)."""
+def _word_group_max(words, per_group, ones, every, shift, m):  # pragma: no cover - compiled
+    """The largest byte sum of ``per_group`` consecutive words along each row (``ones``,
+    ``every`` and ``shift`` in the words' type: 0x01 and 0xff in every byte, the top byte's
+    offset in bits); stops once a group holds ``m`` (no group can hold more)."""
     best = 0
-    rows, k = mask.shape
+    rows, n = words.shape
     for r in range(rows):
-        for start in range(0, k, m):
+        for start in range(0, n, per_group):
             total = 0
-            for c in range(start, min(k, start + m)):
-                total += mask[r, c]
+            for q in range(start, start + per_group):
+                total += np.int64((words[r, q] * ones & every) >> shift)
             best = max(best, total)
         if best >= m:
             return best
