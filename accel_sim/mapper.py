@@ -72,42 +72,55 @@ def candidates(geo: LayerGeometry) -> list[Mapping]:
     only way a window saves traffic) and whose footprint grows with the tile. Each such regime
     contributes its largest tile.
     """
-    hw, layer, packing = geo.hw, geo.layer, geo.packing
+    hw, layer, packing, df = geo.hw, geo.layer, geo.packing, geo.dataflow
     R, C = hw.array.rows, hw.array.cols
     wb, pb = hw.array.word_bytes, hw.array.psum_bits // 8
+    memory = hw.memory
     n, m = packing.nm or (1, 1)
-    rows = min(R, int(packing.rows.max(initial=1)))
-    trips = {"i": max(1, -(-int(packing.rows.max(initial=1)) // R)),
-             "j": max(1, -(-{"ws": layer.N, "is": layer.P, "os": layer.N}[geo.dataflow] // C))}
-    if geo.dataflow == "os":
-        trips["i"] = -(-layer.P // R)
+    most = int(packing.rows.max(initial=1))
+    rows = min(R, most)
+    trips_i = -(-layer.P // R) if df == "os" else max(1, -(-most // R))
+    trips_j = max(1, -(-(layer.P if df == "is" else layer.N) // C))
     w_step = wb + (math.log2(m) / 8 if packing.nm else 0)
-    a_step = -(-rows // n) * m * wb * geo.distinct
-    half = {b: getattr(hw.memory, f"{b}_sram_kib") * 512 for b in ("ifmap", "filter", "ofmap")}
     blocks = packing.need_blocks is not None
     # per operand that grows with the tile: (loops it depends on besides t, bytes per step, SRAM)
-    growing = {
-        "ws": [("i" + ("j" if blocks else ""), a_step, half["ifmap"]),
-               ("j", C * pb, half["ofmap"])],
-        "is": [("i", rows * w_step, half["filter"]), ("j", C * pb, half["ofmap"])],
-        "os": [("i" + ("j" if blocks else ""), R * m / n * wb * geo.distinct, half["ifmap"]),
-               ("j", C * w_step, half["filter"])],
-    }[geo.dataflow]
+    if df == "ws":
+        growing = (("ij" if blocks else "i", -(-rows // n) * m * wb * geo.distinct,
+                     memory.ifmap_sram_kib * 512), ("j", C * pb, memory.ofmap_sram_kib * 512))
+    elif df == "is":
+        growing = (("i", rows * w_step, memory.filter_sram_kib * 512),
+                   ("j", C * pb, memory.ofmap_sram_kib * 512))
+    else:
+        growing = (("ij" if blocks else "i", R * m / n * wb * geo.distinct,
+                    memory.ifmap_sram_kib * 512), ("j", C * w_step, memory.filter_sram_kib * 512))
     union_step = (float(geo.union[2].max(initial=1)) * wb * geo.distinct
-                  if geo.union is not None else None)
+                  if geo.union is not None else 0.0)
+    union_tile = int(memory.ifmap_sram_kib * 512 // union_step) if union_step else None
+    # IS: filters of one block-row skip its blocks
+    fixed = (geo.sparsity.block, C) if df == "is" and blocks else ()
+    return list(_candidates(trips_i, trips_j, growing, union_tile, fixed, geo.stream_full))
+
+
+@functools.lru_cache(maxsize=65536)
+def _candidates(trips_i: int, trips_j: int, growing: tuple, union_tile: int | None,
+                fixed: tuple[int, ...], stream_full: int) -> tuple[Mapping, ...]:
+    """:func:`candidates` from its numbers (layers of a sweep share them: cached).
+
+    ``growing``: per operand whose tile grows with the stream tile, (loops it depends on
+    besides t, bytes per step, SRAM half in bytes); ``union_tile``: the stream tile at which a
+    WS ifmap union fits (None: no union); ``fixed``: tiles every order gets."""
+    trips = {"i": trips_i, "j": trips_j}
     out = [_mapping(order, None) for order in ("jit", "ijt")]
     for order in _ORDERS:
-        tiles = set()
+        tiles = set(fixed)
         for window in _windows(order):
             for rel, step, cap in growing:
                 if _ignores(window, rel):  # the window holds a loop the operand ignores
                     tiles.add(int(cap // (step * math.prod(trips[x] for x in window if x in rel))))
-            if union_step and "i" in window and "j" in window:
-                tiles.add(int(half["ifmap"] // union_step))
-        if geo.dataflow == "is" and blocks:  # IS: filters of one block-row skip its blocks
-            tiles.update({geo.sparsity.block, C})
-        out += [_mapping(order, t) for t in sorted(tiles) if 1 <= t < geo.stream_full]
-    return out
+            if union_tile is not None and "i" in window and "j" in window:
+                tiles.add(union_tile)
+        out += [_mapping(order, t) for t in sorted(tiles) if 1 <= t < stream_full]
+    return tuple(out)
 
 
 _ORDERS = tuple("".join(p) for p in itertools.permutations(LOOPS))
