@@ -7,6 +7,8 @@ DRAM reads) are not priced twice.
 
 from __future__ import annotations
 
+import functools
+
 from accel_sim.engine import Counts
 from accel_sim.hardware import EnergyTable
 
@@ -31,6 +33,13 @@ COMPONENTS = ("mac", "mux", "reg", "ifmap_sram", "filter_sram", "ofmap_sram", "m
               "leakage")
 
 
+@functools.lru_cache(maxsize=256)
+def _prices(table: EnergyTable) -> tuple[tuple[tuple[str, str], str, float], ...]:
+    """(action, reported component, pJ per action) of every priced action."""
+    return tuple((action, component, getattr(table, price))
+                 for action, (component, price) in PRICES.items())
+
+
 def energy(counts: Counts, table: EnergyTable, cycles: int, clock_mhz: float) -> dict[str, float]:
     """Energy per component in pJ.
 
@@ -44,10 +53,9 @@ def energy(counts: Counts, table: EnergyTable, cycles: int, clock_mhz: float) ->
         ``{component: pJ}`` for every name in :data:`COMPONENTS`.
     """
     out = dict.fromkeys(COMPONENTS, 0.0)
-    for action, count in counts.items():
-        if action in PRICES:
-            component, price = PRICES[action]
-            out[component] += count * getattr(table, price)
+    for action, component, price in _prices(table):
+        if action in counts:
+            out[component] += counts[action] * price
     # mW x cycles / MHz = 1e-3 W x 1e-6 s = 1e-9 J = 1e3 pJ
     out["leakage"] = table.leakage_mw * cycles / clock_mhz * 1e3
     return out

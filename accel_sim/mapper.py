@@ -64,8 +64,8 @@ def check_choice(mapping: str, objective: str) -> None:
         raise UserError(f"objective {objective!r}: allowed {', '.join(OBJECTIVES)}")
 
 
-def candidates(geo: LayerGeometry) -> list[Mapping]:
-    """The mappings the mapper costs for one layer (see module docstring).
+def _by_tile(geo: LayerGeometry) -> Candidates:
+    """The mappings the mapper costs for one layer (see module docstring), by stream tile.
 
     Every order untiled, and for each order every stream tile at which a reuse window inside
     the t loop starts to fit: a window of operand X that holds a loop X does not depend on (the
@@ -98,19 +98,30 @@ def candidates(geo: LayerGeometry) -> list[Mapping]:
     union_tile = int(memory.ifmap_sram_kib * 512 // union_step) if union_step else None
     # IS: filters of one block-row skip its blocks
     fixed = (geo.sparsity.block, C) if df == "is" and blocks else ()
-    return list(_candidates(trips_i, trips_j, growing, union_tile, fixed, geo.stream_full))
+    return _candidates(trips_i, trips_j, growing, union_tile, fixed, geo.stream_full)
+
+
+Candidates = tuple[tuple[int | None, tuple[Mapping, ...], np.ndarray], ...]
+"""Candidate mappings by stream tile: (tile, its mappings, their loop orders as an int64
+[mappings, 3] array of :func:`accel_sim.mapping.order_code`), tiles in order of first use."""
+
+
+def candidates(geo: LayerGeometry) -> list[Mapping]:
+    """The mappings the mapper costs for one layer, by stream tile (see :func:`_by_tile`)."""
+    return [mapping for _, mappings, _ in _by_tile(geo) for mapping in mappings]
 
 
 @functools.lru_cache(maxsize=65536)
 def _candidates(trips_i: int, trips_j: int, growing: tuple, union_tile: int | None,
-                fixed: tuple[int, ...], stream_full: int) -> tuple[Mapping, ...]:
-    """:func:`candidates` from its numbers (layers of a sweep share them: cached).
+                fixed: tuple[int, ...], stream_full: int) -> Candidates:
+    """:func:`_by_tile` from its numbers (layers of a sweep share them: cached; the arrays are
+    shared, do not modify them).
 
     ``growing``: per operand whose tile grows with the stream tile, (loops it depends on
     besides t, bytes per step, SRAM half in bytes); ``union_tile``: the stream tile at which a
     WS ifmap union fits (None: no union); ``fixed``: tiles every order gets."""
     trips = {"i": trips_i, "j": trips_j}
-    out = [_mapping(order, None) for order in ("jit", "ijt")]
+    by_tile: dict[int | None, list[str]] = {None: ["jit", "ijt"]}
     for order in _ORDERS:
         tiles = set(fixed)
         for window in _windows(order):
@@ -119,12 +130,22 @@ def _candidates(trips_i: int, trips_j: int, growing: tuple, union_tile: int | No
                     tiles.add(int(cap // (step * math.prod(trips[x] for x in window if x in rel))))
             if union_tile is not None and "i" in window and "j" in window:
                 tiles.add(union_tile)
-        out += [_mapping(order, t) for t in sorted(tiles) if 1 <= t < stream_full]
-    return tuple(out)
+        for t in sorted(tiles):
+            if 1 <= t < stream_full:
+                by_tile.setdefault(t, []).append(order)
+    return tuple((t, tuple(_mapping(o, t) for o in orders), _codes(tuple(orders)))
+                 for t, orders in by_tile.items())
 
 
 _ORDERS = tuple("".join(p) for p in itertools.permutations(LOOPS))
 _mapping = functools.lru_cache(maxsize=65536)(Mapping)  # candidates share their Mapping objects
+
+
+@functools.cache
+def _codes(orders: tuple[str, ...]) -> np.ndarray:
+    """int64 [orders, 3]: :func:`accel_sim.mapping.order_code` of each order (shared: do not
+    modify)."""
+    return np.stack([order_code(o) for o in orders])
 
 
 @functools.cache
@@ -178,13 +199,16 @@ def _search(orders, bandwidth, bound, *args):
     found so far) an order's walk stops once it exceeds the bound, its row then shows
     ``bound + 1`` cycles."""
     out = np.zeros((orders.shape[0], _ROW + len(COUNT_NAMES)), np.int64)
+    fewest = -1
     for k in range(orders.shape[0]):
         result = fold_arrays(orders[k], *args, False, bandwidth, bound)
         out[k, :_ROW] = result[11]
         out[k, _ROW:] = result[10]
+        cycles = out[k, :_CYCLES].sum()
+        fewest = cycles if fewest < 0 else min(fewest, cycles)
         if bound >= 0:
-            bound = min(bound, out[k, :_CYCLES].sum())
-    return out
+            bound = min(bound, cycles)
+    return out, fewest
 
 
 def _energy_pj(row: np.ndarray, geo: LayerGeometry, nm: tuple[int, int] | None) -> float:
@@ -206,23 +230,19 @@ def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
 
 def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tuple | None]:
     """The chosen mapping, its search row and its packing's N:M (see :func:`choose`)."""
-    by_tile: dict[int | None, list[str]] = {}
-    for mapping in candidates(geo):
-        by_tile.setdefault(mapping.t_tile, []).append(mapping.order)
     rows, found, bound = [], [], -1
-    for t_tile, orders in by_tile.items():
+    for t_tile, mappings, codes in _by_tile(geo):
         try:
             tiling = stream_tiling(geo, t_tile)
         except UserError:
             if t_tile is None:
                 raise
             continue
-        costs = _cost(geo, tiling, orders, bound)
+        costs, fewest = _cost(geo, tiling, codes, bound)
         rows.append(costs)
         if objective == "latency":  # later walks stop once they cannot win or tie
-            best = int(costs[:, :_CYCLES].sum(axis=1).min())
-            bound = best if bound < 0 else min(bound, best)
-        found += [(_mapping(o, t_tile), tiling.ext.packing.nm) for o in orders]
+            bound = fewest if bound < 0 else min(bound, fewest)
+        found += [(mapping, tiling.ext.packing.nm) for mapping in mappings]
     table = np.concatenate(rows)
     cycles = table[:, :_CYCLES].sum(axis=1).astype(float)
     if objective == "latency":
@@ -244,18 +264,11 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
     return found[pick][0], table[pick], found[pick][1]
 
 
-def _cost(geo: LayerGeometry, tiling: StreamTiling, orders: list[str], bound: int = -1
-          ) -> np.ndarray:
-    """Search rows of ``orders`` at one stream tiling (see :func:`_search`)."""
-    return _search(_codes(tuple(orders)), float(geo.hw.memory.dram_bytes_per_cycle), bound,
-                   *tiling.kernel_args)
-
-
-@functools.cache
-def _codes(orders: tuple[str, ...]) -> np.ndarray:
-    """int64 [orders, 3]: :func:`accel_sim.mapping.order_code` of each order (shared: do not
-    modify)."""
-    return np.stack([order_code(o) for o in orders])
+def _cost(geo: LayerGeometry, tiling: StreamTiling, codes: np.ndarray, bound: int = -1
+          ) -> tuple[np.ndarray, int]:
+    """Search rows of the loop orders ``codes`` at one stream tiling, and the fewest cycles
+    among them (see :func:`_search`)."""
+    return _search(codes, float(geo.hw.memory.dram_bytes_per_cycle), bound, *tiling.kernel_args)
 
 
 _MEMO: dict[tuple, LayerRun] = {}
@@ -302,7 +315,7 @@ def run_layer(
     else:
         mapping = _fixed(mapping)
         tiling = stream_tiling(geo, mapping.t_tile)
-        row, nm = _cost(geo, tiling, [mapping.order])[0], tiling.ext.packing.nm
+        row, nm = _cost(geo, tiling, order_code(mapping.order)[None])[0][0], tiling.ext.packing.nm
     run = layer_run(row[:_ROW], row[_ROW:], layer.P * sparsity.nonzeros(layer), nm, hw,
                     str(mapping), compulsory_dram_bytes(geo))
     if key is not None:

@@ -323,10 +323,6 @@ def _relevance(geo: LayerGeometry) -> tuple[int, int, int, int, int]:
     return _I | _T | (_J if blocks else 0), _J | _T, _I | _J, _I | _J, _T
 
 
-def _trips(ext: _Extents, t_len: int, R: int) -> dict[int, int]:
-    return {_I: -(-ext.row_max // R), _J: len(ext.cext), _T: -(-ext.step_max // t_len)}
-
-
 @dataclass(frozen=True)
 class StreamTiling:
     """Everything :func:`fold_arrays` needs for one stream tile, whatever the loop order.
@@ -357,50 +353,58 @@ def stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool = True
 
 
 def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> StreamTiling:
-    layer, hw = geo.layer, geo.hw
-    R, C = hw.array.rows, hw.array.cols
+    layer, hw, df = geo.layer, geo.hw, geo.dataflow
+    R, memory = hw.array.rows, hw.memory
     wb, pb = hw.array.word_bytes, hw.array.psum_bits // 8
     t_len = min(t_tile or geo.stream_full, geo.stream_full)
     ext = _extents(geo, t_len)
     nm = ext.packing.nm
     n, m = nm or (1, 1)
     meta_bits = int(math.log2(m)) if nm else 0
-    rel_a, rel_w, rel_o, rel_s, red = _relevance(geo)
-    trips = _trips(ext, t_len, R)
     rmax = min(R, ext.row_max)
     cmax = int(ext.cext.max(initial=1))
     demand = ext.packing.demand
-    half = {b: getattr(hw.memory, f"{b}_sram_kib") * 1024 / 2 for b in ("ifmap", "filter", "ofmap")}
     w_scale = wb + meta_bits / 8
-    a_tile, w_tile, o_tile = {  # largest tiles in bytes
-        "ws": (t_len * demand(rmax) * wb * geo.distinct, rmax * cmax * w_scale, t_len * cmax * pb),
-        "is": (demand(rmax) * cmax * wb * geo.distinct, t_len * rmax * w_scale, t_len * cmax * pb),
-        "os": (rmax * demand(t_len) * wb * geo.distinct, cmax * t_len * w_scale, rmax * cmax * pb),
-    }[geo.dataflow]
-    stationary = {"ws": ("filter", w_tile), "is": ("ifmap", a_tile / geo.distinct),
-                  "os": ("ofmap", o_tile)}[geo.dataflow]
-    _check_capacity(layer, stationary[0], stationary[1], half[stationary[0]])
-    union_bytes, new_j, new_i = -1.0, np.zeros((1, 1, 1), np.int64), np.zeros((1, 1, 1), np.int64)
+    # largest tiles in bytes; the stationary one must fit its SRAM half
+    if df == "ws":
+        a_tile, w_tile, o_tile = (t_len * demand(rmax) * wb * geo.distinct, rmax * cmax * w_scale,
+                                  t_len * cmax * pb)
+        _check_capacity(layer, "filter", w_tile, memory.filter_sram_kib * 1024 / 2)
+    elif df == "is":
+        a_tile, w_tile, o_tile = (demand(rmax) * cmax * wb * geo.distinct, t_len * rmax * w_scale,
+                                  t_len * cmax * pb)
+        _check_capacity(layer, "ifmap", a_tile / geo.distinct, memory.ifmap_sram_kib * 1024 / 2)
+    else:
+        a_tile, w_tile, o_tile = (rmax * demand(t_len) * wb * geo.distinct, cmax * t_len * w_scale,
+                                  rmax * cmax * pb)
+        _check_capacity(layer, "ofmap", o_tile, memory.ofmap_sram_kib * 1024 / 2)
+    union_bytes, new_j, new_i = -1.0, _NONE, _NONE
     if geo.union is not None:
         new_j, new_i, union = geo.union
         union_bytes = float(union.max(initial=0)) * t_len * wb * geo.distinct
-    nzt = np.zeros((1, 1, 1), np.int64)
+    nzt = _NONE
     if geo.bitmap:
-        tile_k, tile_n = {"ws": (R, C), "is": (R, t_len), "os": (t_len, C)}[geo.dataflow]
+        tile_k, tile_n = {"ws": (R, hw.array.cols), "is": (R, t_len),
+                          "os": (t_len, hw.array.cols)}[df]
         if ("nonzeros", tile_k, tile_n) not in geo.tilings:  # WS: one tile for every t_tile
             geo.tilings["nonzeros", tile_k, tile_n] = geo.sparsity.tile_nonzeros(
                 layer.groups, tile_k, tile_n)
         nzt = geo.tilings["nonzeros", tile_k, tile_n]
     args = (
-        _DATAFLOW_CODE[geo.dataflow], R, t_len, ext.rext, ext.text, ext.cext, n, m, meta_bits,
-        ext.kblocks, BLOCK_INDEX_BYTES, rel_a, rel_w, rel_o, rel_s, red,
-        np.array([trips[_I], trips[_J], trips[_T]], np.int64),
-        np.array([a_tile, w_tile, o_tile, half["ifmap"], half["filter"], half["ofmap"]]),
+        _DATAFLOW_CODE[df], R, t_len, ext.rext, ext.text, ext.cext, n, m, meta_bits,
+        ext.kblocks, BLOCK_INDEX_BYTES, *_relevance(geo),
+        np.array([-(-ext.row_max // R), len(ext.cext), -(-ext.step_max // t_len)], np.int64),
+        np.array([a_tile, w_tile, o_tile, memory.ifmap_sram_kib * 1024 / 2,
+                  memory.filter_sram_kib * 1024 / 2, memory.ofmap_sram_kib * 1024 / 2]),
         union_bytes, new_j, new_i, geo.distinct, geo.bitmap, nzt, wb, pb,
         hw.edge_words_per_cycle, fill_cycles(hw),
-        ext.alike if compress else np.zeros(3, np.bool_),
+        ext.alike if compress else _NO_ALIKE,
     )
     return StreamTiling(t_len, ext, args)
+
+
+_NONE = np.zeros((1, 1, 1), np.int64)  # the kernel's unused array arguments (shared: the
+_NO_ALIKE = np.zeros(3, np.bool_)      # kernel never writes its inputs)
 
 
 def order_code(order: str) -> np.ndarray:

@@ -14,6 +14,7 @@ from crisp.errors import UserError
 from crisp.io import write_atomic
 
 _LABELS = ("layer", "kind", "scheme", "mapping")
+_ENERGY_FIELDS = tuple((f"energy_{c}_pj", c) for c in COMPONENTS)  # (field, component)
 _SHARED = ("pes", "clock_mhz")  # equal in every layer of a run; kept, not summed
 _COUNTS = {  # LayerResult field -> engine (component, action)
     "gated_macs": ("mac", "gated"), "mux_selects": ("mux", "select"),
@@ -99,7 +100,7 @@ class LayerResult:
             macs=layer.macs, effective_macs=run.effective_macs,
             compulsory_dram_bytes=run.compulsory_dram_bytes,
             **{name: run.counts[key] for name, key in _COUNTS.items()},
-            **{f"energy_{c}_pj": energy_pj[c] for c in COMPONENTS},
+            **{name: energy_pj[c] for name, c in _ENERGY_FIELDS},
             pes=pes, clock_mhz=clock_mhz,
         )
 
@@ -154,7 +155,7 @@ class LayerResult:
     @property
     def energy_total_pj(self) -> float:
         """Energy of all components (pJ)."""
-        return sum(getattr(self, f"energy_{c}_pj") for c in COMPONENTS)
+        return sum(getattr(self, name) for name, _ in _ENERGY_FIELDS)
 
     @property
     def utilization(self) -> float:
@@ -168,7 +169,8 @@ class LayerResult:
 
     def as_row(self) -> dict[str, object]:
         """Fields and derived figures as one flat dict."""
-        row = {name: getattr(self, name) for name in _FIELD_NAMES}  # flat: no deep copy
+        values = vars(self)
+        row = {name: values[name] for name in _FIELD_NAMES}  # flat: no deep copy
         for name in ("stall_cycles", "total_cycles", "utilization", "dram_bytes",
                      "dram_over_compulsory", "bound", "energy_total_pj", "latency_us"):
             row[name] = getattr(self, name)

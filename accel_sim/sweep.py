@@ -362,7 +362,7 @@ def execute_sweep(
                                       priority=rank[first.group] + 1)] = batch
             tasks += len(networks) + len(masks) + len(futures)
             del networks, masks  # the cluster frees them once their batches are done
-            pending = as_completed(futures)
+            pending = as_completed(futures, loop=client.loop)  # not the default client's loop
             while True:
                 tick = time.perf_counter()
                 future = next(pending, None)

@@ -71,6 +71,31 @@ def test_sweep_table_equals_direct_simulations_row_for_row(scheduler: str, tmp_p
     assert run.wall_s >= run.wait_s >= 0 and run.client_s >= 0
 
 
+def test_sweep_tracks_its_batches_on_its_own_clients_loop(
+    scheduler: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``as_completed`` tracks futures on the *default* client's event loop unless told
+    otherwise; with another client as the default (a benchmark's, a notebook's) finished
+    batches were only noticed when that loop next woke, in bursts 5 s apart."""
+    import dask.distributed
+    from dask.distributed import Client
+
+    loops = []
+
+    def spy(futures, loop=None, **kwargs):
+        loops.append((loop, {f.client.loop for f in futures}))
+        return as_completed(futures, loop=loop, **kwargs)
+
+    as_completed = dask.distributed.as_completed
+    monkeypatch.setattr(dask.distributed, "as_completed", spy)
+    points = grid(["resnet_small"], ["dense"], [1.0], [(8, 8)])
+    with Client(scheduler) as other:
+        assert dask.distributed.default_client() is other
+        assert execute_sweep(points, tmp_path, scheduler, progress=False).ran == 1
+    [(loop, theirs)] = loops
+    assert theirs == {loop} and loop is not other.loop
+
+
 def test_interrupted_sweep_resumes_to_the_same_table(
     scheduler: str, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
