@@ -472,16 +472,26 @@ def _window(order, rel, tile_bytes, trips, cap, union_bytes):
 
 
 @njit(cache=True)
-def _stream_steps(R, t_len, rext, text):  # pragma: no cover - compiled
-    """Streaming steps (cycles) of all the nest's folds together, whatever the loop order:
-    each (group, column fold, stream tile) streams its steps once per row fold it has."""
-    total = 0
+def _least_work(R, t_len, rext, text, rel_s):  # pragma: no cover - compiled
+    """(streaming steps of all the nest's folds together, stationary tiles with work), whatever
+    the loop order: each (group, column fold, stream tile) streams its steps once per row fold
+    it has, and every stationary tile is loaded at least once (tiles differ in the loops of
+    ``rel_s``, always i and j; without the t loop a tile is one of the most row folds any
+    stream tile has)."""
+    steps = tiles = 0
     for g in range(text.shape[0]):
         for j in range(text.shape[1]):
+            most = 0
             for t in range(-(-text[g, j] // t_len)):
                 r = rext[g, j if rext.shape[1] > 1 else 0, t if rext.shape[2] > 1 else 0]
-                total += min(t_len, text[g, j] - t * t_len) * (-(-r // R))
-    return total
+                folds = -(-r // R)
+                steps += min(t_len, text[g, j] - t * t_len) * folds
+                if rel_s & 4:
+                    tiles += folds
+                most = max(most, folds)
+            if not rel_s & 4:
+                tiles += most
+    return steps, tiles
 
 
 @njit(cache=True, inline="always")
@@ -518,10 +528,11 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     ``record=True`` counts the folds first and stores every fold's indices and costs (a
     FoldPlan); ``record=False`` stores nothing and returns the per-fold arrays empty: the
     mapper's cost of a mapping. With ``bound >= 0`` the walk stops once its cycles so far plus
-    the streaming steps of the folds still to come (a lower bound of its total: every fold
-    streams its steps, and cycles only accumulate) exceed ``bound`` (the rest of the nest is
-    never generated) and returns ``bound + 1`` compute cycles (a candidate that cannot win
-    under the latency objective).
+    the least work still to come exceed ``bound`` (the rest of the nest is never generated) and
+    returns ``bound + 1`` compute cycles (a candidate that cannot win under the latency
+    objective). The least work, a lower bound whatever the order (cycles only accumulate): the
+    streaming steps of the folds to come, and a fill for every stationary tile not loaded yet
+    (at least the tiles with work less the loads so far).
 
     Nothing in the per-fold loop passes an array to another function: Numba counts references
     to array arguments atomically, which once took more than half of this kernel's time.
@@ -555,7 +566,8 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     o = (order[0], order[1], order[2])
     comp_last = trips[comp] - 1 if comp >= 0 else 0
     groups = text.shape[0]
-    left = _stream_steps(R, t_len, rext, text) if bound >= 0 else 0
+    # With a bound: the work every later fold must still do, whatever the order (see below).
+    left, unloaded = _least_work(R, t_len, rext, text, rel_s) if bound >= 0 else (0, 0)
     f = 0  # with record: the folds, counted by a first pass that sizes the plan's arrays
     for walk in range(2 if record else 1):
         costing = walk == 1 or not record
@@ -706,8 +718,11 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
                 fill[k], edge[k], fetch[k], write[k] = fill_k, e, read_bytes, write_bytes
             folds += w
             gemms += pg != g
-            left -= w * s  # every later fold streams its steps at least
-            if bound >= 0 and timeline.elapsed(st) + left > bound:
+            # Every later fold streams its steps; every stationary tile not loaded yet costs a
+            # fill (a load so far may have been a reload: loads, not tiles, are counted off).
+            left -= w * s
+            unloaded -= 0 if cont else w
+            if bound >= 0 and timeline.elapsed(st) + left + max(0, unloaded) * fill_full > bound:
                 cycles = np.zeros(7, np.int64)
                 cycles[0] = bound + 1
                 return (fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals,

@@ -67,7 +67,7 @@ PARTS = "parts"
 """Folder (under a sweep's ``out``) of the Parquet fragments, one per finished batch."""
 RESULTS = "results.parquet"
 """The sweep's final table (under ``out``)."""
-_TASKS_PER_WORKER = 32  # small batches keep every worker busy to the end of a sweep
+_TASKS_PER_WORKER = 8  # small batches keep every worker busy to the end of a sweep
 _POINTS_META = b"accel_sim.points"  # fragment footer key: JSON [[point key, rows], ...]
 
 

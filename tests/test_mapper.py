@@ -13,8 +13,16 @@ from hypothesis import strategies as st
 
 from accel_sim.engine import run_plan
 from accel_sim.hardware import build_hardware
-from accel_sim.mapper import candidates, map_layer, run_layer
-from accel_sim.mapping import LOOPS, SCALESIM, Mapping, fill_cycles, geometry, plan_folds
+from accel_sim.mapper import _by_tile, _cost, candidates, map_layer, run_layer
+from accel_sim.mapping import (
+    LOOPS,
+    SCALESIM,
+    Mapping,
+    fill_cycles,
+    geometry,
+    plan_folds,
+    stream_tiling,
+)
 from accel_sim.simulate import simulate
 from accel_sim.sparsity import from_mask, synthetic
 from accel_sim.workload import GemmLayer
@@ -139,6 +147,34 @@ def test_traffic_floor_and_best_never_slower(R, C, P, K, N, scheme, dataflow, ki
         assert dram >= run.compulsory_dram_bytes > 0
         fewest = min(fewest, run.total_cycles)
     assert best.total_cycles == fewest  # walks stopped at the bound never hide the best
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 8), st.integers(2, 8), st.integers(1, 40), st.integers(1, 48),
+       st.integers(1, 24), st.integers(1, 3),
+       st.sampled_from(["dense", "unstructured", "nm", "block", "hybrid"]),
+       st.sampled_from(["ws", "os", "is"]), st.sampled_from([0.5, 2.0]),
+       st.integers(0, 2**32 - 1))
+def test_a_bound_stops_only_walks_that_would_exceed_it(R, C, P, K, N, G, scheme, dataflow, kib,
+                                                       seed) -> None:
+    """The search stops a walk once a lower bound of its cycles exceeds the bound: walked with
+    its own exact cycles as the bound, every candidate runs to the end (same row as unbounded);
+    with one cycle less it either runs to the end or stops (its cycles then read bound + 1, no
+    folds counted)."""
+    layer = GemmLayer("x", "conv", P=P, K=K, N=N, groups=G)
+    sp = synthetic(layer, scheme, 0.25, np.random.default_rng(seed), block=4)
+    geo = geometry(layer, hardware(R, C, dataflow, kib=kib), sp)
+    for t_tile, _, codes in _by_tile(geo):
+        try:
+            tiling = stream_tiling(geo, t_tile)
+        except UserError:
+            continue
+        for code in codes:
+            exact, fewest = _cost(geo, tiling, code[None])
+            assert np.array_equal(_cost(geo, tiling, code[None], fewest)[0], exact)
+            short = _cost(geo, tiling, code[None], fewest - 1)[0][0]
+            stopped = short[:6].tolist() == [fewest, 0, 0, 0, 0, 0]
+            assert stopped or np.array_equal(short, exact[0])
 
 
 @settings(max_examples=60, deadline=None)
