@@ -67,7 +67,8 @@ PARTS = "parts"
 """Folder (under a sweep's ``out``) of the Parquet fragments, one per finished batch."""
 RESULTS = "results.parquet"
 """The sweep's final table (under ``out``)."""
-_TASKS_PER_WORKER = 8  # small batches keep every worker busy to the end of a sweep
+_TASKS_PER_WORKER = 8  # enough batches to keep every worker busy to the end, few enough that
+# the scheduler's round trips (on the client's cores when the cluster is local) stay small
 _POINTS_META = b"accel_sim.points"  # fragment footer key: JSON [[point key, rows], ...]
 
 
@@ -298,7 +299,7 @@ def execute_sweep(
         scheduler: address of an existing Dask scheduler (``tcp://host:8786``); None starts a
             LocalCluster of ``workers`` single-threaded processes (default: all cores).
         progress: show a tqdm bar over points.
-        batch_points: points per task; default the points over 32 tasks per worker (fewer
+        batch_points: points per task; default the points over 8 tasks per worker (fewer
             where mask groups are small: a batch holds points of one group).
 
     Raises:
