@@ -195,8 +195,9 @@ _ROW = 7  # search row: 5 cycle terms, folds, gemms, then the summed counts
 def _search(orders, bandwidth, bound, *args):
     """Cost every loop order of one stream tiling without storing a plan: int64
     [orders, 7 + counts] rows of (compute + gemms, edge stall, DRAM stall, prefetch, write-back,
-    folds, gemms, summed counts). With ``bound >= 0`` (latency objective: the fewest cycles
-    found so far) an order's walk stops once it exceeds the bound, its row then shows
+    folds, gemms, summed counts), and the fewest total cycles among them. With ``bound >= 0``
+    (latency objective: the fewest cycles found so far) an order's walk stops once it cannot
+    end within the bound (:func:`accel_sim.mapping.fold_arrays`), its row then shows
     ``bound + 1`` cycles."""
     out = np.zeros((orders.shape[0], _ROW + len(COUNT_NAMES)), np.int64)
     fewest = -1

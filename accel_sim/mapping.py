@@ -403,8 +403,9 @@ def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> St
     return StreamTiling(t_len, ext, args)
 
 
-_NONE = np.zeros((1, 1, 1), np.int64)  # the kernel's unused array arguments (shared: the
-_NO_ALIKE = np.zeros(3, np.bool_)      # kernel never writes its inputs)
+# The kernel's unused array arguments, shared by every tiling (the kernel never writes them).
+_NONE = np.zeros((1, 1, 1), np.int64)
+_NO_ALIKE = np.zeros(3, np.bool_)
 
 
 def order_code(order: str) -> np.ndarray:
