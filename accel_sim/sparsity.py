@@ -376,7 +376,8 @@ def synthetic_nm(layer: GemmLayer, n: int, m: int, rng: np.random.Generator) -> 
     return from_mask(layer, mask, "nm", (n, m))
 
 
-_CHUNK_ROWS = 256  # rows of random scores drawn at a time (bounds memory on large layers)
+_CHUNK_SCORES = 1 << 18  # scores drawn at a time: 1 MiB of float32, which stays in the cache
+# while the pattern reads it (chunks of 256 rows of VGG-16's fc1, 25 MB, made drawing 15 % slower)
 
 
 def _by_rows(
@@ -384,8 +385,9 @@ def _by_rows(
 ) -> np.ndarray:
     """A bool mask of ``shape`` built chunk by chunk of rows from uniform float32 scores."""
     mask = np.empty(shape, bool)
-    for lo in range(0, shape[0], _CHUNK_ROWS):
-        hi = min(shape[0], lo + _CHUNK_ROWS)
+    rows = max(1, _CHUNK_SCORES // max(1, shape[1]))
+    for lo in range(0, shape[0], rows):
+        hi = min(shape[0], lo + rows)
         mask[lo:hi] = pattern(rng.random((hi - lo, shape[1]), dtype=np.float32))
     return mask
 
