@@ -10,7 +10,8 @@ As in ZigZag's flow (generate spatial/temporal mappings -> cost model -> reduce)
 - the cost model of one candidate is the engine's timeline (:mod:`accel_sim.timeline`), fed by
   :func:`accel_sim.mapping.fold_arrays` while it generates the candidate's folds: the walk
   :func:`accel_sim.engine.run_plan` makes of a stored plan, without storing the plan. Under the
-  latency objective a walk stops once its cycles exceed the best candidate's so far.
+  latency objective a walk stops once its cycles so far plus a lower bound of the work still to
+  come exceed the best candidate's so far.
 - :func:`choose` reduces by the objective: ``latency`` (fewest total cycles, ties: less energy),
   ``energy`` (least energy, ties: fewer cycles) or ``edp`` (energy x cycles).
 
