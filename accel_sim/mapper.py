@@ -317,7 +317,7 @@ def run_layer(
     else:
         mapping = _fixed(mapping)
         tiling = stream_tiling(geo, mapping.t_tile)
-        row, nm = _cost(geo, tiling, order_code(mapping.order)[None])[0][0], tiling.ext.packing.nm
+        row, nm = _cost(geo, tiling, _codes((mapping.order,)))[0][0], tiling.ext.packing.nm
     run = layer_run(row[:_ROW], row[_ROW:], layer.P * sparsity.nonzeros(layer), nm, hw,
                     str(mapping), compulsory_dram_bytes(geo))
     if key is not None:

@@ -106,7 +106,7 @@ class LayerSparsity:
         """
         if self.mask is None:
             return False
-        return self.derived(("group max", m), lambda: int(_group_max(self.mask, m))) <= n
+        return self.derived(("group max", m), lambda: _group_max(self.mask, m)) <= n
 
     def io_counts(self, groups: int) -> tuple[int, int]:
         """(input indices, filters) of the ``groups`` GEMMs that hold a non-zero: the K indices

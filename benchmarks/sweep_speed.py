@@ -46,12 +46,17 @@ def _worker_cpu(client: object) -> float:
     return sum(client.run(_cpu).values())
 
 
+def _small_grid(mapping: str) -> list:
+    """The warm-up grid: the small network for every scheme and dataflow on an 8x8 array."""
+    return grid(["resnet_small"], SCHEMES, [0.25], [(8, 8)], DATAFLOWS, mapping=mapping)
+
+
 def _warm_up(mapping: str) -> None:
-    """Simulate the small network for every scheme and dataflow in this process, then forget
-    the memoised runs (the timed sweep starts without them)."""
+    """Simulate the warm-up grid in this process, one mask group at a time, then forget the
+    memoised runs (the timed sweep starts without them)."""
+    points = _small_grid(mapping)
     for scheme in SCHEMES:
-        evaluate_group(grid(["resnet_small"], [scheme], [0.25], [(8, 8)], DATAFLOWS,
-                            mapping=mapping))
+        evaluate_group([p for p in points if p.scheme == scheme])
     clear_memo()
 
 
@@ -66,8 +71,7 @@ def measure(address: str, points: list, progress: bool) -> tuple[SweepRun, float
     mapping = points[0].mapping
     with Client(address) as client, tempfile.TemporaryDirectory() as warm, \
             tempfile.TemporaryDirectory() as out:
-        execute_sweep(grid(["resnet_small"], SCHEMES, [0.25], [(8, 8)], DATAFLOWS,
-                           mapping=mapping), warm, address, progress=False)
+        execute_sweep(_small_grid(mapping), warm, address, progress=False)
         client.run(_warm_up, mapping)
         workers, mine = _worker_cpu(client), _cpu()
         run = execute_sweep(points, out, address, progress=progress)
