@@ -87,17 +87,49 @@ class LayerSparsity:
     def _mask_nonzeros(self) -> int:
         return int(np.count_nonzero(self.mask))
 
+    def __getstate__(self) -> dict:
+        """What a copy sent to another process carries: the fields, the cached properties and
+        the summary statistics (:meth:`summarize`), not the per-array data derived from the
+        mask (packings, extents, cell counts), which a process derives for the arrays it runs.
+
+        Both dicts are copied before pickling iterates them (a copy of a dict is one step that
+        no other thread interleaves): a Dask worker may send a descriptor to another worker
+        while its own task thread adds to them.
+        """
+        state = dict(self.__dict__)
+        derived = dict(state.get("_derived", {}))
+        state["_derived"] = {key: value for key, value in derived.items()
+                             if key[0] in _SUMMARY}
+        return state
+
     def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
         """``compute()``, remembered on this descriptor under ``key``.
 
         For data derived from the mask (which never changes once drawn) that a sweep would
         otherwise recompute per design point: statistics here, the hardware's packing in
-        :func:`accel_sim.packing.pack`. The result is shared: callers must not modify it.
+        :func:`accel_sim.packing.pack`. ``key`` is a tuple whose first item names the kind of
+        data (only the summary kinds travel with a copy: :meth:`__getstate__`). The result is
+        shared: callers must not modify it.
         """
         cache = self.__dict__.setdefault("_derived", {})
         if key not in cache:
             cache[key] = compute()
         return cache[key]
+
+    def summarize(self, layer: GemmLayer) -> LayerSparsity:
+        """Compute now the mask's statistics that every simulation of it asks for, whatever the
+        array: non-zeros, inputs and filters holding a non-zero, its own N:M pattern's densest
+        group, kept blocks above each block row. They are remembered on the descriptor and
+        travel with it: a sweep summarizes where it draws the masks, so the worker processes
+        that receive copies do not each recompute them. Returns this descriptor."""
+        if self.mask is not None:
+            self.nonzeros(layer)
+            self.io_counts(layer.groups)
+            if self.nm is not None:
+                self.satisfies_nm(*self.nm)
+            if self.block is not None:
+                _ = self.block_rows_before
+        return self
 
     def satisfies_nm(self, n: int, m: int) -> bool:
         """True if every aligned group of ``m`` along K keeps at most ``n`` (no mask: False).
@@ -157,6 +189,7 @@ class LayerSparsity:
 
 
 DENSE = LayerSparsity()
+_SUMMARY = ("group max", "io counts")  # the kinds of derived data that travel with a copy
 
 
 def _sum_tiles(counts: np.ndarray, tile_n: int, tile_k: int, dtype: type) -> np.ndarray:

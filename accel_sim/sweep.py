@@ -186,8 +186,11 @@ def lower(model: str, batch: int) -> tuple[GemmLayer, ...]:
 def draw(layers: Sequence[GemmLayer], point: DesignPoint) -> Network:
     """The synthetic masks of ``point``'s group (equal for every point of the group)."""
     n, m = (int(v) for v in point.nm.split(":"))
-    return synthetic_network(list(layers), point.scheme, point.density, point.seed, (n, m),
-                             point.block)
+    layers, descriptors = synthetic_network(list(layers), point.scheme, point.density,
+                                            point.seed, (n, m), point.block)
+    for layer in layers:  # once here, not once per worker that receives the masks
+        descriptors[layer.name].summarize(layer)
+    return layers, descriptors
 
 
 def evaluate_batch(points: Sequence[DesignPoint], network: Network) -> pa.Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -193,3 +194,33 @@ def test_mask_statistics_match_their_definitions(groups: int, n: int, k: int, ti
     assert spec.satisfies_nm(most, m)
     assert most == 0 or not spec.satisfies_nm(most - 1, m)
     assert spec.nonzeros(GemmLayer("x", "linear", 1, k, groups * n)) == int(mask.sum())
+
+
+class _AddsWhilePickled:
+    """A cached value whose pickling adds to the descriptor's caches, as a Dask worker's task
+    thread may while the worker sends the descriptor to another worker."""
+
+    def __init__(self, spec: LayerSparsity) -> None:
+        self.spec = spec
+
+    def __reduce__(self) -> tuple:
+        self.spec.derived(("packing", len(self.spec.__dict__["_derived"])), lambda: 0)
+        _ = self.spec.block_rows_before  # a cached property: a new key in __dict__
+        return (int, (7,))
+
+
+def test_a_copy_carries_the_summary_not_per_array_data() -> None:
+    layer = GemmLayer("x", "linear", 1, 64, 16, groups=2)
+    spec = synthetic(layer, "hybrid", 0.25, np.random.default_rng(0), block=8)
+    assert spec.summarize(layer) is spec
+    spec.tile_nonzeros(2, 8, 8)  # per-array: cell counts
+    spec.derived(("io counts", 99), lambda: _AddsWhilePickled(spec))
+    copy = pickle.loads(pickle.dumps(spec))
+    kinds = {key[0] for key in copy.__dict__["_derived"]}
+    assert kinds == {"group max", "io counts"}  # no cell counts, no packing
+    assert copy.__dict__["_derived"]["io counts", 99] == 7
+    assert copy.io_counts(2) == spec.io_counts(2)
+    assert copy.nonzeros(layer) == spec.nonzeros(layer) == int(spec.mask.sum())
+    assert np.array_equal(copy.block_rows_before, spec.block_rows_before)
+    assert np.array_equal(copy.mask, spec.mask)
+    assert copy == spec and copy.satisfies_nm(2, 4)

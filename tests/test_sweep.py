@@ -166,3 +166,13 @@ def test_cli_sweep_without_figures(scheduler: str, tmp_path, capsys) -> None:
     assert "figures: none" in capsys.readouterr().out
     assert len(pd.read_parquet(out / "results.parquet").drop_duplicates(["scheme"])) == 2
     assert not (out / "figures").exists()
+
+
+def test_draw_summarizes_the_masks_it_sends() -> None:
+    """The masks task computes the per-mask statistics once; copies sent to workers carry them."""
+    point = DesignPoint("resnet_small", "hybrid", 0.25, 8, 8, block=8)
+    layers, descriptors = sweep.draw(sweep.lower("resnet_small", 1), point)
+    for layer in layers:
+        spec = descriptors[layer.name]
+        assert {("io counts", layer.groups), ("group max", 4)} <= set(spec.__dict__["_derived"])
+        assert "block_rows_before" in spec.__dict__ and "_mask_nonzeros" in spec.__dict__
