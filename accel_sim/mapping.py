@@ -239,7 +239,8 @@ class _Extents:
 def _extents(geo: LayerGeometry, t_len: int) -> _Extents:
     """The extents of ``geo`` at stream tile ``t_len``, remembered in ``geo.tilings`` and, for a
     masked layer, on its descriptor (shared by every array with the same columns, dataflow and
-    sparse support: a sweep builds them once per mask for those)."""
+    sparse support: a sweep builds them once per mask and worker process for those; they do
+    not travel with a copy of the descriptor)."""
     width = min(t_len, geo.layer.N) if geo.dataflow == "is" else None
     key = ("extents", width)
     if key not in geo.tilings:

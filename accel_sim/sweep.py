@@ -6,7 +6,9 @@ sweep is a Dask graph that shares work where points share it:
 - ``lower`` once per (model, batch): the network's GEMM layers (shapes only; a topology CSV is
   read by the client, which may be the only machine that has it, and sent to the workers);
 - ``draw`` once per mask group (model, scheme, density, block, N:M, batch, seed): the synthetic
-  masks, from the lowered layers;
+  masks, from the lowered layers, with the statistics every point asks of them
+  (:meth:`~accel_sim.sparsity.LayerSparsity.summarize`), which the copies other workers
+  receive carry;
 - ``evaluate_batch`` per batch of points of one group: one engine run per point, the batch's rows
   returned as one compact ``pyarrow.Table`` (no pandas on the way).
 
