@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 
@@ -176,3 +177,18 @@ def test_draw_summarizes_the_masks_it_sends() -> None:
         spec = descriptors[layer.name]
         assert {("io counts", layer.groups), ("group max", 4)} <= set(spec.__dict__["_derived"])
         assert "block_rows_before" in spec.__dict__ and "_mask_nonzeros" in spec.__dict__
+
+
+def test_a_worker_given_a_copy_of_the_masks_computes_the_same_rows() -> None:
+    """A copy of a group's masks (pickled as Dask sends it, after the sending worker ran a batch
+    and cached per-array data on it) gives the same rows as the original."""
+    points = grid(["resnet_small"], ["unstructured", "nm", "block", "hybrid"], [0.25],
+                  [(8, 8), (16, 8)], ["ws", "is"], [8])
+    groups: dict[tuple, list[DesignPoint]] = {}
+    for point in points:
+        groups.setdefault(point.group, []).append(point)
+    for members in groups.values():
+        network = sweep.draw(sweep.lower("resnet_small", 1), members[0])
+        here = sweep.evaluate_batch(members, network)
+        copy = pickle.loads(pickle.dumps(network))
+        assert sweep.evaluate_batch(members, copy).equals(here)
