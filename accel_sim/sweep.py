@@ -22,8 +22,9 @@ Storage (``out/``): the client appends each finished batch as one Parquet fragme
 ``parts/part-<hash>.parquet`` of a dataset directory, written atomically; the fragment's footer
 lists the points it holds (key and row count), so an interrupted sweep resumes where it stopped
 and loses nothing: points found in a fragment are not run again. Once every point is done, the
-dataset is read once, put in the order of the points asked for, and written as
-``results.parquet``: tidy, one row per design point and layer, the point's fields as columns.
+rows are put in the order of the points asked for (this call's batches from memory, fragments
+of an earlier call read in one dataset scan) and written as ``results.parquet``: tidy, one row
+per design point and layer, the point's fields as columns.
 
 Fold plans are not cached here: a plan depends on (layer, sparsity, array, dataflow, memory), and
 the simulator (:func:`accel_sim.simulate.simulate`) is where a per-worker plan cache belongs.
@@ -326,6 +327,7 @@ def execute_sweep(
     bar = tqdm(total=len(points), initial=len(points) - len(todo), unit="point", desc="sweep",
                disable=not progress)
     tasks = 0
+    held: dict[Path, pa.Table] = {}  # fragments written by this call, as written
     if todo:
         cluster, tick = None, time.perf_counter()
         if scheduler is None:
@@ -379,6 +381,7 @@ def execute_sweep(
                 batch = futures.pop(future)
                 path = _write_part(out, table, batch)
                 done[path] = [(p.key, table.num_rows // len(batch)) for p in batch]
+                held[path] = table
                 bar.update(len(batch))
         finally:
             tick = time.perf_counter()
@@ -387,7 +390,7 @@ def execute_sweep(
                 cluster.close()
             cluster_s += time.perf_counter() - tick
     bar.close()
-    table = _final_table(points, done)
+    table = _final_table(points, done, held)
     write_atomic(out / RESULTS, lambda tmp: pq.write_table(table, tmp))
     wall = time.perf_counter() - start
     return SweepRun(table, len(points), len(todo), tasks, wall, cluster_s, waited,
@@ -417,33 +420,47 @@ def _worker_count(client: object) -> int:
 
 
 def _final_table(
-    points: Sequence[DesignPoint], done: dict[Path, list[tuple[str, int]]]
+    points: Sequence[DesignPoint], done: dict[Path, list[tuple[str, int]]],
+    held: dict[Path, pa.Table],
 ) -> pa.Table:
-    """Read the dataset once and take its rows in the order of ``points``.
+    """The rows of ``points``, in their order, from the fragments listed in ``done``.
 
-    Each row's fragment comes from the scan itself (``__filename``), so the order in which the
-    scan yields fragments does not matter; within a fragment, rows keep the footer's order.
+    Fragments this call wrote are taken from ``held`` (the tables as written: reading them back
+    would cost the client a scan of every fragment after the last batch); the others, from an
+    earlier, interrupted call, are read in one dataset scan. Each scanned row's fragment comes
+    from the scan itself (``__filename``), so the order in which the scan yields fragments does
+    not matter; within a fragment, rows keep the footer's order.
     """
-    paths = [str(path) for path, listing in done.items() if listing]
-    where: dict[str, tuple[str, int, int]] = {}  # point key -> (fragment, first row, rows)
+    paths = [path for path, listing in done.items() if listing]
+    where: dict[str, tuple[Path, int, int]] = {}  # point key -> (fragment, first row, rows)
     for path in paths:
         offset = 0
-        for key, count in done[Path(path)]:
+        for key, count in done[path]:
             where.setdefault(key, (path, offset, count))
             offset += count
     missing = [p for p in points if p.key not in where]
     if missing:
         raise UserError(f"sweep result lacks point {missing[0]} (results folder changed?)")
-    dataset = pads.dataset(paths, format="parquet")
-    names = dataset.schema.names
-    table = dataset.to_table(columns=[*names, "__filename"])
-    files = np.asarray(table.column("__filename").to_pylist(), dtype=object)
-    rows = {path: np.flatnonzero(files == path) for path in paths}
-    if any(len(rows[path]) != sum(n for _, n in done[Path(path)]) for path in paths):
+    parts, rows, start = [], {}, 0
+    on_disk = [path for path in paths if path not in held]
+    if on_disk:
+        dataset = pads.dataset([str(path) for path in on_disk], format="parquet")
+        scanned = dataset.to_table(columns=[*dataset.schema.names, "__filename"])
+        files = np.asarray(scanned.column("__filename").to_pylist(), dtype=object)
+        rows = {path: np.flatnonzero(files == str(path)) for path in on_disk}
+        parts.append(scanned.drop_columns("__filename"))
+        start = scanned.num_rows
+    for path in paths:
+        if path in held:
+            parts.append(held[path])
+            rows[path] = np.arange(start, start + held[path].num_rows)
+            start += held[path].num_rows
+    if any(len(rows[path]) != sum(n for _, n in done[path]) for path in paths):
         raise UserError("sweep fragments hold other rows than their footers list")
     index = [rows[path][first:first + count] for path, first, count in
              (where[p.key] for p in points)]
-    return table.select(names).take(np.concatenate(index)).replace_schema_metadata(None)
+    table = pa.concat_tables([part.replace_schema_metadata(None) for part in parts])
+    return table.take(np.concatenate(index))
 
 
 def run_sweep(
