@@ -274,8 +274,8 @@ class SweepRun:
         cluster_s: seconds spent starting (or connecting to) the cluster and closing it.
         wait_s: seconds the client waited on the cluster for results.
         client_s: seconds the client spent on its own work (planning, submitting, writing
-            fragments, reading, ordering and writing the final table):
-            ``wall - cluster - wait``.
+            fragments, assembling the final table (reading an earlier call's fragments) and
+            writing it): ``wall - cluster - wait``.
     """
 
     table: pa.Table

@@ -13,7 +13,7 @@ print
 
 - wall seconds and design points per second;
 - the client's share of the wall time: seconds in its own code (planning, submitting, writing
-  fragments, reading the final table) against seconds waiting on the cluster;
+  fragments, assembling and writing the final table) against seconds waiting on the cluster;
 - CPU seconds of the client process and of all workers together (the machine may be shared:
   wall times are noisy, CPU times much less so).
 
