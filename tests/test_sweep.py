@@ -184,10 +184,7 @@ def test_a_worker_given_a_copy_of_the_masks_computes_the_same_rows() -> None:
     and cached per-array data on it) gives the same rows as the original."""
     points = grid(["resnet_small"], ["unstructured", "nm", "block", "hybrid"], [0.25],
                   [(8, 8), (16, 8)], ["ws", "is"], [8])
-    groups: dict[tuple, list[DesignPoint]] = {}
-    for point in points:
-        groups.setdefault(point.group, []).append(point)
-    for members in groups.values():
+    for members in sweep._batches(points, len(points)):  # one batch per mask group
         network = sweep.draw(sweep.lower("resnet_small", 1), members[0])
         here = sweep.evaluate_batch(members, network)
         copy = pickle.loads(pickle.dumps(network))
