@@ -31,6 +31,7 @@ from typing import TypeVar
 import numpy as np
 from numba import njit
 
+from accel_sim.pcg64 import random_f32
 from accel_sim.workload import GemmLayer
 from crisp import pattern_core as patterns
 from crisp.errors import UserError
@@ -416,12 +417,15 @@ _CHUNK_SCORES = 1 << 18  # scores drawn at a time: 1 MiB of float32, which stays
 def _by_rows(
     shape: tuple[int, int], rng: np.random.Generator, pattern: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
-    """A bool mask of ``shape`` built chunk by chunk of rows from uniform float32 scores."""
+    """A bool mask of ``shape`` built chunk by chunk of rows from uniform float32 scores
+    (``rng.random(dtype=np.float32)``'s, drawn by :func:`accel_sim.pcg64.random_f32`)."""
     mask = np.empty(shape, bool)
     rows = max(1, _CHUNK_SCORES // max(1, shape[1]))
+    scores = np.empty(min(rows, shape[0]) * shape[1], np.float32)  # reused: patterns copy
     for lo in range(0, shape[0], rows):
         hi = min(shape[0], lo + rows)
-        mask[lo:hi] = pattern(rng.random((hi - lo, shape[1]), dtype=np.float32))
+        chunk = scores[:(hi - lo) * shape[1]]
+        mask[lo:hi] = pattern(random_f32(rng, chunk).reshape(hi - lo, shape[1]))
     return mask
 
 
