@@ -201,7 +201,9 @@ def evaluate_batch(points: Sequence[DesignPoint], network: Network) -> pa.Table:
 
     Returns:
         One row per point and layer (points in the given order, layers in execution order):
-        the :class:`~accel_sim.report.LayerResult` columns, then the point's fields.
+        the :class:`~accel_sim.report.LayerResult` columns, ``schedule`` (the layer's chosen
+        mapping, the result's ``mapping``), then the point's fields (``mapping``: ``best`` or
+        ``scalesim``, as asked; ``scheme``: the same as the result's).
     """
     layers, descriptors = network
     rows = []
@@ -211,6 +213,7 @@ def evaluate_batch(points: Sequence[DesignPoint], network: Network) -> pa.Table:
                           objective=point.objective)
         for result in report.layers:
             row = result.as_row()
+            row["schedule"] = row["mapping"]  # the point's own field takes the name mapping
             row.update(fields)
             rows.append(row)
     return pa.Table.from_pylist(rows)

@@ -41,6 +41,7 @@ def _direct(points: list[DesignPoint]) -> pd.DataFrame:
         layers, descriptors = synthetic_network(layers, point.scheme, point.density, point.seed,
                                                 (n, m), point.block)
         frame = simulate(layers, point.hardware(), descriptors).frame
+        frame["schedule"] = frame["mapping"]
         for name, value in asdict(point).items():
             frame[name] = value
         frames.append(frame)
@@ -64,6 +65,7 @@ def test_sweep_table_equals_direct_simulations_row_for_row(scheduler: str, tmp_p
     assert run.tasks == 1 + groups + sum(-(-n // 3) for n in (4, 4, 4, 4, 4))
     frame = run.table.to_pandas()
     pd.testing.assert_frame_equal(frame, _direct(points))
+    assert frame.schedule.str.contains(">").all() and (frame.mapping == "best").all()
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / sweep.RESULTS), frame)
     # Batches, not points, became files; each footer lists its points.
     parts = sorted((tmp_path / sweep.PARTS).glob("*.parquet"))
