@@ -196,21 +196,27 @@ _ROW = 7  # search row: 5 cycle terms, folds, gemms, then the summed counts
 def _search(orders, bandwidth, bound, *args):
     """Cost every loop order of one stream tiling without storing a plan: int64
     [orders, 7 + counts] rows of (compute + gemms, edge stall, DRAM stall, prefetch, write-back,
-    folds, gemms, summed counts), and the fewest total cycles among them. With ``bound >= 0``
-    (latency objective: the fewest cycles found so far) an order's walk stops once it cannot
-    end within the bound (:func:`accel_sim.mapping.fold_arrays`), its row then shows
-    ``bound + 1`` cycles."""
+    folds, gemms, summed counts); the fewest total cycles among them, the first row with that
+    many and how many rows have it. With ``bound >= 0`` (latency objective: the fewest cycles
+    found so far) an order's walk stops once it cannot end within the bound
+    (:func:`accel_sim.mapping.fold_arrays`), its row then shows ``bound + 1`` cycles."""
     out = np.zeros((orders.shape[0], _ROW + len(COUNT_NAMES)), np.int64)
+    cycles = np.zeros(orders.shape[0], np.int64)
     fewest = -1
     for k in range(orders.shape[0]):
         result = fold_arrays(orders[k], *args, False, bandwidth, bound)
         out[k, :_ROW] = result[11]
         out[k, _ROW:] = result[10]
-        cycles = out[k, :_CYCLES].sum()
-        fewest = cycles if fewest < 0 else min(fewest, cycles)
+        cycles[k] = out[k, :_CYCLES].sum()
+        fewest = cycles[k] if fewest < 0 else min(fewest, cycles[k])
         if bound >= 0:
-            bound = min(bound, cycles)
-    return out, fewest
+            bound = min(bound, cycles[k])
+    first, ties = -1, 0
+    for k in range(orders.shape[0]):
+        if cycles[k] == fewest:
+            first = k if first < 0 else first
+            ties += 1
+    return out, fewest, first, ties
 
 
 def _energy_pj(row: np.ndarray, geo: LayerGeometry, nm: tuple[int, int] | None) -> float:
@@ -233,6 +239,7 @@ def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
 def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tuple | None]:
     """The chosen mapping, its search row and its packing's N:M (see :func:`choose`)."""
     rows, found, bound = [], [], -1
+    tied: list[tuple[int, int, int]] = []  # latency: (tiling, first row, rows) at the bound
     for t_tile, mappings, codes in _by_tile(geo):
         try:
             tiling = stream_tiling(geo, t_tile)
@@ -240,36 +247,45 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
             if t_tile is None:
                 raise
             continue
-        costs, fewest = _cost(geo, tiling, codes, bound)
-        rows.append(costs)
+        costs, fewest, first, ties = _cost(geo, tiling, codes, bound)
         if objective == "latency":  # later walks stop once they cannot win or tie
-            bound = fewest if bound < 0 else min(bound, fewest)
-        found += [(mapping, tiling.ext.packing.nm) for mapping in mappings]
-    table = np.concatenate(rows)
-    cycles = table[:, :_CYCLES].sum(axis=1).astype(float)
+            if bound < 0 or fewest < bound:
+                bound, tied = fewest, []
+            if fewest == bound:
+                tied.append((len(rows), first, ties))
+        rows.append(costs)
+        found.append((mappings, tiling.ext.packing.nm))
     if objective == "latency":
-        tied = np.flatnonzero(cycles == cycles.min())
-        if len(tied) == 1:
-            pick = tied[0]
-        else:  # equal cycles: equal counts and N:M give equal energy, priced once
-            keys = [(table[k, _ROW:].tobytes(), found[k][1]) for k in tied]
-            priced: dict[tuple, float] = {}
-            for k, key in zip(tied, keys, strict=True):
+        if sum(ties for _, _, ties in tied) == 1:
+            (t, k, _), = tied
+            return found[t][0][k], rows[t][k], found[t][1]
+        # equal cycles: equal counts and N:M give equal energy, priced once; the first of the
+        # least energy wins
+        best = None
+        priced: dict[tuple, float] = {}
+        for t, _, _ in tied:
+            nm = found[t][1]
+            for k in np.flatnonzero(rows[t][:, :_CYCLES].sum(axis=1) == bound):
+                key = (rows[t][k, _ROW:].tobytes(), nm)
                 if key not in priced:
-                    priced[key] = _energy_pj(table[k], geo, key[1])
-            pj = [priced[key] for key in keys]
-            pick = tied[int(np.argmin(pj))]
-    else:
-        pj = np.array([_energy_pj(table[k], geo, found[k][1]) for k in range(len(found))])
-        score = pj if objective == "energy" else pj * cycles
-        pick = int(np.lexsort((cycles, score))[0])
-    return found[pick][0], table[pick], found[pick][1]
+                    priced[key] = _energy_pj(rows[t][k], geo, nm)
+                if best is None or priced[key] < best[0]:
+                    best = (priced[key], t, k)
+        _, t, k = best
+        return found[t][0][k], rows[t][k], found[t][1]
+    table = np.concatenate(rows)
+    every = [(mapping, nm) for mappings, nm in found for mapping in mappings]
+    cycles = table[:, :_CYCLES].sum(axis=1).astype(float)
+    pj = np.array([_energy_pj(table[k], geo, every[k][1]) for k in range(len(every))])
+    score = pj if objective == "energy" else pj * cycles
+    pick = int(np.lexsort((cycles, score))[0])
+    return every[pick][0], table[pick], every[pick][1]
 
 
 def _cost(geo: LayerGeometry, tiling: StreamTiling, codes: np.ndarray, bound: int = -1
-          ) -> tuple[np.ndarray, int]:
-    """Search rows of the loop orders ``codes`` at one stream tiling, and the fewest cycles
-    among them (see :func:`_search`)."""
+          ) -> tuple[np.ndarray, int, int, int]:
+    """Search rows of the loop orders ``codes`` at one stream tiling, the fewest cycles among
+    them, the first row with that many and how many have it (see :func:`_search`)."""
     return _search(codes, float(geo.hw.memory.dram_bytes_per_cycle), bound, *tiling.kernel_args)
 
 

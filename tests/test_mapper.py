@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from accel_sim.energy import energy
 from accel_sim.engine import run_plan
 from accel_sim.hardware import build_hardware
 from accel_sim.mapper import _by_tile, _cost, candidates, map_layer, run_layer
@@ -150,6 +151,33 @@ def test_traffic_floor_and_best_never_slower(R, C, P, K, N, scheme, dataflow, ki
 
 
 @settings(max_examples=60, deadline=None)
+@given(st.integers(2, 8), st.integers(2, 8), st.integers(1, 40), st.integers(1, 40),
+       st.integers(1, 16), st.sampled_from(["dense", "unstructured", "nm", "block", "hybrid"]),
+       st.sampled_from(["ws", "os", "is"]), st.sampled_from(["latency", "energy", "edp"]),
+       st.integers(0, 2**32 - 1))
+def test_the_pick_is_the_first_candidate_of_least_cost(R, C, P, K, N, scheme, dataflow,
+                                                       objective, seed) -> None:
+    """The reducer against its definition: every candidate planned and priced on its own; the
+    least (cycles, energy) for latency, (energy, cycles) for energy, (energy x cycles, cycles)
+    for EDP; on a full tie the first candidate."""
+    layer = GemmLayer("x", "conv", P=P, K=K, N=N)
+    sp = synthetic(layer, scheme, 0.25, np.random.default_rng(seed), block=4)
+    hw = hardware(R, C, dataflow, kib=1.0)
+    costs = []
+    for mapping in candidates(geometry(layer, hw, sp)):
+        try:
+            _, run = map_layer(layer, hw, sp, mapping)
+        except UserError:
+            continue
+        pj = sum(energy(run.counts, hw.energy, run.total_cycles, hw.array.clock_mhz).values())
+        cycles = run.total_cycles
+        costs.append(((cycles, pj) if objective == "latency" else
+                      (pj, cycles) if objective == "energy" else (pj * cycles, cycles), mapping))
+    first = min(range(len(costs)), key=lambda k: costs[k][0])
+    assert run_layer(layer, hw, sp, "best", objective).mapping == str(costs[first][1])
+
+
+@settings(max_examples=60, deadline=None)
 @given(st.integers(2, 8), st.integers(2, 8), st.integers(1, 40), st.integers(1, 48),
        st.integers(1, 24), st.integers(1, 3),
        st.sampled_from(["dense", "unstructured", "nm", "block", "hybrid"]),
@@ -170,7 +198,7 @@ def test_a_bound_stops_only_walks_that_would_exceed_it(R, C, P, K, N, G, scheme,
         except UserError:
             continue
         for code in codes:
-            exact, fewest = _cost(geo, tiling, code[None])
+            exact, fewest, _, _ = _cost(geo, tiling, code[None])
             assert np.array_equal(_cost(geo, tiling, code[None], fewest)[0], exact)
             short = _cost(geo, tiling, code[None], fewest - 1)[0][0]
             stopped = short[:6].tolist() == [fewest, 0, 0, 0, 0, 0]
