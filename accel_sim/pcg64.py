@@ -37,10 +37,11 @@ def random_f32(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
         return rng.random(out=out, dtype=np.float32)
     full = bits.state
     state, inc = full["state"]["state"], full["state"]["inc"]
-    high, low, full["has_uint32"], upper = _fill(
+    high, low, waits, upper = _fill(
         out.reshape(-1), *_halves(state), *_halves(_MULT), *_halves(inc),
         bool(full["has_uint32"]), np.uint64(full["uinteger"]))
-    full["state"]["state"], full["uinteger"] = (int(high) << 64) | int(low), int(upper)
+    full["state"]["state"] = (int(high) << 64) | int(low)
+    full["has_uint32"], full["uinteger"] = int(waits), int(upper)
     bits.state = full
     return out
 
