@@ -154,12 +154,22 @@ class LayerSparsity:
         """Non-zeros per WS weight tile (``rows`` of K by ``cols`` of N) of each group.
 
         Returns:
-            int64 ``[groups, ceil(N/cols), ceil(K/rows)]``. Summed from cached counts over
-            ``gcd(cols, 8) x gcd(rows, 8)`` cells (uint8; the mask itself for 1 x 1 cells), so a
-            sweep over arrays reads the mask once.
+            int64 ``[groups, ceil(N/cols), ceil(K/rows)]``, from counts cached on the descriptor,
+            so a sweep over arrays and stream tiles reads the mask once. One side a multiple of
+            8 and the other not (a stream tile: IS's filters, OS's K): differences, at the tile
+            edges, of running counts of 1 x 8 cells along N (or 8 x 1 along K); otherwise sums
+            of ``gcd(cols, 8) x gcd(rows, 8)`` cell counts (uint8; the mask itself for 1 x 1).
         """
-        cell_n, cell_k = math.gcd(cols, 8), math.gcd(rows, 8)
         per_group = self.mask.reshape(groups, -1, self.mask.shape[1])
+        if rows % 8 == 0 and cols % 8:
+            running = self.derived(("running counts", groups, "N"),
+                                   lambda: _running(per_group, 1))
+            return _row_edges(running, cols, rows // 8)
+        if cols % 8 == 0 and rows % 8:
+            running = self.derived(("running counts", groups, "K"),
+                                   lambda: _running(per_group, 2))
+            return _column_edges(running, rows, cols // 8)
+        cell_n, cell_k = math.gcd(cols, 8), math.gcd(rows, 8)
         cells = per_group
         if cell_n * cell_k > 1:
             cells = self.derived(("cell counts", groups, cell_n, cell_k),
@@ -203,6 +213,70 @@ def _sum_tiles(counts: np.ndarray, tile_n: int, tile_k: int, dtype: type) -> np.
         return rows
     out = np.zeros((g, rows.shape[1], -(-k // tile_k)), dtype)
     _add_columns(rows, tile_k, out)
+    return out
+
+
+def _running(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Running non-zero counts of a ``[groups, N, K]`` mask along ``axis`` (1: N, 2: K), in
+    cells 8 wide across it: ``[groups, N + 1, ceil(K/8)]`` or ``[groups, ceil(N/8), K + 1]``,
+    index 0 all zero; uint16 or int32, the narrower the largest count fits (VGG-16's
+    unstructured masks: 0.5 bytes per weight for both directions, the mask itself 1)."""
+    g, n, k = mask.shape
+    shape = (g, n + 1, -(-k // 8)) if axis == 1 else (g, -(-n // 8), k + 1)
+    most = 8 * (n if axis == 1 else k)
+    dtype = next(t for t in (np.uint16, np.int32, np.int64) if most <= np.iinfo(t).max)
+    out = np.zeros(shape, dtype)
+    (_run_rows if axis == 1 else _run_columns)(mask, out)
+    return out
+
+
+@njit(cache=True)
+def _run_rows(mask, out):  # pragma: no cover - compiled
+    g, n, k = mask.shape
+    for a in range(g):
+        for r in range(n):
+            out[a, r + 1] = out[a, r]
+            for c in range(k):
+                out[a, r + 1, c >> 3] += mask[a, r, c]
+
+
+@njit(cache=True)
+def _run_columns(mask, out):  # pragma: no cover - compiled
+    g, n, k = mask.shape
+    for a in range(g):
+        for q in range(out.shape[1]):
+            for r in range(8 * q, min(n, 8 * q + 8)):
+                for c in range(k):
+                    out[a, q, c + 1] += mask[a, r, c]
+            for c in range(k):
+                out[a, q, c + 1] += out[a, q, c]
+
+
+@njit(cache=True)
+def _row_edges(running, tile_n, cells_k):  # pragma: no cover - compiled
+    """Tile sums from running counts along N (:func:`_running`, axis 1): tiles of ``tile_n``
+    filters by ``cells_k`` cells of 8 K indices."""
+    g, n, kc = running.shape[0], running.shape[1] - 1, running.shape[2]
+    out = np.zeros((g, -(-n // tile_n), -(-kc // cells_k)), np.int64)
+    for a in range(g):
+        for q in range(out.shape[1]):
+            lo, hi = q * tile_n, min(n, (q + 1) * tile_n)
+            for c in range(kc):
+                out[a, q, c // cells_k] += np.int64(running[a, hi, c]) - running[a, lo, c]
+    return out
+
+
+@njit(cache=True)
+def _column_edges(running, tile_k, cells_n):  # pragma: no cover - compiled
+    """Tile sums from running counts along K (:func:`_running`, axis 2): tiles of ``cells_n``
+    cells of 8 filters by ``tile_k`` K indices."""
+    g, nc, k = running.shape[0], running.shape[1], running.shape[2] - 1
+    out = np.zeros((g, -(-nc // cells_n), -(-k // tile_k)), np.int64)
+    for a in range(g):
+        for q in range(nc):
+            for t in range(out.shape[2]):
+                lo, hi = t * tile_k, min(k, (t + 1) * tile_k)
+                out[a, q // cells_n, t] += np.int64(running[a, q, hi]) - running[a, q, lo]
     return out
 
 

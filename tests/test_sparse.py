@@ -168,8 +168,8 @@ def test_compare_ratios_and_simulate_errors() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 3), st.integers(1, 19), st.integers(1, 37), st.integers(1, 9),
-       st.integers(1, 9), st.sampled_from([2, 4, 8, 16]), st.floats(0.0, 1.0),
+@given(st.integers(1, 3), st.integers(1, 40), st.integers(1, 70), st.integers(1, 24),
+       st.integers(1, 24), st.sampled_from([2, 4, 8, 16]), st.floats(0.0, 1.0),
        st.integers(0, 2**32 - 1))
 def test_mask_statistics_match_their_definitions(groups: int, n: int, k: int, tile_n: int,
                                                  tile_k: int, m: int, density: float,
@@ -179,11 +179,17 @@ def test_mask_statistics_match_their_definitions(groups: int, n: int, k: int, ti
     mask = np.random.default_rng(seed).random((groups * n, k)) < density
     spec = LayerSparsity("block", mask, None, tile_n)
     per_group = mask.reshape(groups, n, k)
-    want = np.zeros((groups, -(-n // tile_n), -(-k // tile_k)), np.int64)
-    for a, r, c in zip(*np.nonzero(per_group), strict=True):
-        want[a, r // tile_n, c // tile_k] += 1
-    assert np.array_equal(spec.tile_nonzeros(groups, tile_k, tile_n), want)
-    assert np.array_equal(spec.tile_nonzeros(groups, tile_k, tile_n), want)  # from the cache
+
+    def tiles(rows: int, cols: int) -> np.ndarray:
+        want = np.zeros((groups, -(-n // cols), -(-k // rows)), np.int64)
+        for a, r, c in zip(*np.nonzero(per_group), strict=True):
+            want[a, r // cols, c // rows] += 1
+        return want
+
+    # cell sums; then a stream tile against a multiple of 8 (running counts); again (cached)
+    for side_k, side_n in ((tile_k, tile_n), (8, tile_n), (16, tile_n), (tile_k, 8),
+                           (tile_k, 16), (tile_k, tile_n), (8, tile_n)):
+        assert np.array_equal(spec.tile_nonzeros(groups, side_k, side_n), tiles(side_k, side_n))
     b = tile_n
     rows = -(-groups * n // b)
     bitmap = [[mask[q * b:(q + 1) * b, t * b:(t + 1) * b].any() for t in range(-(-k // b))]
@@ -194,6 +200,17 @@ def test_mask_statistics_match_their_definitions(groups: int, n: int, k: int, ti
     assert spec.satisfies_nm(most, m)
     assert most == 0 or not spec.satisfies_nm(most - 1, m)
     assert spec.nonzeros(GemmLayer("x", "linear", 1, k, groups * n)) == int(mask.sum())
+
+
+@pytest.mark.parametrize(("shape", "rows", "cols"), [((9000, 11), 8, 5), ((9, 9000), 7, 8)])
+def test_running_counts_past_uint16(shape: tuple[int, int], rows: int, cols: int) -> None:
+    """Running counts of a side over 8,191 overflow uint16: they are kept in int32."""
+    mask = np.random.default_rng(1).random(shape) < 0.99  # a running count reaches 71,000
+    want = np.zeros((-(-shape[0] // cols), -(-shape[1] // rows)), np.int64)
+    for r, c in zip(*np.nonzero(mask), strict=True):
+        want[r // cols, c // rows] += 1
+    assert np.array_equal(LayerSparsity("unstructured", mask).tile_nonzeros(1, rows, cols)[0],
+                          want)
 
 
 class _AddsWhilePickled:
