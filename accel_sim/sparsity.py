@@ -91,7 +91,8 @@ class LayerSparsity:
     def __getstate__(self) -> dict:
         """What a copy sent to another process carries: the fields, the cached properties and
         the summary statistics (:meth:`summarize`), not the per-array data derived from the
-        mask (packings, extents, cell and running counts), which a process derives for the arrays it runs.
+        mask (packings, extents, cell and running counts), which a process derives for the
+        arrays it runs.
 
         Both dicts are copied before pickling iterates them (a copy of a dict is one step that
         no other thread interleaves): a Dask worker may send a descriptor to another worker
