@@ -241,3 +241,14 @@ def test_a_copy_carries_the_summary_not_per_array_data() -> None:
     assert np.array_equal(copy.block_rows_before, spec.block_rows_before)
     assert np.array_equal(copy.mask, spec.mask)
     assert copy == spec and copy.satisfies_nm(2, 4)
+
+
+def test_a_copy_carries_its_mask_packed() -> None:
+    mask = np.random.default_rng(0).random((300, 77)) < 0.5  # K not a multiple of 8
+    spec = LayerSparsity("unstructured", mask)
+    blob = pickle.dumps(spec)
+    assert len(blob) < mask.nbytes / 6  # a bit per weight, and the fields
+    copy = pickle.loads(blob)
+    assert copy.mask.dtype == np.bool_ and copy.mask.flags.c_contiguous
+    assert np.array_equal(copy.mask, mask)
+    assert pickle.loads(pickle.dumps(LayerSparsity("dense"))) == LayerSparsity("dense")
