@@ -35,14 +35,15 @@ def random_f32(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
     if not isinstance(bits, np.random.PCG64) or out.dtype != np.float32 \
             or not out.flags.c_contiguous:
         return rng.random(out=out, dtype=np.float32)
-    full = bits.state
-    state, inc = full["state"]["state"], full["state"]["inc"]
-    high, low, waits, upper = _fill(
-        out.reshape(-1), *_halves(state), *_halves(_MULT), *_halves(inc),
-        bool(full["has_uint32"]), np.uint64(full["uinteger"]))
-    full["state"]["state"] = (int(high) << 64) | int(low)
-    full["has_uint32"], full["uinteger"] = int(waits), int(upper)
-    bits.state = full
+    with bits.lock:  # as numpy's own draws: no other thread's draw in between
+        full = bits.state
+        state, inc = full["state"]["state"], full["state"]["inc"]
+        high, low, waits, upper = _fill(
+            out.reshape(-1), *_halves(state), *_halves(_MULT), *_halves(inc),
+            bool(full["has_uint32"]), np.uint64(full["uinteger"]))
+        full["state"]["state"] = (int(high) << 64) | int(low)
+        full["has_uint32"], full["uinteger"] = int(waits), int(upper)
+        bits.state = full
     return out
 
 
