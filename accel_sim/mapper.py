@@ -196,9 +196,9 @@ _ROW = 7  # search row: 5 cycle terms, folds, gemms, then the summed counts
 def _search(orders, bandwidth, bound, *args):
     """Cost every loop order of one stream tiling without storing a plan: int64
     [orders, 7 + counts] rows of (compute + gemms, edge stall, DRAM stall, prefetch, write-back,
-    folds, gemms, summed counts); the fewest total cycles among them, the first row with that
-    many and how many rows have it. With ``bound >= 0`` (latency objective: the fewest cycles
-    found so far) an order's walk stops once it cannot end within the bound
+    folds, gemms, summed counts); int64 [orders] their total cycles; the first row with the
+    fewest and how many rows have that many. With ``bound >= 0`` (latency objective: the fewest
+    cycles found so far) an order's walk stops once it cannot end within the bound
     (:func:`accel_sim.mapping.fold_arrays`), its row then shows ``bound + 1`` cycles."""
     out = np.zeros((orders.shape[0], _ROW + len(COUNT_NAMES)), np.int64)
     cycles = np.zeros(orders.shape[0], np.int64)
@@ -216,7 +216,7 @@ def _search(orders, bandwidth, bound, *args):
         if cycles[k] == fewest:
             first = k if first < 0 else first
             ties += 1
-    return out, fewest, first, ties
+    return out, cycles, first, ties
 
 
 def _energy_pj(row: np.ndarray, geo: LayerGeometry, nm: tuple[int, int] | None) -> float:
@@ -238,7 +238,7 @@ def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
 
 def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tuple | None]:
     """The chosen mapping, its search row and its packing's N:M (see :func:`choose`)."""
-    rows, found, bound = [], [], -1
+    rows, totals, found, bound = [], [], [], -1
     tied: list[tuple[int, int, int]] = []  # latency: (tiling, first row, rows) at the bound
     for t_tile, mappings, codes in _by_tile(geo):
         try:
@@ -247,13 +247,15 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
             if t_tile is None:
                 raise
             continue
-        costs, fewest, first, ties = _cost(geo, tiling, codes, bound)
+        costs, cycles, first, ties = _cost(geo, tiling, codes, bound)
         if objective == "latency":  # later walks stop once they cannot win or tie
+            fewest = cycles[first]
             if bound < 0 or fewest < bound:
                 bound, tied = fewest, []
             if fewest == bound:
                 tied.append((len(rows), first, ties))
         rows.append(costs)
+        totals.append(cycles)
         found.append((mappings, tiling.ext.packing.nm))
     if objective == "latency":
         if sum(ties for _, _, ties in tied) == 1:
@@ -265,7 +267,7 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
         priced: dict[tuple, float] = {}
         for t, _, _ in tied:
             nm = found[t][1]
-            for k in np.flatnonzero(rows[t][:, :_CYCLES].sum(axis=1) == bound):
+            for k in np.flatnonzero(totals[t] == bound):
                 key = (rows[t][k, _ROW:].tobytes(), nm)
                 if key not in priced:
                     priced[key] = _energy_pj(rows[t][k], geo, nm)
@@ -275,7 +277,7 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
         return found[t][0][k], rows[t][k], found[t][1]
     table = np.concatenate(rows)
     every = [(mapping, nm) for mappings, nm in found for mapping in mappings]
-    cycles = table[:, :_CYCLES].sum(axis=1).astype(float)
+    cycles = np.concatenate(totals).astype(float)
     pj = np.array([_energy_pj(table[k], geo, every[k][1]) for k in range(len(every))])
     score = pj if objective == "energy" else pj * cycles
     pick = int(np.lexsort((cycles, score))[0])
@@ -283,9 +285,9 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
 
 
 def _cost(geo: LayerGeometry, tiling: StreamTiling, codes: np.ndarray, bound: int = -1
-          ) -> tuple[np.ndarray, int, int, int]:
-    """Search rows of the loop orders ``codes`` at one stream tiling, the fewest cycles among
-    them, the first row with that many and how many have it (see :func:`_search`)."""
+          ) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Search rows of the loop orders ``codes`` at one stream tiling, their total cycles, the
+    first row with the fewest and how many have that many (see :func:`_search`)."""
     return _search(codes, float(geo.hw.memory.dram_bytes_per_cycle), bound, *tiling.kernel_args)
 
 
