@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from accel_sim.energy import energy
@@ -130,6 +130,7 @@ def test_compute_cycles_match_an_independent_oracle(R, C, P, K, N, G, scheme, b,
        st.integers(1, 24), st.sampled_from(["dense", "unstructured", "nm", "block", "hybrid"]),
        st.sampled_from(["ws", "os", "is"]), st.sampled_from([0.5, 1.0, 2.0]),
        st.integers(0, 2**32 - 1))
+@example(2, 2, 2, 5, 9, "block", "is", 0.5, 0)  # ties priced beside slower rows of a tiling
 def test_traffic_floor_and_best_never_slower(R, C, P, K, N, scheme, dataflow, kib, seed) -> None:
     layer = GemmLayer("x", "conv", P=P, K=K, N=N)
     sp = synthetic(layer, scheme, 0.25, np.random.default_rng(seed), block=4)
