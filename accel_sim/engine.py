@@ -144,8 +144,8 @@ def layer_run(cycles: np.ndarray, counts: np.ndarray, effective_macs: int,
               compulsory_dram_bytes: int = 0) -> LayerRun:
     """A LayerRun from a walk's results: ``cycles`` int [7] (compute + gemms, edge stall, DRAM
     stall, prefetch, write-back, folds, gemms) and ``counts`` int [len(COUNT_NAMES)]."""
-    compute, edge, dram, prefetch, writeback, folds, gemms = (int(v) for v in cycles)
-    summed = dict(zip(COUNT_NAMES, (int(v) for v in counts), strict=True))
+    compute, edge, dram, prefetch, writeback, folds, gemms = cycles.tolist()
+    summed = dict(zip(COUNT_NAMES, counts.tolist(), strict=True))
     return LayerRun(
         folds=folds, compute_cycles=max(0, compute - gemms), edge_stall_cycles=edge,
         dram_stall_cycles=dram, prefetch_cycles=prefetch, writeback_cycles=writeback,

@@ -221,7 +221,7 @@ def _search(orders, bandwidth, bound, *args):
 
 def _energy_pj(row: np.ndarray, geo: LayerGeometry, nm: tuple[int, int] | None) -> float:
     hw = geo.hw
-    summed = dict(zip(COUNT_NAMES, (int(v) for v in row[_ROW:]), strict=True))
+    summed = dict(zip(COUNT_NAMES, row[_ROW:].tolist(), strict=True))
     counts = action_counts(summed, geo.layer.P * geo.sparsity.nonzeros(geo.layer), nm, hw)
     return sum(energy(counts, hw.energy, int(row[:_CYCLES].sum()), hw.array.clock_mhz).values())
 

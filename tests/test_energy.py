@@ -9,6 +9,7 @@ import pytest
 from accel_sim.energy import COMPONENTS, energy
 from accel_sim.hardware import build_hardware
 from accel_sim.mapper import run_layer
+from accel_sim.report import _COUNTS, _ENERGY_FIELDS, LayerResult
 from accel_sim.simulate import simulate
 from accel_sim.workload import GemmLayer
 
@@ -48,3 +49,29 @@ def test_report_totals_add_up() -> None:
     assert (frame.latency_us == frame.total_cycles / 1000.0).all()
     assert 0 < total.utilization <= 1
     assert list(report.to_frame().layer) == ["l0", "l1", "l2", "total"]
+
+
+def test_a_result_from_a_run_is_the_one_init_builds() -> None:
+    """from_run fills the instance's __dict__ directly: every field, in order, as __init__."""
+    layer = GemmLayer("x", "conv", P=50, K=40, N=30)
+    hw = build_hardware({})
+    run = run_layer(layer, hw)
+    pj = energy(run.counts, TABLE, run.total_cycles, 1000.0)
+    result = LayerResult.from_run(layer, "dense", run, pj, 1024, 1000.0)
+    names = [f.name for f in dataclasses.fields(LayerResult)]
+    assert list(vars(result)) == names
+    built = LayerResult(**vars(result))
+    assert result == built and repr(result) == repr(built)
+    for name, key in _COUNTS.items():
+        assert getattr(result, name) == run.counts[key], name
+    for name, component in _ENERGY_FIELDS:
+        assert getattr(result, name) == pj[component], name
+    for name in ("folds", "compute_cycles", "edge_stall_cycles", "dram_stall_cycles",
+                 "prefetch_cycles", "writeback_cycles", "effective_macs", "mapping",
+                 "compulsory_dram_bytes"):
+        assert getattr(result, name) == getattr(run, name), name
+    assert (result.layer, result.kind, result.P, result.K, result.N, result.groups,
+            result.macs) == ("x", "conv", 50, 40, 30, 1, layer.macs)
+    assert (result.scheme, result.pes, result.clock_mhz) == ("dense", 1024, 1000.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.folds = 0
