@@ -92,7 +92,7 @@ class LayerResult:
     ) -> LayerResult:
         """Assemble a result from the engine's run and the priced energy.
 
-        Built without the generated ``__init__``, which sets each of the 45 fields of a frozen
+        Built without the generated ``__init__``, which sets each of the 44 fields of a frozen
         dataclass through ``object.__setattr__`` (about 17 us a result; a 540-point sweep builds
         22,140): the fields go into the new instance's ``__dict__`` at once, in field order
         (a test checks the result equals the one ``__init__`` builds).
