@@ -326,7 +326,7 @@ def run_layer(
         check_choice(mapping, objective)
     key = None
     if sparsity.mask is None:
-        key = (replace(layer, name="", weight=None), hw, sparsity.scheme, mapping, objective)
+        key = (layer.shape_key, hw, sparsity.scheme, mapping, objective)
         if key in _MEMO:
             return _MEMO[key]
     geo = geometry(layer, hw, sparsity)

@@ -23,6 +23,7 @@ import csv
 import math
 import re
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,6 +113,12 @@ class GemmLayer:
             )
 
     @property
+    def shape_key(self) -> tuple:
+        """Every field but the name and the weight, in field order: what a simulation without a
+        mask depends on (the mapper's memo key)."""
+        return tuple(getattr(self, name) for name in _SHAPE_FIELDS)
+
+    @property
     def macs(self) -> int:
         """Multiply-accumulates of the dense layer: ``P * K * N * groups`` (a Python int)."""
         return int(self.P) * int(self.K) * int(self.N) * int(self.groups)
@@ -132,6 +139,10 @@ class GemmLayer:
             "out_shape": "x".join(map(str, self.out_shape)),
             "macs": self.macs,
         }
+
+
+_SHAPE_FIELDS = tuple(f.name for f in dataclass_fields(GemmLayer)
+                      if f.name not in ("name", "weight"))
 
 
 def layers_frame(layers: list[GemmLayer]) -> pd.DataFrame:

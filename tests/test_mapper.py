@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from accel_sim.energy import energy
 from accel_sim.engine import run_plan
 from accel_sim.hardware import build_hardware
-from accel_sim.mapper import _by_tile, _cost, candidates, map_layer, run_layer
+from accel_sim.mapper import _by_tile, _cost, candidates, clear_memo, map_layer, run_layer
 from accel_sim.mapping import (
     LOOPS,
     SCALESIM,
@@ -336,3 +336,22 @@ def oracle_timeline(busy, fetch, write, bandwidth: float) -> tuple[int, int, int
         traffic = (fetch[f + 1] if f + 1 < n else 0) + (write[f - 1] if f > 0 else 0)
         stalls += max(0, math.ceil(traffic / bandwidth) - int(busy[f]))
     return stalls, math.ceil(fetch[0] / bandwidth), math.ceil(write[-1] / bandwidth)
+
+
+def test_the_memo_of_unmasked_layers_keys_every_field_but_name_and_weight() -> None:
+    """Runs of layers without a mask are remembered by shape: a renamed layer or one with a
+    weight reuses the run; a layer that differs in any other field (here only its input shape,
+    which sets the ifmap's distinct words) is run afresh."""
+    clear_memo()
+    hw = hardware(8, 8, "ws")
+    layer = GemmLayer("a", "conv", P=64, K=72, N=16, kernel=(3, 3), in_shape=(1, 8, 8, 8),
+                      out_shape=(1, 16, 8, 8))
+    first = run_layer(layer, hw)
+    assert run_layer(replace(layer, name="b", weight=np.ones((16, 72), np.float32)),
+                     hw) is first
+    strided = replace(layer, in_shape=(1, 8, 16, 16))
+    clear_memo()
+    fresh = run_layer(strided, hw)
+    clear_memo()
+    run_layer(layer, hw)
+    assert run_layer(strided, hw) == fresh != first
