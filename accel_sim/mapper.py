@@ -78,7 +78,7 @@ def _by_tile(geo: LayerGeometry) -> Candidates:
     wb, pb = hw.array.word_bytes, hw.array.psum_bits // 8
     memory = hw.memory
     n, m = packing.nm or (1, 1)
-    most = int(packing.rows.max(initial=1))
+    most = max(1, packing.most_rows)
     rows = min(R, most)
     trips_i = -(-layer.P // R) if df == "os" else max(1, -(-most // R))
     trips_j = max(1, -(-(layer.P if df == "is" else layer.N) // C))

@@ -213,7 +213,7 @@ def geometry(layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE
     union = None
     if df == "ws" and packing.need_blocks is not None:
         union = first_need(packing, hw.array.rows)
-    stream_full = {"ws": layer.P, "is": layer.N, "os": int(packing.rows.max(initial=0))}[df]
+    stream_full = {"ws": layer.P, "is": layer.N, "os": packing.most_rows}[df]
     bitmap = (sparsity.scheme == "unstructured" and hw.sparse.bitmap_weights
               and sparsity.mask is not None)
     return LayerGeometry(layer, sparsity, hw, df, max(1, stream_full), packing, union,
@@ -232,6 +232,7 @@ class _Extents:
     kblocks: np.ndarray  # int64 [G, NJ or 1, NT or 1] kept blocks (block-index metadata)
     packing: Packing
     row_max: int  # the most packed rows of any fold of filters (at least 1)
+    col_max: int  # the most columns of any column fold (the first's)
     step_max: int  # the most steps of any column fold (at least 1)
     alike: np.ndarray  # bool [3]: see _extent_arrays
 
@@ -262,7 +263,7 @@ def _new_extents(geo: LayerGeometry, width: int | None) -> _Extents:
         packing.rows, packing.blocks if has_blocks else packing.rows, has_blocks,
         _DATAFLOW_CODE[geo.dataflow], layer.P, layer.N, hw.array.cols, geo.union is not None,
         geo.bitmap)
-    return _Extents(rext, text, cext, kblocks, packing, row_max, step_max, alike)
+    return _Extents(rext, text, cext, kblocks, packing, row_max, int(cext[0]), step_max, alike)
 
 
 @njit(cache=True)
@@ -363,7 +364,7 @@ def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> St
     n, m = nm or (1, 1)
     meta_bits = int(math.log2(m)) if nm else 0
     rmax = min(R, ext.row_max)
-    cmax = int(ext.cext.max(initial=1))
+    cmax = ext.col_max
     demand = ext.packing.demand
     w_scale = wb + meta_bits / 8
     # largest tiles in bytes; the stationary one must fit its SRAM half

@@ -17,6 +17,7 @@ a 4:8 mask that breaks 2:4 runs uncompressed.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -54,6 +55,11 @@ class Packing:
     nm: tuple[int, int] | None
     blocks: np.ndarray | None
     width: int
+
+    @functools.cached_property
+    def most_rows(self) -> int:
+        """The most packed positions any fold of filters streams (0 when none)."""
+        return int(self.rows.max(initial=0))
 
     def need(self, group: int, fold: int) -> np.ndarray:
         """bool ``[K]``: the K indices fold ``fold`` of ``group`` streams."""
@@ -108,10 +114,16 @@ def pack(layer: GemmLayer, sparsity: LayerSparsity, hw: HardwareSpec, width: int
     nm = (hw.sparse.nm if masked and hw.sparse.nm is not None and sparsity.nm is not None
           and sparsity.satisfies_nm(*hw.sparse.nm) else None)
     if not blocks and nm is None:
-        return Packing(np.full((layer.groups, math.ceil(layer.N / width)), layer.K, np.int64),
-                       None, None, layer.K, None, None, width)
+        return _unpacked(layer.groups, layer.N, layer.K, width)
     return sparsity.derived(("packing", layer.groups, layer.N, layer.K, blocks, nm, width),
                             lambda: _pack(layer, sparsity, width, blocks, nm))
+
+
+@functools.lru_cache(maxsize=4096)
+def _unpacked(groups: int, n: int, k: int, width: int) -> Packing:
+    """All of K for every fold of ``width`` filters (cached: a sweep asks per layer and point)."""
+    return Packing(np.full((groups, math.ceil(n / width)), k, np.int64), None, None, k, None,
+                   None, width)
 
 
 def _pack(layer: GemmLayer, sparsity: LayerSparsity, width: int, blocks: bool,
@@ -153,7 +165,7 @@ def first_need(packing: Packing, rows_per_fold: int) -> tuple[np.ndarray, np.nda
     unit, unit_rows, words = ((packing.nm[1], packing.nm[0], packing.nm[1]) if packing.nm
                               else (1, 1, 1))
     need = _units(packing.need_blocks, packing.block, packing.k, unit)  # [G, F, U]
-    nrf = max(1, -(-int(packing.rows.max(initial=0)) // rows_per_fold))
+    nrf = max(1, -(-packing.most_rows // rows_per_fold))
     return _first_need(need, unit_rows, rows_per_fold, nrf, words)
 
 
