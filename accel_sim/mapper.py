@@ -43,6 +43,7 @@ from accel_sim.mapping import (
     StreamTiling,
     fold_arrays,
     geometry,
+    least_work,
     order_code,
     plan_folds,
     stream_tiling,
@@ -192,19 +193,28 @@ _CYCLES = 5
 _ROW = 7  # search row: 5 cycle terms, folds, gemms, then the summed counts
 
 
+_UNBOUNDED = np.iinfo(np.int64).max
+"""The latency objective's bound before any candidate has been walked (a walk never exceeds it)."""
+
+
 @njit(cache=True)
 def _search(orders, bandwidth, bound, *args):
     """Cost every loop order of one stream tiling without storing a plan: int64
     [orders, 7 + counts] rows of (compute + gemms, edge stall, DRAM stall, prefetch, write-back,
     folds, gemms, summed counts); int64 [orders] their total cycles; the first row with the
     fewest and how many rows have that many. With ``bound >= 0`` (latency objective: the fewest
-    cycles found so far) an order's walk stops once it cannot end within the bound
-    (:func:`accel_sim.mapping.fold_arrays`), its row then shows ``bound + 1`` cycles."""
+    cycles found so far, :data:`_UNBOUNDED` before any) each walked order's cycles lower the
+    bound for the next, and an order's walk stops once it cannot end within the bound
+    (:func:`accel_sim.mapping.fold_arrays`), its row then shows ``bound + 1`` cycles. The least
+    work of the nest, the same for every order, is counted once here."""
     out = np.zeros((orders.shape[0], _ROW + len(COUNT_NAMES)), np.int64)
     cycles = np.zeros(orders.shape[0], np.int64)
+    left = unloaded = 0
+    if bound >= 0:
+        left, unloaded = least_work(*args)
     fewest = -1
     for k in range(orders.shape[0]):
-        result = fold_arrays(orders[k], *args, False, bandwidth, bound)
+        result = fold_arrays(orders[k], *args, False, bandwidth, bound, left, unloaded)
         out[k, :_ROW] = result[11]
         out[k, _ROW:] = result[10]
         cycles[k] = out[k, :_CYCLES].sum()
@@ -238,7 +248,8 @@ def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
 
 def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tuple | None]:
     """The chosen mapping, its search row and its packing's N:M (see :func:`choose`)."""
-    rows, totals, found, bound = [], [], [], -1
+    rows, totals, found = [], [], []
+    bound = _UNBOUNDED if objective == "latency" else -1
     tied: list[tuple[int, int, int]] = []  # latency: (tiling, first row, rows) at the bound
     for t_tile, mappings, codes in _by_tile(geo):
         try:
@@ -250,7 +261,7 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
         costs, cycles, first, ties = _cost(geo, tiling, codes, bound)
         if objective == "latency":  # later walks stop once they cannot win or tie
             fewest = cycles[first]
-            if bound < 0 or fewest < bound:
+            if fewest < bound:
                 bound, tied = fewest, []
             if fewest == bound:
                 tied.append((len(rows), first, ties))

@@ -475,12 +475,14 @@ def _window(order, rel, tile_bytes, trips, cap, union_bytes):
 
 
 @njit(cache=True)
-def _least_work(R, t_len, rext, text, rel_s):  # pragma: no cover - compiled
+def least_work(df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kblocks,
+               block_index_bytes, rel_a, rel_w, rel_o, rel_s, *rest):  # pragma: no cover
     """(streaming steps of all the nest's folds together, stationary tiles with work), whatever
     the loop order: each (group, column fold, stream tile) streams its steps once per row fold
     it has, and every stationary tile is loaded at least once (tiles differ in the loops of
     ``rel_s``, always i and j; without the t loop a tile is one of the most row folds any
-    stream tile has)."""
+    stream tile has). Takes :func:`fold_arrays`'s arguments after the order (a stream tiling's
+    ``kernel_args``)."""
     steps = tiles = 0
     for g in range(text.shape[0]):
         for j in range(text.shape[1]):
@@ -514,7 +516,7 @@ def _position(a: int, b: int, c: int, order: tuple, comp: int, last: int) -> tup
 def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kblocks,
                 block_index_bytes, rel_a, rel_w, rel_o, rel_s, red, trips, sizes, union_bytes,
                 new_j, new_i, distinct, bitmap, nzt, wb, pb, edge_bw, fill_full, compress,
-                record=True, bandwidth=1.0, bound=-1):
+                record=True, bandwidth=1.0, bound=-1, left=0, unloaded=0):
     """Walk one loop order's nest, fold by fold; returns the per-fold arrays of a FoldPlan, the
     summed counts and the timeline's cycles.
 
@@ -535,7 +537,8 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     returns ``bound + 1`` compute cycles (a candidate that cannot win under the latency
     objective). The least work, a lower bound whatever the order (cycles only accumulate): the
     streaming steps of the folds to come, and a fill for every stationary tile not loaded yet
-    (at least the tiles with work less the loads so far).
+    (at least the tiles with work less the loads so far); the caller gives the whole nest's,
+    ``left`` steps and ``unloaded`` tiles (:func:`least_work`, the same for every order).
 
     Nothing in the per-fold loop passes an array to another function: Numba counts references
     to array arguments atomically, which once took more than half of this kernel's time.
@@ -570,7 +573,6 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     comp_last = trips[comp] - 1 if comp >= 0 else 0
     groups = text.shape[0]
     # With a bound: the work every later fold must still do, whatever the order (see below).
-    left, unloaded = _least_work(R, t_len, rext, text, rel_s) if bound >= 0 else (0, 0)
     f = 0  # with record: the folds, counted by a first pass that sizes the plan's arrays
     for walk in range(2 if record else 1):
         costing = walk == 1 or not record
@@ -628,8 +630,9 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             moved = (1 if i else 0) | (2 if j else 0) | (4 if tt else 0)
             fa = (moved & win_a & ~rel_a) == 0
             fw = (moved & win_w & ~rel_w) == 0
-            dr = (r + nm_n - 1) // nm_n * nm_m
-            ds = (s + nm_n - 1) // nm_n * nm_m
+            # (integer divisions by a variable cost tens of cycles: skipped where not needed)
+            dr = r * nm_m if nm_n == 1 else (r + nm_n - 1) // nm_n * nm_m
+            ds = s * nm_m if nm_n == 1 else (s + nm_n - 1) // nm_n * nm_m
             if df == 0:  # ws
                 a_words, w_words, o_words = s * dr, r * c, s * c
             elif df == 1:  # is
@@ -707,10 +710,10 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             totals[13] += w * slots
             totals[14] += w * (2 * slots + (0 if cont else r * c))
             fill_k = 0 if cont else fill_full
-            if df == 0:
-                e = (s * dr + edge_bw - 1) // edge_bw - s
+            if df == 0:  # no stall when a step's activations fit the edge
+                e = 0 if dr <= edge_bw else (s * dr + edge_bw - 1) // edge_bw - s
             elif df == 2:
-                e = (r * ds + edge_bw - 1) // edge_bw - s
+                e = 0 if r * ds <= s * edge_bw else (r * ds + edge_bw - 1) // edge_bw - s
             else:
                 e = 0 if cont else dr - R
             e = max(0, e)

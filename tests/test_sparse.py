@@ -7,11 +7,12 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from accel_sim.hardware import build_hardware
 from accel_sim.mapper import run_layer
+from accel_sim.mapping import SCALESIM, Mapping, plan_folds
 from accel_sim.simulate import compare, simulate
 from accel_sim.sparsity import (
     DENSE,
@@ -34,6 +35,7 @@ def sparse_hw(rows: int = 8, cols: int = 8, nm: str = "2:4", bandwidth: float = 
 
 
 layer_shapes = st.tuples(st.integers(1, 40), st.integers(1, 64), st.integers(1, 24))
+SCALESIM_AND_TILED = (SCALESIM, Mapping("tij", 3), Mapping("ijt", 5))
 
 
 def test_nm_halves_compute_when_k_is_a_multiple_of_rows() -> None:
@@ -53,6 +55,37 @@ def test_nm_without_edge_bandwidth_stalls() -> None:
     hw = build_hardware({"array": {"rows": 32, "cols": 32},
                          "memory": {"ifmap_words_per_cycle": 32}, "sparse": {"nm": "2:4"}})
     assert run_layer(layer, hw, sp).edge_stall_cycles == 8 * 200  # 8 folds, each streams 2T
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 8), layer_shapes,
+       st.sampled_from([None, (1, 4), (2, 4), (3, 4), (1, 8)]), st.integers(1, 20),
+       st.sampled_from(["ws", "os", "is"]), st.sampled_from(list(SCALESIM_AND_TILED)),
+       st.integers(0, 2**32 - 1))
+@example(4, 4, (8, 8, 4), None, 3, "ws", SCALESIM, 0)  # d(r) one above the edge
+@example(4, 4, (8, 8, 4), None, 3, "os", SCALESIM, 0)  # r x d(s) one above s x the edge
+@example(4, 4, (8, 16, 4), (1, 4), 15, "ws", SCALESIM, 0)  # 1:M: d(r) = 4r
+def test_edge_stalls_are_the_activations_a_fold_needs_over_the_edge(
+        R, C, shape, nm, edge, dataflow, mapping, seed) -> None:
+    """The input edge delivers ``edge`` words a cycle, ``d(x) = ceil(x/N)*M`` activations feed x
+    packed positions (x without N:M). Per fold of r rows and s steps: WS streams s steps of
+    d(r) words, OS r rows of d(s) words, each stalling ``max(0, ceil(words/edge) - s)``; IS
+    loads d(r) words a row into its stationary tile, ``max(0, d(r) - R)`` when the fold does
+    not continue the previous one's stream."""
+    P, K, N = shape
+    layer = GemmLayer("x", "conv", P=P, K=K, N=N)
+    hw = build_hardware({"array": {"rows": R, "cols": C, "dataflow": dataflow},
+                         "memory": {"ifmap_words_per_cycle": edge},
+                         "sparse": {"nm": "none" if nm is None else "{}:{}".format(*nm)}})
+    sp = (DENSE if nm is None else
+          synthetic(layer, "nm", nm[0] / nm[1], np.random.default_rng(seed), nm))
+    plan = plan_folds(layer, hw, sp, mapping)
+    n, m = plan.nm or (1, 1)
+    for r, s, fill, e in zip(plan.rows, plan.stream, plan.fill, plan.edge_stall, strict=True):
+        d_r, d_s = math.ceil(r / n) * m, math.ceil(s / n) * m
+        expected = {"ws": math.ceil(s * d_r / edge) - s, "os": math.ceil(r * d_s / edge) - s,
+                    "is": d_r - R if fill else 0}[dataflow]
+        assert e == max(0, expected)
 
 
 def test_unsupported_patterns_run_dense_or_as_the_hardware_pattern() -> None:
