@@ -184,14 +184,20 @@ def _first_need(need, unit_rows, rows_per_fold, nrf, words):  # pragma: no cover
         first[:] = -1
         best[:] = np.iinfo(np.int64).max
         for b in range(f):
-            pos = 0
+            # the row fold of packed position pos, pos * unit_rows // rows_per_fold, counted up
+            # as pos grows (no division per unit)
+            pos_rows = fold = 0
+            edge = rows_per_fold
             for x in range(u):
                 if need[a, b, x]:
-                    key = pos * unit_rows // rows_per_fold * f + b
+                    key = fold * f + b
                     if first[x] < 0:
                         first[x] = key
                     best[x] = min(best[x], key)
-                    pos += 1
+                    pos_rows += unit_rows
+                    while pos_rows >= edge:
+                        fold += 1
+                        edge += rows_per_fold
         for x in range(u):
             if first[x] >= 0:
                 new_j[a, first[x] % f, first[x] // f] += words

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from accel_sim.hardware import build_hardware
 from accel_sim.mapper import run_layer
 from accel_sim.mapping import SCALESIM, Mapping, plan_folds
+from accel_sim.packing import Packing, first_need
 from accel_sim.simulate import compare, simulate
 from accel_sim.sparsity import (
     DENSE,
@@ -285,3 +286,50 @@ def test_a_copy_carries_its_mask_packed() -> None:
     assert copy.mask.dtype == np.bool_ and copy.mask.flags.c_contiguous
     assert np.array_equal(copy.mask, mask)
     assert pickle.loads(pickle.dumps(LayerSparsity("dense"))) == LayerSparsity("dense")
+
+
+def _first_need_oracle(need_blocks: np.ndarray, b: int, k: int, nm: tuple[int, int] | None,
+                       rows_per_fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """first_need from its definition: a K unit (an index, or M of them with N:M) is streamed
+    by a fold of filters that keeps a block holding one of its indices, at packed position =
+    the streamed units before it (N positions a unit with N:M), in row fold position // R; it is
+    fetched by the first (fold, row fold) that streams it in j-major order (folds outer) and
+    in i-major order (row folds outer)."""
+    unit, unit_rows, words = (nm[1], nm[0], nm[1]) if nm else (1, 1, 1)
+    g, f, _ = need_blocks.shape
+    index = np.repeat(need_blocks, b, axis=2)[:, :, :k]
+    units = np.zeros((g, f, -(-k // unit)), bool)
+    for x in range(k):
+        units[:, :, x // unit] |= index[:, :, x]
+    row_fold = (np.cumsum(units, axis=2) - units) * unit_rows // rows_per_fold
+    folds = max(1, -(-int(units.sum(axis=2).max(initial=0)) * unit_rows // rows_per_fold))
+    new_j, new_i = np.zeros((g, f, folds), np.int64), np.zeros((g, f, folds), np.int64)
+    union = np.zeros(g, np.int64)
+    for a in range(g):
+        for x in range(units.shape[2]):
+            streams = [fold for fold in range(f) if units[a, fold, x]]
+            if streams:
+                j_major = streams[0]
+                i_major = min(streams, key=lambda fold: (row_fold[a, fold, x], fold))
+                new_j[a, j_major, row_fold[a, j_major, x]] += words
+                new_i[a, i_major, row_fold[a, i_major, x]] += words
+                union[a] += words
+    return new_j, new_i, union
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 4), st.sampled_from([1, 2, 4, 8]), st.integers(1, 40),
+       st.sampled_from([None, (1, 2), (2, 4), (1, 4), (3, 8)]), st.integers(1, 8),
+       st.integers(0, 2**32 - 1))
+@example(1, 2, 4, 16, (2, 4), 1, 0)  # a unit's N positions span more than a row fold
+def test_first_need_fetches_each_unit_with_the_first_fold_that_streams_it(
+        g, f, b, k, nm, rows_per_fold, seed) -> None:
+    need_blocks = np.random.default_rng(seed).random((g, f, -(-k // b))) < 0.5
+    units = _first_need_oracle(need_blocks, b, k, nm, rows_per_fold)
+    unit, unit_rows = (nm[1], nm[0]) if nm else (1, 1)
+    streamed = np.repeat(need_blocks, b, axis=2)[:, :, :k]
+    padded = np.pad(streamed, ((0, 0), (0, 0), (0, -k % unit)))
+    rows = padded.reshape(g, f, -1, unit).any(axis=3).sum(axis=2) * unit_rows
+    packing = Packing(rows.astype(np.int64), need_blocks, b, k, nm, need_blocks.sum(axis=2), 4)
+    for got, want in zip(first_need(packing, rows_per_fold), units, strict=True):
+        assert np.array_equal(got, want)
