@@ -572,7 +572,6 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     o = (order[0], order[1], order[2])
     comp_last = trips[comp] - 1 if comp >= 0 else 0
     groups = text.shape[0]
-    # With a bound: the work every later fold must still do, whatever the order (see below).
     f = 0  # with record: the folds, counted by a first pass that sizes the plan's arrays
     for walk in range(2 if record else 1):
         costing = walk == 1 or not record
