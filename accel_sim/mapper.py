@@ -212,21 +212,15 @@ def _search(orders, bandwidth, bound, *args):
     left = unloaded = 0
     if bound >= 0:
         left, unloaded = least_work(*args)
-    fewest = -1
     for k in range(orders.shape[0]):
         result = fold_arrays(orders[k], *args, False, bandwidth, bound, left, unloaded)
         out[k, :_ROW] = result[11]
         out[k, _ROW:] = result[10]
         cycles[k] = out[k, :_CYCLES].sum()
-        fewest = cycles[k] if fewest < 0 else min(fewest, cycles[k])
         if bound >= 0:
             bound = min(bound, cycles[k])
-    first, ties = -1, 0
-    for k in range(orders.shape[0]):
-        if cycles[k] == fewest:
-            first = k if first < 0 else first
-            ties += 1
-    return out, cycles, first, ties
+    at_fewest = np.flatnonzero(cycles == cycles.min())
+    return out, cycles, at_fewest[0], len(at_fewest)
 
 
 def _energy_pj(row: np.ndarray, geo: LayerGeometry, nm: tuple[int, int] | None) -> float:
