@@ -15,7 +15,10 @@ print
 - the client's share of the wall time: seconds in its own code (planning, submitting, writing
   fragments, assembling and writing the final table) against seconds waiting on the cluster;
 - CPU seconds of the client process and of all workers together (the machine may be shared:
-  wall times are noisy, CPU times much less so).
+  wall times are noisy, CPU times much less so);
+- on Linux, the CPU seconds the hypervisor gave other guests while this one's cores wanted to
+  run (steal time in ``/proc/stat``, over all of this machine's cores): on a shared virtual
+  machine the wall time grows by up to that over the cores, with the same work done.
 
     python benchmarks/sweep_speed.py --workers 1,2,4,8,16
     python benchmarks/sweep_speed.py --mapping scalesim           # SCALE-Sim's fixed schedule
@@ -25,6 +28,7 @@ print
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -39,6 +43,19 @@ DATAFLOWS = ("ws", "os", "is")
 
 def _cpu() -> float:
     return time.process_time()
+
+
+def stolen_cpu(stat_path: str = "/proc/stat") -> float | None:
+    """CPU seconds stolen from this machine's cores so far: the steal column (the eighth
+    number) of the ``cpu`` line of Linux's ``/proc/stat``, in clock ticks; None without it."""
+    try:
+        with open(stat_path) as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
 
 
 def _worker_cpu(client: object) -> float:
@@ -60,11 +77,13 @@ def _warm_up(mapping: str) -> None:
     clear_memo()
 
 
-def measure(address: str, points: list, progress: bool) -> tuple[SweepRun, float, float]:
+def measure(address: str, points: list, progress: bool
+            ) -> tuple[SweepRun, float, float, float | None]:
     """Warm the cluster at ``address`` up, then time the sweep of ``points`` on it.
 
     Returns:
-        (the sweep's timings, client CPU seconds, workers' CPU seconds).
+        (the sweep's timings, client CPU seconds, workers' CPU seconds, CPU seconds stolen
+        from this machine meanwhile or None where unknown).
     """
     from dask.distributed import Client
 
@@ -73,16 +92,21 @@ def measure(address: str, points: list, progress: bool) -> tuple[SweepRun, float
             tempfile.TemporaryDirectory() as out:
         execute_sweep(_small_grid(mapping), warm, address, progress=False)
         client.run(_warm_up, mapping)
-        workers, mine = _worker_cpu(client), _cpu()
+        workers, mine, stolen = _worker_cpu(client), _cpu(), stolen_cpu()
         run = execute_sweep(points, out, address, progress=progress)
-        return run, _cpu() - mine, _worker_cpu(client) - workers
+        after = stolen_cpu()
+        steal = None if stolen is None or after is None else after - stolen
+        return run, _cpu() - mine, _worker_cpu(client) - workers, steal
 
 
-def report(label: str, run: SweepRun, client_cpu: float, worker_cpu: float) -> None:
+def report(label: str, run: SweepRun, client_cpu: float, worker_cpu: float,
+           stolen: float | None) -> None:
+    steal = "" if stolen is None else f", stolen by the host {stolen:.1f} s"
     print(f"{label}: {run.points} points in {run.wall_s:.1f} s = {run.points / run.wall_s:.1f} "
           f"points/s; client {run.client_s:.2f} s ({run.client_s / run.wall_s:.1%} of wall), "
           f"waiting {run.wait_s:.1f} s, connect {run.cluster_s:.2f} s; CPU: client "
-          f"{client_cpu:.1f} s, workers {worker_cpu:.1f} s; {run.tasks} tasks", flush=True)
+          f"{client_cpu:.1f} s, workers {worker_cpu:.1f} s{steal}; {run.tasks} tasks",
+          flush=True)
 
 
 def main() -> None:

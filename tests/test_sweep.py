@@ -191,3 +191,18 @@ def test_a_worker_given_a_copy_of_the_masks_computes_the_same_rows() -> None:
         here = sweep.evaluate_batch(members, network)
         copy = pickle.loads(pickle.dumps(network))
         assert sweep.evaluate_batch(members, copy).equals(here)
+
+
+def test_the_speed_benchmark_reads_the_steal_column_of_proc_stat(tmp_path) -> None:
+    """`sweep_speed.py` reports CPU seconds the host stole: the eighth number of the cpu line."""
+    import os
+
+    from benchmarks.sweep_speed import stolen_cpu
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 20 30 40 50 60 70 400 90 100\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    assert stolen_cpu(str(stat)) == 400 / os.sysconf("SC_CLK_TCK")
+    for text in ("intr 1 2 3 4 5 6 7 8 9\n", ""):
+        stat.write_text(text)
+        assert stolen_cpu(str(stat)) is None
+    assert stolen_cpu(str(tmp_path / "absent")) is None
