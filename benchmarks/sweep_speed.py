@@ -47,7 +47,8 @@ def _cpu() -> float:
 
 def stolen_cpu(stat_path: str = "/proc/stat") -> float | None:
     """CPU seconds stolen from this machine's cores so far: the steal column (the eighth
-    number) of the ``cpu`` line of Linux's ``/proc/stat``, in clock ticks; None without it."""
+    number, counted in clock ticks) of the ``cpu`` line of Linux's ``/proc/stat``; None
+    without it. With ``--scheduler`` it is the client's machine, not the workers'."""
     try:
         with open(stat_path) as stat:
             fields = stat.readline().split()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -195,8 +196,6 @@ def test_a_worker_given_a_copy_of_the_masks_computes_the_same_rows() -> None:
 
 def test_the_speed_benchmark_reads_the_steal_column_of_proc_stat(tmp_path) -> None:
     """`sweep_speed.py` reports CPU seconds the host stole: the eighth number of the cpu line."""
-    import os
-
     from benchmarks.sweep_speed import stolen_cpu
 
     stat = tmp_path / "stat"
