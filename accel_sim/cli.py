@@ -1,6 +1,7 @@
 """The ``accel-sim`` command line: ``layers``, ``run``, ``compare`` and ``sweep``.
 
-Each subcommand is a ``_cmd_<name>(args) -> int`` function registered in :func:`_parser`.
+Each subcommand is a ``_cmd_<name>(args) -> int`` function registered in
+:func:`build_parser`.
 User mistakes exit with status 2 and a one-line message (see :mod:`crisp.errors`).
 """
 
@@ -172,7 +173,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accel-sim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("layers", help="print a network's GEMM layers (P, K, N, groups, ...)")
@@ -215,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-main = command_line(_parser)
+main = command_line(build_parser)
 """Entry point of the console script: ``main(argv) -> exit status``."""
 
 

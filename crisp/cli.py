@@ -362,7 +362,7 @@ def _add_user(p: argparse.ArgumentParser, required: bool) -> None:
                    help="user training images per class (default 256, as the paper)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crisp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -416,7 +416,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-main = command_line(_parser)
+main = command_line(build_parser)
 """Entry point of the console script: ``main(argv) -> exit status``."""
 
 

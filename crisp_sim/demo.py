@@ -36,7 +36,7 @@ MODEL = "resnet_small"
 CHECKPOINT = CHECKPOINTS / f"{MODEL}_glyph100.pt"
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m crisp_sim.demo",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
@@ -114,7 +114,7 @@ def write_figures(layers: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     """Prune with every scheme, simulate each, print the side-by-side table, write figures."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     prune_all(args)
     layers, summary = simulate_all(args)
     write_frame(summary, args.out / "summary.csv")
