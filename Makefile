@@ -1,30 +1,71 @@
-# Two commands a newcomer needs; each sets everything up itself on a fresh machine.
-#   make demo   set up .venv, then run the main job on the embedded data (no flags, no network)
-#   make test   set up .venv, then lint and run the tests
+# The two commands a newcomer needs; each sets everything up itself on a fresh machine.
+#   make demo   set up .venv from the lock file, then run the main job on the embedded data
+#   make test   set up .venv from the lock file, then lint and run the tests
+# More: make demo-check (the demo prints the committed table, digit for digit), make docs,
+# make docs-serve, make results (regenerate every published table and figure), make
+# results-quick (the fast part), make lock (re-resolve requirements.lock).
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test setup clean
+.PHONY: setup demo demo-check test docs docs-serve results results-quick lock clean
 
 setup: $(STAMP)
 
-# torch is pinned to 2.13.0 (a local CPU wheel on our machines; a bare `torch` would pull CUDA).
-# torchvision 0.28.0 is torch 2.13.0's partner release; --no-deps keeps pip from replacing torch.
-$(STAMP): setup.cfg pyproject.toml
+# Every dependency at the exact version and hash of requirements.lock (torch 2.13.0, the CPU
+# wheel; a bare `pip install torch` would pull CUDA builds), then this package without deps.
+$(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --no-deps torchvision==0.28.0
-	$(PY) -m pip install -q -e ".[dev,vision]"
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m crisp_sim.demo
 
+# The demo from scratch, its table compared with the published one (CI runs this).
+demo-check: $(STAMP)
+	rm -rf runs/demo-check
+	TQDM_DISABLE=1 $(PY) -m crisp_sim.demo --out runs/demo-check --check docs/results/demo.md
+
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
+# The site: mkdocs with the Material theme; API and CLI pages are generated at build time.
+docs: $(STAMP)
+	@$(PY) -c "import mkdocs, material, mkdocstrings, mkdocs_gen_files" 2>/dev/null || \
+	  { echo "error: the docs need the 'docs' extra: pip install -e '.[docs]' (make setup installs it)" >&2; exit 2; }
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	@$(PY) -c "import mkdocs, material, mkdocstrings, mkdocs_gen_files" 2>/dev/null || \
+	  { echo "error: the docs need the 'docs' extra: pip install -e '.[docs]' (make setup installs it)" >&2; exit 2; }
+	$(VENV)/bin/mkdocs serve
+
+# Regenerate the published results under docs/results/ (each file names its command, commit,
+# date, machine and wall time). results-quick: the simulator's tables, minutes on 2 cores;
+# results: everything, peers and accuracy runs included (see docs/results.md for the times).
+results-quick: $(STAMP)
+	$(PY) benchmarks/sparse_gains.py --publish
+	$(PY) benchmarks/mapping_gains.py --publish
+	$(PY) benchmarks/sim_speed.py --publish
+	$(PY) benchmarks/paper_figures.py --publish
+
+results: results-quick
+	TQDM_DISABLE=1 $(PY) -m crisp_sim.demo --out runs/demo-publish --publish
+	$(PY) benchmarks/scalesim_crosscheck.py --publish
+	$(PY) benchmarks/zigzag_crosscheck.py --publish
+	$(PY) benchmarks/sweep_speed.py --publish
+	$(PY) benchmarks/accuracy_density.py --publish
+	$(PY) benchmarks/iso_accuracy.py --setting cpu --publish
+	$(PY) benchmarks/iso_accuracy.py --setting fashion --publish
+
+# Re-resolve every dependency (pins in constraints.txt) into requirements.lock, with hashes.
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels \
+	  -c constraints.txt --custom-compile-command "make lock" -q -o requirements.lock
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info site

@@ -5,11 +5,12 @@ the dense checkpoint is pruned with each scheme to the same global densities (0.
 and fine-tuned with the same settings (``crisp.pruner.prune``), written in the compressed format
 and simulated from that file on the default accelerator (``--hw``, edge-32x32). The table gives
 density, user-class top-1/top-5 (full head: arg-max over all 100 classes, as the paper's code),
-simulated latency and energy, and wall time. ``--figure`` writes accuracy against density and
-latency (with each scheme's Pareto front).
+simulated latency and energy, and wall time. ``--publish`` writes the table to
+``docs/results/accuracy_density.md`` and accuracy against density and latency (with each
+scheme's Pareto front) to ``docs/results/figures/accuracy_density.png``.
 
-Run: ``.venv/bin/python benchmarks/accuracy_density.py`` (about 10-15 minutes on 2 cores), or
-``--quick`` for a smoke run of a minute or two.
+Run: ``.venv/bin/python benchmarks/accuracy_density.py --epochs 3 --publish`` (about 10-15
+minutes on 2 cores), or ``--quick`` for a smoke run of a minute or two.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from crisp.io import write_atomic
 from crisp.models import build_model, input_shape
 from crisp.pruner import SCHEMES, PruneConfig, prune
 from crisp.train import TrainConfig
+from crisp_sim.publish import Results, script_command
 
 
 def measure(model: nn.Module, user_train: Dataset, user_test: Dataset, ids: list[int],
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet_small")
     p.add_argument("--checkpoint", default="checkpoints/resnet_small_glyph100.pt")
@@ -121,15 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, default=Path("runs/accuracy_density"),
                    help="folder for the compressed files")
     p.add_argument("--out", default=None, help="also write the table as JSON")
-    p.add_argument("--figure", default=None,
-                   help="also write accuracy vs density / latency, e.g. docs/figures/accuracy")
+    p.add_argument("--publish", action="store_true",
+                   help="write docs/results/accuracy_density.md and its figure")
     return p
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    results = Results("accuracy_density", script_command(), args.publish)
     if args.quick:
         args.class_counts, args.n_per_class, args.step = "1,5", 32, 0.5
     args.class_counts = [int(c) for c in args.class_counts.split(",")]
@@ -141,9 +145,31 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(Path(args.out), lambda tmp: tmp.write_text(
             json.dumps({"settings": {k: v for k, v in vars(args).items()},
                         "rows": table.to_dict(orient="records")}, indent=2, default=str) + "\n"))
-    if args.figure:
-        plots.save(plots.accuracy_pareto(table.rename(columns={"top1": "accuracy"})), args.figure)
+    hw = load_hardware(args.hw)
+    context = (f"{args.model} on {args.data}, {hw.name} ({hw.array.rows}x{hw.array.cols} "
+               f"{hw.array.dataflow.upper()}), {args.epochs} epochs a round")
+    results.add(f"{context}, step {args.step}, {args.n_per_class} images a class, block "
+                f"{args.block}, 2:4, {args.head} head, classes drawn from seed {args.seed}. "
+                "Top-1/top-5: user-class accuracy on the classes' test images; latency and "
+                "energy: one inference of the pruned file on the simulated array; seconds: "
+                "pruning and fine-tuning wall time.")
+    results.add(markdown_table(table))
+    fig = plots.accuracy_pareto(table.rename(columns={"top1": "accuracy"}))
+    fig.suptitle(context, fontsize=6)
+    results.figure(fig, "accuracy_density")
+    results.write()
     return 0
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The runs as a Markdown table."""
+    lines = ["| classes | scheme | density | top-1 % | top-5 % | latency µs | energy µJ | rounds "
+             "| seconds |", "|" + " --- |" * 9]
+    for r in table.itertuples():
+        lines.append(f"| {r.classes} | {r.scheme} | {r.density:.3f} | {r.top1:.1f} | "
+                     f"{r.top5:.1f} | {r.latency_us:.1f} | {r.energy_uj:.1f} | {r.rounds} | "
+                     f"{r.seconds:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

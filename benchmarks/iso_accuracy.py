@@ -24,12 +24,14 @@ Settings (``--setting``; any flag overrides them):
 * ``full``: ``resnet18_cifar`` on ``glyph100-hard``, 4 epochs a round, step 0.1, 256 images a
   class, a longer ladder: for a GPU (hours on a CPU).
 
-The table is written after every run (``--out``, JSON) and a rerun skips the runs already in
-it, so an interrupted benchmark resumes where it stopped. ``--figure`` writes accuracy against
-simulated latency per scheme (each class count a panel) with the iso-accuracy line.
+The table is written after every run (``--out``, JSON; default
+``runs/iso_accuracy/<setting>.json``) and a rerun skips the runs already in it, so an interrupted
+benchmark resumes where it stopped. ``--publish`` writes ``docs/results/iso_accuracy_<data>.md``
+(every run, the iso-accuracy points and hybrid's gains there) and the figure
+``docs/results/figures/iso_accuracy_<data>.png``: accuracy against simulated latency per scheme
+(each class count a panel) with the iso-accuracy line.
 
-Run: ``.venv/bin/python benchmarks/iso_accuracy.py --setting cpu --out runs/iso_cpu.json
---figure docs/figures/iso_accuracy_glyph100-hard``.
+Run: ``.venv/bin/python benchmarks/iso_accuracy.py --setting cpu --threads 1 --publish``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from crisp.io import write_atomic
 from crisp.models import build_model, input_shape
 from crisp.pruner import SCHEMES, PruneConfig
 from crisp.train import TrainConfig
+from crisp_sim.publish import Results, script_command
 
 #: Each setting's defaults (flags override them).
 SETTINGS: dict[str, dict[str, object]] = {
@@ -135,9 +138,10 @@ def hybrid_gains(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figure(table: pd.DataFrame, tolerance: float = 1.0) -> plt.Figure:
+def figure(table: pd.DataFrame, tolerance: float = 1.0, context: str = "") -> plt.Figure:
     """Accuracy against simulated latency per scheme, one panel per class count, with each
-    scheme's Pareto front and the iso-accuracy line (dense top-1 minus ``tolerance``)."""
+    scheme's Pareto front and the iso-accuracy line (dense top-1 minus ``tolerance``);
+    ``context`` (model, data, array, fine-tuning) is the figure's title."""
     counts = sorted(table.classes.unique())
     with plt.rc_context(plots._STYLE):
         fig, axes = plt.subplots(1, len(counts), figsize=(2.3 * len(counts), 2.1), squeeze=False)
@@ -156,9 +160,11 @@ def figure(table: pd.DataFrame, tolerance: float = 1.0) -> plt.Figure:
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.set_xticks([10, 20, 40, 60])
             ax.set_title(f"{count} user class{'es' if count > 1 else ''}")
-            ax.set_xlabel("simulated latency (us)")
+            ax.set_xlabel("simulated latency (µs)")
         axes[0][0].set_ylabel("user-class top-1 (%)")
         axes[0][-1].legend(frameon=False, fontsize=5, loc="lower right")
+        if context:
+            fig.suptitle(f"{context}; dashed: dense top-1 - {tolerance:g} point", fontsize=6)
         fig.tight_layout()
     return fig
 
@@ -215,7 +221,43 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     return table[[tuple(r) in wanted for r in table[list(_KEY)].itertuples(index=False)]]
 
 
-def _parser() -> argparse.ArgumentParser:
+def wide_table(table: pd.DataFrame) -> str:
+    """Every run as Markdown: a row per (class count, scheme), a column per target density,
+    cells ``top-1 % @ latency µs, energy µJ (d measured density)``; dense and nm (one run each,
+    at their own density) in the first column."""
+    targets = sorted({t for t in table.target if t < 0.5}, reverse=True)
+    head = ["classes", "scheme"] + [f"target {t:g}" for t in targets]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+
+    def cell(r: object) -> str:
+        return (f"{r.top1:.1f} % @ {r.latency_us:.1f} µs, {r.energy_uj:.0f} µJ "
+                f"(d {r.density:.3f})")
+
+    for (count, scheme), part in table.groupby(["classes", "scheme"], sort=False):
+        by_target = {r.target: r for r in part.itertuples()}
+        if min(by_target) >= 0.5:  # dense, nm
+            cells = [cell(r) for r in by_target.values()]
+        else:
+            cells = [cell(by_target[t]) if t in by_target else "" for t in targets]
+        cells += [""] * (len(targets) - len(cells))
+        lines.append(f"| {count} | {scheme} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(frame: pd.DataFrame, digits: int = 1) -> str:
+    """A small frame as a Markdown table (NaN shown as a dash)."""
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return "–" if np.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + " --- |" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--setting", default="cpu", choices=sorted(SETTINGS),
                    help="preset of the flags below (default cpu)")
@@ -240,7 +282,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder for the compressed files (default runs/iso_accuracy/SETTING)")
     p.add_argument("--out", type=Path, default=None,
                    help="table (JSON), rewritten after every run; a rerun resumes from it")
-    p.add_argument("--figure", default=None, help="figure stem, e.g. docs/figures/iso_cpu")
+    p.add_argument("--publish", action="store_true",
+                   help="write docs/results/iso_accuracy_<data>.md and its figure")
     p.add_argument("--resimulate", action="store_true",
                    help="prune nothing: simulate the compressed files of the runs in --out again "
                    "with the current simulator and rewrite their latency and energy")
@@ -268,12 +311,15 @@ def resimulate(args: argparse.Namespace) -> pd.DataFrame:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     """Run (or resume) the benchmark, print the tables; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     for key, value in SETTINGS[args.setting].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.runs is None:
         args.runs = Path("runs/iso_accuracy") / args.setting
+    if args.out is None:
+        args.out = Path("runs/iso_accuracy") / f"{args.setting}.json"
+    results = Results(f"iso_accuracy_{args.data}", script_command(), args.publish)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.class_counts = [int(c) for c in str(args.class_counts).split(",")]
@@ -288,14 +334,28 @@ def main(argv: list[str] | None = None) -> int:
     print(table.drop(columns="class_ids").sort_values(["classes", "scheme", "density"])
           .to_string(**fmt))
     points = iso_points(table, args.tolerance)
-    print(f"\niso-accuracy (top-1 within {args.tolerance} point of dense):")
-    print(points.to_string(**fmt))
     gains = hybrid_gains(points)
+    hw = load_hardware(args.hw)
+    context = (f"{args.model} on {args.data}, {hw.name} ({hw.array.rows}x{hw.array.cols} "
+               f"{hw.array.dataflow.upper()}), {args.epochs} epochs a round, "
+               f"{args.n_per_class} images a class")
+    results.add(f"{context}; step {args.step}, block {args.block}, full head, seed {args.seed}. "
+                "Each cell: user-class top-1 @ simulated latency, energy per inference "
+                "(d: measured global density).")
+    results.add(wide_table(table.sort_values(["classes", "target"])))
+    results.add(f"Iso-accuracy: per class count and scheme, the fastest and the most frugal run "
+                f"whose top-1 is within {args.tolerance:g} point of the fine-tuned dense model's "
+                "(a dash: no run is).")
+    results.add(markdown(points[["classes", "scheme", "dense_top1", "runs", "iso_runs",
+                                 "latency_us", "latency_top1", "latency_density", "energy_uj",
+                                 "energy_top1", "energy_density"]]))
     if len(gains):
-        print("\nhybrid at iso-accuracy: speed-up and energy saving over each baseline (x):")
-        print(gains.to_string(float_format=lambda v: f"{v:.2f}", index=False))
-    if args.figure:
-        plots.save(figure(table, args.tolerance), args.figure)
+        results.add("Hybrid at iso-accuracy: baseline latency ÷ hybrid latency (`speedup`) and "
+                    "baseline energy ÷ hybrid energy (`energy_saving`); above 1 hybrid is better, "
+                    "a dash where either has no run within the tolerance.")
+        results.add(markdown(gains, 2))
+    results.figure(figure(table, args.tolerance, context), f"iso_accuracy_{args.data}")
+    results.write()
     return 0
 
 

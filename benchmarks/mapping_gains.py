@@ -4,22 +4,21 @@ ResNet-50 (batch 1, 224x224) at one density (default 25 %) on the edge-32x32 pre
 multiplexers, block skipping with B = 32, 64 KiB SRAMs, 16 B/cycle DRAM), synthetic masks, seed 0.
 Three settings per scheme:
 
-- ``scalesim, psum 8``: SCALE-Sim's fixed schedule with partial sums counted at the operand width
-  (the model before the mapper, less the fixed ifmap-union bug);
+- ``scalesim, psum 8``: SCALE-Sim's fixed schedule with partial sums counted at the operand width;
 - ``scalesim, psum 32``: the same schedule with 32-bit partial sums;
 - ``best, psum 32``: the mapper's per-layer loop order and stream tile (the default).
 
 Prints latency, total cycles, DRAM bytes over the compulsory floor and what bounds the network,
-then hybrid's latency ratio against channel and block pruning in each setting, and writes the
-roofline figure of the ``best`` setting to ``--figures`` (PNG and PDF).
+then hybrid's latency ratio against channel and block pruning in each setting. ``--publish``
+writes ``docs/results/mapping_gains.md`` and the roofline figure of the ``best`` setting,
+``docs/results/figures/roofline_<model>.png``.
 
-    python benchmarks/mapping_gains.py [--density 0.25] [--figures docs/figures]
+    python benchmarks/mapping_gains.py [--model resnet50] [--density 0.25] [--publish]
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pandas as pd
 
@@ -28,21 +27,29 @@ from accel_sim.hardware import load_hardware, with_overrides
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
 from accel_sim.sparsity import synthetic_network
+from crisp_sim.publish import Results, script_command
 
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 SETTINGS = (("scalesim", 8), ("scalesim", 32), ("best", 32))
+BLOCK = 32
+PRESET = "edge-32x32"
 
 
-def main() -> None:
-    """Print the side-by-side table and write the roofline figure."""
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--density", type=float, default=0.25)
-    parser.add_argument("--figures", default="docs/figures")
-    args = parser.parse_args()
-    layers = load_layers(args.model)
-    base = load_hardware("edge-32x32")
-    nets = {s: synthetic_network(layers, s, args.density, seed=0) for s in SCHEMES}
+    parser.add_argument("--model", default="resnet50", help="zoo name (default resnet50)")
+    parser.add_argument("--density", type=float, default=0.25, help="default 0.25")
+    parser.add_argument("--publish", action="store_true",
+                        help="write docs/results/mapping_gains.md and the roofline figure")
+    return parser
+
+
+def run(model: str, density: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Network totals per (setting, scheme), and the per-layer frames of the ``best`` setting."""
+    layers = load_layers(model)
+    base = load_hardware(PRESET)
+    nets = {s: synthetic_network(layers, s, density, seed=0, block=BLOCK) for s in SCHEMES}
     rows, frames = [], []
     for mapping, psum in SETTINGS:
         hw = with_overrides(base, psum_bits=psum)
@@ -56,25 +63,45 @@ def main() -> None:
                          "energy_uJ": t.energy_total_pj / 1e6})
             if mapping == "best":
                 frames.append(report.to_frame(totals=False).assign(scheme=scheme))
-    table = pd.DataFrame(rows)
-    print(f"{args.model} at density {args.density} on {base.name}\n")
-    print("| mapping | psum bits | scheme | latency us | compute cycles | total cycles | DRAM MB | "
-          "x floor | bound | energy uJ |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in table.itertuples():
-        print(f"| {r.mapping} | {r.psum_bits} | {r.scheme} | {r.latency_us:,.0f} | "
-              f"{r.compute_cycles:,} | {r.total_cycles:,} | {r.dram_MB:.1f} | "
-              f"{r.over_floor:.2f} | {r.bound} | {r.energy_uJ:,.0f} |")
-    print("\n| mapping | psum bits | hybrid / channel latency | hybrid / block latency |")
-    print("| --- | --- | --- | --- |")
-    for (mapping, psum), part in table.groupby(["mapping", "psum_bits"], sort=False):
+    return pd.DataFrame(rows), pd.concat(frames, ignore_index=True)
+
+
+def tables(totals: pd.DataFrame) -> str:
+    """The two Markdown tables (deterministic: no wall times)."""
+    lines = ["| mapping | psum bits | scheme | latency µs | compute cycles | total cycles | "
+             "DRAM MB | DRAM ÷ floor | bound | energy µJ |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in totals.itertuples():
+        lines.append(f"| {r.mapping} | {r.psum_bits} | {r.scheme} | {r.latency_us:,.0f} | "
+                     f"{r.compute_cycles:,} | {r.total_cycles:,} | {r.dram_MB:.1f} | "
+                     f"{r.over_floor:.2f} | {r.bound} | {r.energy_uJ:,.0f} |")
+    lines += ["", "| mapping | psum bits | hybrid ÷ channel latency | hybrid ÷ block latency |",
+              "| --- | --- | --- | --- |"]
+    for (mapping, psum), part in totals.groupby(["mapping", "psum_bits"], sort=False):
         lat = part.set_index("scheme").latency_us
-        print(f"| {mapping} | {psum} | {lat.hybrid / lat.channel:.2f} | "
-              f"{lat.hybrid / lat.block:.2f} |")
-    fig = plots.roofline(pd.concat(frames), base.array.rows * base.array.cols,
+        lines.append(f"| {mapping} | {psum} | {lat.hybrid / lat.channel:.2f} | "
+                     f"{lat.hybrid / lat.block:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print (and with ``--publish`` write) the tables and the roofline figure."""
+    args = build_parser().parse_args(argv)
+    results = Results("mapping_gains", script_command(), args.publish)
+    totals, frames = run(args.model, args.density)
+    base = load_hardware(PRESET)
+    results.add(f"{args.model} (batch 1, 224x224) at density {args.density} on `{PRESET}` (WS, "
+                f"B = {BLOCK}, synthetic masks, seed 0). `DRAM ÷ floor`: DRAM bytes over the "
+                "compulsory traffic; `bound`: what takes most of the network's cycles. In the "
+                "second table, above 1 means hybrid is slower.")
+    results.add(tables(totals))
+    context = (f"{args.model}, density {args.density}, {PRESET} ({base.array.rows}x"
+               f"{base.array.cols} {base.array.dataflow.upper()}), mapper")
+    fig = plots.roofline(frames, base.array.rows * base.array.cols,
                          base.memory.dram_bytes_per_cycle)
-    paths = plots.save(fig, Path(args.figures) / f"roofline_{args.model}")
-    print("\nwrote " + ", ".join(str(p) for p in paths))
+    fig.suptitle(context)
+    results.figure(fig, f"roofline_{args.model}")
+    results.write()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The grid: 3 models (resnet50, vgg16_bn, mobilenet_v2) x 6 schemes x 10 arrays (8x8 to 256x256
 square, plus 8x32, 32x8, 64x256, 256x64) x 3 dataflows = 540 design points at 25 % density,
-synthetic masks (seed 0).
+synthetic masks (seed 0), block 32.
 
 For each worker count: start a LocalCluster of that many single-threaded worker processes (its
 start-up is timed apart), warm it up (not timed): a small sweep through the client, and in every
@@ -20,8 +20,10 @@ print
   run (steal time in ``/proc/stat``, over all of this machine's cores): on a shared virtual
   machine the wall time grows by up to that over the cores, with the same work done.
 
+``--publish`` writes the table to ``docs/results/sweep_speed.md``.
+
     python benchmarks/sweep_speed.py --workers 1,2,4,8,16
-    python benchmarks/sweep_speed.py --mapping scalesim           # SCALE-Sim's fixed schedule
+    python benchmarks/sweep_speed.py --mappings best,scalesim      # also SCALE-Sim's schedule
     python benchmarks/sweep_speed.py --scheduler tcp://host:8786   # an existing cluster
 """
 
@@ -34,11 +36,17 @@ import time
 
 from accel_sim.mapper import MAPPINGS, clear_memo
 from accel_sim.sweep import SweepRun, evaluate_group, execute_sweep, grid, local_cluster
+from crisp.errors import UserError
+from crisp_sim.publish import Results, script_command
 
 MODELS = ("resnet50", "vgg16_bn", "mobilenet_v2")
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 ARRAYS = [(s, s) for s in (8, 16, 32, 64, 128, 256)] + [(8, 32), (32, 8), (64, 256), (256, 64)]
 DATAFLOWS = ("ws", "os", "is")
+BLOCK = 32
+HEADER = ("| mapping | workers | wall | points/s | client's own code | CPU: client process | "
+          "CPU: workers | stolen by the host | tasks |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 def _cpu() -> float:
@@ -66,7 +74,7 @@ def _worker_cpu(client: object) -> float:
 
 def _small_grid(mapping: str) -> list:
     """The warm-up grid: the small network for every scheme and dataflow on an 8x8 array."""
-    return grid(["resnet_small"], SCHEMES, [0.25], [(8, 8)], DATAFLOWS, mapping=mapping)
+    return grid(["resnet_small"], SCHEMES, [0.25], [(8, 8)], DATAFLOWS, [BLOCK], mapping=mapping)
 
 
 def _warm_up(mapping: str) -> None:
@@ -100,40 +108,63 @@ def measure(address: str, points: list, progress: bool
         return run, _cpu() - mine, _worker_cpu(client) - workers, steal
 
 
-def report(label: str, run: SweepRun, client_cpu: float, worker_cpu: float,
-           stolen: float | None) -> None:
-    steal = "" if stolen is None else f", stolen by the host {stolen:.1f} s"
-    print(f"{label}: {run.points} points in {run.wall_s:.1f} s = {run.points / run.wall_s:.1f} "
-          f"points/s; client {run.client_s:.2f} s ({run.client_s / run.wall_s:.1%} of wall), "
-          f"waiting {run.wait_s:.1f} s, connect {run.cluster_s:.2f} s; CPU: client "
-          f"{client_cpu:.1f} s, workers {worker_cpu:.1f} s{steal}; {run.tasks} tasks",
-          flush=True)
+def row(mapping: str, workers: str, run: SweepRun, client_cpu: float, worker_cpu: float,
+        stolen: float | None) -> str:
+    """One Markdown row of the table."""
+    steal = "unknown" if stolen is None else f"{stolen:.1f} s"
+    return (f"| {mapping} | {workers} | {run.wall_s:.1f} s | {run.points / run.wall_s:.1f} | "
+            f"{run.client_s:.2f} s ({run.client_s / run.wall_s:.1%}) | {client_cpu:.1f} s | "
+            f"{worker_cpu:.1f} s | {steal} | {run.tasks} |")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2",
                         help="comma-separated LocalCluster sizes to time (default 1,2)")
     parser.add_argument("--scheduler", default=None,
                         help="time one sweep on this existing Dask scheduler instead")
     parser.add_argument("--progress", action="store_true", help="show the sweep's tqdm bar")
-    parser.add_argument("--mapping", choices=MAPPINGS, default="best",
-                        help="best (the mapper searches every layer, the default) or scalesim "
-                             "(SCALE-Sim's fixed schedule, the simulator before the mapper)")
-    args = parser.parse_args()
-    points = grid(MODELS, SCHEMES, [0.25], ARRAYS, DATAFLOWS, mapping=args.mapping)
-    print(f"{len(points)} design points: {len(MODELS)} models x {len(SCHEMES)} schemes x "
-          f"{len(ARRAYS)} arrays x {len(DATAFLOWS)} dataflows, mapping {args.mapping}",
-          flush=True)
-    if args.scheduler:
-        report(args.scheduler, *measure(args.scheduler, points, args.progress))
-        return
-    for count in (int(w) for w in args.workers.split(",")):
-        start = time.perf_counter()
-        with local_cluster(count) as cluster:
-            started = time.perf_counter() - start
-            report(f"{count:2d} workers (cluster start {started:.1f} s)",
-                   *measure(cluster.scheduler_address, points, args.progress))
+    parser.add_argument("--mappings", default="best",
+                        help="comma-separated: best (the mapper searches every layer, the "
+                             "default) and/or scalesim (SCALE-Sim's fixed schedule)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write docs/results/sweep_speed.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Time the sweep per mapping and worker count; print (and publish) the table."""
+    args = build_parser().parse_args(argv)
+    mappings = args.mappings.split(",")
+    for mapping in mappings:
+        if mapping not in MAPPINGS:
+            raise UserError(f"--mappings {mapping!r}: allowed {', '.join(MAPPINGS)}")
+    results = Results("sweep_speed", script_command(), args.publish)
+    size = len(MODELS) * len(SCHEMES) * len(ARRAYS) * len(DATAFLOWS)
+    results.add(f"{size} design points: {len(MODELS)} models ({', '.join(MODELS)}) x "
+                f"{len(SCHEMES)} schemes x {len(ARRAYS)} arrays x {len(DATAFLOWS)} dataflows at "
+                f"density 0.25, synthetic masks (seed 0), B = {BLOCK}, on a warm Dask cluster "
+                "of single-threaded worker processes, from an empty result folder. `client's own "
+                "code`: seconds the client spends planning, submitting and writing (its share of "
+                "the wall time); CPU seconds are process times; `stolen by the host`: CPU "
+                "seconds this virtual machine's cores waited while the hypervisor ran other "
+                "guests (`/proc/stat` steal), a measure of how noisy the wall time is.")
+    rows = []
+    for mapping in mappings:
+        points = grid(MODELS, SCHEMES, [0.25], ARRAYS, DATAFLOWS, [BLOCK], mapping=mapping)
+        if args.scheduler:
+            rows.append(row(mapping, args.scheduler, *measure(args.scheduler, points,
+                                                               args.progress)))
+            print(rows[-1], flush=True)
+            continue
+        for count in (int(w) for w in args.workers.split(",")):
+            with local_cluster(count) as cluster:
+                rows.append(row(mapping, str(count), *measure(cluster.scheduler_address, points,
+                                                              args.progress)))
+            print(rows[-1], flush=True)
+    results.add(HEADER + "\n" + "\n".join(rows))
+    results.write()
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ tiles of every layer for the lowest latency, and prints its DRAM bytes (per oper
 chosen loops beside this simulator's (each of its mappings when ``simulate`` has them), with both
 tools' wall times. ZigZag's rows are cached in ``.cache/zigzag/<setup>.csv`` (setup: ZigZag
 version, generated architecture, LOMA settings), one per layer shape, so a rerun only re-runs
-our side; identical shapes (ResNet's repeated blocks) run once. The README's "ZigZag cross-check"
-explains the modelling differences.
+our side; identical shapes (ResNet's repeated blocks) run once. docs/validation.md explains the
+modelling differences. ``--publish`` writes ``docs/results/zigzag_crosscheck.md``: the counts of
+layers where ours moves the same, fewer and more DRAM bytes, the cycle ratios, and the Markdown
+table of the ``--markdown`` (default 5) shapes that differ most each way.
 
     python benchmarks/zigzag_crosscheck.py                      # all 54 ResNet-50 GEMMs
     python benchmarks/zigzag_crosscheck.py --layers conv1,fc    # a subset
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from accel_sim.sources import load_layers
 from accel_sim.workload import GemmLayer
 from crisp.errors import UserError
 from crisp.io import write_atomic
+from crisp_sim.publish import Results, script_command
 
 ZIGZAG_VERSION = "3.9.1"
 REQUIREMENTS = [f"zigzag-dse=={ZIGZAG_VERSION}", "six"]  # 3.9.1 imports six undeclared
@@ -264,18 +266,12 @@ def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_li
 
 def run_ours(layers: list[GemmLayer], hw: HardwareSpec) -> tuple[dict[str, pd.DataFrame],
                                                                    dict[str, float]]:
-    """Our per-layer frames and warm wall times (s), per mapping where ``simulate`` has one."""
-    params = inspect.signature(simulate).parameters
-    if "mapping" in params:  # the mapper (issue 9): SCALE-Sim's schedule and the searched one
-        extra = {"objective": "latency"} if "objective" in params else {}
-        variants = {name: {"mapping": name, **extra} for name in ("scalesim", "best")}
-    else:
-        variants = {"current": {}}  # before the mapper: one fixed schedule
+    """Our per-layer frames and warm wall times (s): SCALE-Sim's schedule and the mapper's."""
     frames, walls = {}, {}
-    for name, kwargs in variants.items():
-        simulate(layers, hw, **kwargs)  # JIT warm-up
+    for name in ("scalesim", "best"):
+        simulate(layers, hw, mapping=name)  # JIT warm-up
         start = time.perf_counter()
-        frames[name] = simulate(layers, hw, **kwargs).to_frame()
+        frames[name] = simulate(layers, hw, mapping=name).to_frame(totals=False)
         walls[name] = time.perf_counter() - start
     return frames, walls
 
@@ -301,7 +297,6 @@ def compare(layers: list[GemmLayer], zz: pd.DataFrame,
         table[col] = zz[col].to_numpy()
     table["zz_dram_loops"] = zz.zz_temporal.map(dram_loops).to_numpy()
     for name, frame in ours.items():
-        frame = frame.iloc[: len(layers)]  # to_frame() ends with a total row
         if list(frame.layer) != list(table.layer):
             raise RuntimeError(f"our {name} frame's layers differ from the workload's")
         for col in ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "compute_cycles",
@@ -360,8 +355,25 @@ def markdown(table: pd.DataFrame, top: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Run the cross-check and print the table."""
+def agreement(table: pd.DataFrame, name: str = "best", tolerance: float = 0.01) -> str:
+    """How ours (``name``) and ZigZag compare over the layers: DRAM bytes within ``tolerance``,
+    fewer and more (and by how many MB), and our cycles over ZigZag's where the bytes agree."""
+    body = table.iloc[:-1]
+    ratio = body[f"{name}_dram_bytes"] / body.zz_dram_bytes
+    same = (ratio - 1).abs() <= tolerance
+    fewer, more = ratio < 1 - tolerance, ratio > 1 + tolerance
+    gap = (body[f"{name}_dram_bytes"] - body.zz_dram_bytes) / 1e6
+    cycles = body[f"{name}_total_cycles"][same] / body.zz_latency[same]
+    return (f"Over the {len(body)} layers, ours (`{name}`) moves the same DRAM bytes as ZigZag "
+            f"(within {tolerance:.0%}) on {int(same.sum())}, fewer on {int(fewer.sum())} "
+            f"({-gap[fewer].sum():.1f} MB fewer in all) and more on {int(more.sum())} "
+            f"({gap[more].sum():.1f} MB more in all). Where the bytes agree, our total cycles "
+            f"are {cycles.min():.2f}-{cycles.max():.2f}x ZigZag's latency (median "
+            f"{cycles.median():.2f}x).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--hw", default="edge-32x32", help="preset or .toml (a WS array)")
@@ -373,10 +385,17 @@ def main() -> None:
                         help="LOMA's loop prime factor limit (ZigZag's default 6)")
     parser.add_argument("--rerun-zigzag", action="store_true", help="ignore the cached results")
     parser.add_argument("--out", help="write the table to this .csv")
-    parser.add_argument("--markdown", type=int, metavar="N",
-                        help="also print, as Markdown, the N layer shapes where ours moves the "
-                        "most more DRAM bytes than ZigZag and the N most fewer")
-    args = parser.parse_args()
+    parser.add_argument("--markdown", type=int, metavar="N", default=5,
+                        help="the Markdown table shows the N layer shapes where ours moves the "
+                        "most more DRAM bytes than ZigZag and the N most fewer (default 5)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write docs/results/zigzag_crosscheck.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the cross-check; print (and with ``--publish`` write) the tables."""
+    args = build_parser().parse_args(argv)
     hw = load_hardware(args.hw)
     if hw.array.dataflow != "ws":
         raise UserError(f"--hw {args.hw}: dataflow {hw.array.dataflow!r}; the ZigZag "
@@ -398,12 +417,23 @@ def main() -> None:
         print("\nZigZag's temporal loops above each operand's SRAM (outermost first):")
         print(table[["layer", "zz_dram_loops"]].iloc[:-1].to_string(index=False))
     distinct = zz.drop_duplicates("key")
-    print(f"\n{args.model} on {hw.name}: ZigZag {ZIGZAG_VERSION} (LOMA lpf_limit "
-          f"{args.lpf_limit}, opt latency) {distinct.zz_wall_s.sum():.1f} s for the "
-          f"{len(distinct)} distinct shapes of the {len(layers)} layers (when it ran); "
-          + ", ".join(f"ours ({name}) {wall * 1e3:.1f} ms" for name, wall in walls.items()))
-    if args.markdown:
-        print("\n" + markdown(table, args.markdown))
+    results = Results("zigzag_crosscheck", script_command(), args.publish)
+    results.add(f"{args.model} (batch 1, 224x224, dense) on `{hw.name}`: ZigZag "
+                f"{ZIGZAG_VERSION}'s best mapping (LOMA, lpf_limit {args.lpf_limit}, lowest "
+                f"latency) against ours, with SCALE-Sim's schedule (`scalesim`) and the mapper "
+                f"(`best`). MB = 10^6 bytes. ZigZag took {distinct.zz_wall_s.sum():.0f} s for the "
+                f"{len(distinct)} distinct shapes of the {len(layers)} layers (when it ran; its "
+                "rows are cached); ours "
+                + ", ".join(f"{wall * 1e3:.0f} ms ({name})" for name, wall in walls.items())
+                + ", warm.")
+    results.add(agreement(table))
+    results.add(f"The {args.markdown} shapes where ours moves most more and most fewer DRAM "
+                "bytes than ZigZag, and the network. \"(xN)\": N layers of that shape. "
+                "\"Loops above the SRAMs\": ZigZag's temporal loops kept in DRAM per operand, "
+                "outermost first; every iteration refills that operand's SRAM tile (W empty: all "
+                "weights stay resident).")
+    results.add(markdown(table, args.markdown))
+    results.write()
     if args.out:
         write_atomic(Path(args.out), lambda tmp: table.to_csv(tmp, index=False))
 

@@ -17,7 +17,11 @@ Each pruning run goes through ``crisp prune`` (so its folder holds ``model.pt``,
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import re
+import shlex
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +34,7 @@ from accel_sim.sources import load_workload
 from crisp.cli import CHECKPOINTS
 from crisp.cli import main as crisp_main
 from crisp.errors import UserError, exit_on_user_error
+from crisp_sim.publish import Results
 
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 MODEL = "resnet_small"
@@ -49,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", type=int, default=16, help="block size B (default 16)")
     p.add_argument("--hw", default="edge-32x32", help="accelerator preset or .toml")
     p.add_argument("--seed", type=int, default=0, help="seeds every random choice (default 0)")
+    p.add_argument("--check", type=Path, default=None, metavar="RESULTS_MD",
+                   help="compare the printed table with the one in this published results file "
+                   "(docs/results/demo.md); exit 1 with a diff when they differ")
+    p.add_argument("--publish", action="store_true",
+                   help="also write the table and figures into docs/results/ (with provenance)")
     return p
 
 
@@ -111,21 +121,57 @@ def write_figures(layers: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> 
     return [path for name, fig in figures.items() for path in plots.save(fig, folder / name)]
 
 
+def table(summary: pd.DataFrame, args: argparse.Namespace) -> str:
+    """The side-by-side table the demo prints (and publishes): a title line, then one row per
+    scheme."""
+    shown = summary.drop(columns=["compute_cycles", "stall_cycles"]).round(3)
+    return (f"== {MODEL} on glyph100, {summary.classes.iloc[0]} user classes (seed {args.seed}), "
+            f"target density {args.density}, simulated on {args.hw}\n"
+            + shown.to_string(index=False))
+
+
+def published_table(path: Path) -> str:
+    """The table inside a published ``demo.md`` (its ``text`` code block)."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UserError(f"--check {path}: cannot read it ({err.strerror})") from None
+    match = re.search(r"```text\n(.*?)\n```", text, re.S)
+    if match is None:
+        raise UserError(f"--check {path}: no ```text block holding the demo's table")
+    return match.group(1)
+
+
+def check(printed: str, path: Path) -> int:
+    """0 if ``printed`` is the table published in ``path``, else 1 after printing a diff."""
+    expected = published_table(path)
+    if printed == expected:
+        print(f"the table is the one published in {path}, digit for digit")
+        return 0
+    diff = difflib.unified_diff(expected.splitlines(), printed.splitlines(), str(path),
+                                "this run", lineterm="")
+    print("\n".join(["the table differs from the published one:", *diff]), file=sys.stderr)
+    return 1
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     """Prune with every scheme, simulate each, print the side-by-side table, write figures."""
     args = build_parser().parse_args(argv)
+    shown_argv = sys.argv[1:] if argv is None else argv
+    results = Results("demo", shlex.join(["python", "-m", "crisp_sim.demo", *shown_argv]),
+                      args.publish)
     prune_all(args)
     layers, summary = simulate_all(args)
     write_frame(summary, args.out / "summary.csv")
-    shown = summary.drop(columns=["compute_cycles", "stall_cycles"]).round(3)
-    print(f"\n== {MODEL} on glyph100, {summary.classes.iloc[0]} user classes (seed {args.seed}), "
-          f"target density {args.density}, simulated on {args.hw}")
-    print(shown.to_string(index=False))
+    printed = table(summary, args)
+    print()
+    results.add(f"```text\n{printed}\n```")
     figures = write_figures(layers, summary, args.out / "figures")
     print(f"\nwrote {args.out / 'summary.csv'}, per-scheme runs in {args.out}/<scheme>/, "
           f"figures: {', '.join(str(p) for p in figures if p.suffix == '.png')}")
-    return 0
+    results.write()
+    return check(printed, args.check) if args.check else 0
 
 
 if __name__ == "__main__":
