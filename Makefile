@@ -36,12 +36,12 @@ test: $(STAMP)
 docs: $(STAMP)
 	@$(PY) -c "import mkdocs, material, mkdocstrings, mkdocs_gen_files" 2>/dev/null || \
 	  { echo "error: the docs need the 'docs' extra: pip install -e '.[docs]' (make setup installs it)" >&2; exit 2; }
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict
 
 docs-serve: $(STAMP)
 	@$(PY) -c "import mkdocs, material, mkdocstrings, mkdocs_gen_files" 2>/dev/null || \
 	  { echo "error: the docs need the 'docs' extra: pip install -e '.[docs]' (make setup installs it)" >&2; exit 2; }
-	$(VENV)/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs serve
 
 # Regenerate the published results under docs/results/ (each file names its command, commit,
 # date, machine and wall time). results-quick: the simulator's tables, minutes on 2 cores;

@@ -544,9 +544,10 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     to array arguments atomically, which once took more than half of this kernel's time.
 
     Returns:
-        (fill, stream, edge, fetch, write, repeat, compressed loop, index, rows, cols,
-        counts int64 [15], int64 [7]: cycles (compute + gemms, edge, DRAM, prefetch,
-        write-back), folds (repeated ones counted each time) and GEMMs with a fold).
+        tuple: the per-fold arrays ``(fill, stream, edge, fetch, write, repeat, compressed
+            loop, index, rows, cols)``, the counts (int64 [15]) and int64 [7]: cycles (compute
+            + gemms, edge, DRAM, prefetch, write-back), folds (repeated ones counted each time)
+            and GEMMs with a fold.
     """
     win_a = _window(order, rel_a, sizes[0], trips, sizes[3], union_bytes)
     a_union = union_bytes >= 0 and win_a & 3 == 3

@@ -153,7 +153,9 @@ def save(
         masks: bool masks by dotted weight name (``<module>.weight``); a layer without one uses
             its non-zero entries.
         patterns: scheme of each layer by module name (:data:`LAYER_SCHEMES`); missing = dense.
-        n, m: the N:M pattern; b: the block size (B a multiple of M for hybrid layers).
+        n: N of the N:M pattern.
+        m: M of the N:M pattern.
+        b: the block size (B a multiple of M for hybrid layers).
         input_shape: (C, H, W) of one input sample, for the GEMM geometry.
         dtype: stored value dtype, one of :data:`DTYPES`.
         meta: JSON-ready extra header fields (model name, classes, ...).

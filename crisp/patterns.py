@@ -54,7 +54,8 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
     Args:
         scores: ``[C_out, K]`` non-negative saliency (higher = more important).
-        n, m: the pattern, ``1 <= n < m``, m a power of two <= 16.
+        n: kept weights per group, ``1 <= n < m``.
+        m: group size along K, a power of two <= 16.
 
     Returns:
         bool ``[C_out, K]``; each full group has exactly N True, a tail group at most N.

@@ -3,7 +3,13 @@
 - ``reference/cli.md``: every command's ``--help``, from the argparse parsers themselves;
 - ``reference/hardware-keys.md``: every key of a hardware TOML file with its default and meaning,
   from the spec dataclasses and their docstrings, the presets as shipped, and the default energy
-  table of each preset (pJ), from :func:`accel_sim.hardware.default_energy`.
+  table of each preset (pJ), from :func:`accel_sim.hardware.default_energy`;
+- ``reference/results-schema.md``: every column of a simulation's per-layer table and of a
+  sweep's ``results.parquet``, in the order written, from :class:`accel_sim.report.LayerResult`
+  (fields and derived properties) and :func:`accel_sim.sweep.evaluate_batch` (run on one design
+  point with the simulation stubbed out, so the page lists exactly the columns it writes), each
+  described by the ``Attributes:`` of ``LayerResult``, ``DesignPoint`` or ``MemorySpec`` or by
+  the property's docstring. A column without a description fails the build.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from importlib import resources
 import mkdocs_gen_files
 
 from accel_sim import cli as accel_cli
-from accel_sim import hardware
+from accel_sim import hardware, report, sweep
+from accel_sim.workload import GemmLayer
 from crisp import cli as crisp_cli
 from crisp_sim import demo
 
@@ -135,7 +142,114 @@ def _toml_names() -> None:
                     raise SystemExit(f"{p.name}: [{section}] has keys the page does not know")
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def _markdown(text: str) -> str:
+    """Docstring text as Markdown: Sphinx roles and double backticks to code spans, one line."""
+    return re.sub(r":\w+:`~?([^`]+)`", r"`\1`", " ".join(text.split()).replace("``", "`"))
+
+
+def _first_paragraph(obj: object) -> str:
+    return _markdown((inspect.getdoc(obj) or "").split("\n\n", 1)[0])
+
+
+def _stub_result() -> report.LayerResult:
+    """A LayerResult with every field zero or empty (its columns, not its values, are used)."""
+    values = {f.name: "" if f.type in ("str", str) else 0
+              for f in dataclasses.fields(report.LayerResult)}
+    values["pes"], values["clock_mhz"] = 1, 1.0
+    return report.LayerResult(**values)
+
+
+def _layer_columns() -> list[tuple[str, str, str]]:
+    """(column, type, description) of a per-layer row, in the order ``as_row`` writes them."""
+    result = _stub_result()
+    described = _attributes(report.LayerResult)
+    out = []
+    for name in result.as_row():
+        attr = inspect.getattr_static(report.LayerResult, name, None)
+        if isinstance(attr, property):
+            kind = str(inspect.signature(attr.fget).return_annotation)
+            text = _first_paragraph(attr)
+        else:
+            kind = str(report.LayerResult.__annotations__[name])
+            text = _markdown(described.get(name, ""))
+        out.append((name, kind, text))
+    return out
+
+
+def _sweep_table() -> object:
+    """The table :func:`accel_sim.sweep.evaluate_batch` returns for one dense design point, with
+    ``simulate`` stubbed out to return one all-zero layer (no simulation, no compiled code)."""
+    point = sweep.DesignPoint("schema", "dense", 1.0, 32, 32)
+    layer = GemmLayer("x", "linear", P=1, K=1, N=1)
+    real = sweep.simulate
+    sweep.simulate = lambda *args, **kwargs: report.Report("schema", (_stub_result(),))
+    try:
+        return sweep.evaluate_batch([point], ((layer,), {}))
+    finally:
+        sweep.simulate = real
+
+
+def schema_page() -> str:
+    layer_columns = _layer_columns()
+    per_layer = {name for name, _, _ in layer_columns}
+    missing = [name for name, _, text in layer_columns if not text]
+    out = ["# Results schema", "",
+           "Generated from `accel_sim/report.py` and `accel_sim/sweep.py` when the site is built. "
+           "Cycles are array clock cycles, `*_bytes` bytes, energies pJ, latencies µs; access "
+           "counts are words at the operand width unless the description says otherwise.", "",
+           "## Per-layer table", "",
+           "One row per layer, in execution order: the table `accel-sim run --out x.csv` (or "
+           "`.parquet`) writes, built by `Report.to_frame()`, whose docstring says:", "",
+           "> " + " ".join(_markdown(part) for part in
+                           (inspect.getdoc(report.Report.to_frame) or "").split("\n\n")), "",
+           "`accel-sim compare --out` writes these columns for every scheme compared, with its "
+           "own total rows and ratio columns (`Comparison` in the [Python API](accel_sim.md)). "
+           "The columns after `clock_mhz` are derived from the fields before them "
+           "(`LayerResult`'s properties).", "",
+           "| column | type | meaning |", "| --- | --- | --- |"]
+    for name, kind, text in layer_columns:
+        out.append(f"| `{name}` | {kind} | {_cell(text)} |")
+    table = _sweep_table()
+    point = _attributes(sweep.DesignPoint)
+    memory = _attributes(hardware.MemorySpec)
+    layer_text = dict((name, text) for name, _, text in layer_columns)
+    out += ["", "## Sweep table (`results.parquet`)", "",
+            "One row per design point and layer, points in the order of the grid, layers in "
+            "execution order (no total rows): what `accel-sim sweep` writes to "
+            "`<out>/results.parquet` and each fragment under `<out>/parts/`. It holds every "
+            "per-layer column above, in the same order, then the point's own columns; `mapping` "
+            "holds the point's field (`best` or `scalesim`) and the layer's schedule moves to "
+            "`schedule`. The table lists the columns the sweep adds or redefines, in the order "
+            "stored, with their Arrow types.", "",
+            "| column | type | meaning |", "| --- | --- | --- |"]
+    for name, kind in zip(table.column_names, table.schema.types, strict=True):
+        if name == "schedule":
+            text = "the per-layer table's `mapping`: " + layer_text["mapping"]
+        elif name in point:
+            text = point[name]
+        elif name in memory:
+            text = "the memory the point ran with: " + memory[name]
+        elif name in per_layer:
+            continue
+        else:
+            text = ""
+        if not text:
+            missing.append(name)
+        out.append(f"| `{name}` | {kind} | {_cell(_markdown(text))} |")
+    if missing:
+        raise SystemExit(f"results schema: no description for column(s) {', '.join(missing)}: "
+                         "document them in LayerResult's or DesignPoint's Attributes")
+    return "\n".join(out) + "\n"
+
+
 _toml_names()
+with mkdocs_gen_files.open("reference/results-schema.md", "w") as page:
+    page.write(schema_page())
 with mkdocs_gen_files.open("reference/cli.md", "w") as page:
     page.write(cli_page())
 with mkdocs_gen_files.open("reference/hardware-keys.md", "w") as page:

@@ -99,7 +99,8 @@ def load_idx(folder: str | os.PathLike, split: str = "train", *,
         classes: class names (default ``"0"`` .. ``"K-1"`` for the K = max label + 1 of the
             train split).
         name: the data set's description (default ``idx:<folder>/<split>``).
-        mean, std: normalisation (default Fashion-MNIST's, a fair value for grey IDX sets).
+        mean: normalisation mean (default Fashion-MNIST's, a fair value for grey IDX sets).
+        std: normalisation standard deviation (default Fashion-MNIST's).
 
     Returns:
         :class:`ImageDataset`, images uint8 [N, 3, H, W] (grey repeated on 3 channels), labels
