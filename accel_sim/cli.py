@@ -25,15 +25,19 @@ from accel_sim.sources import load_layers, load_workload
 from accel_sim.sparsity import synthetic_network
 from accel_sim.sweep import grid, run_sweep
 from accel_sim.workload import GemmLayer, layers_frame
+from crisp.console import add_version
 from crisp.errors import UserError, command_line
 from crisp.io import write_atomic
+from crisp.pattern_core import DEFAULT_BLOCK
 
 
-def _add_source(p: argparse.ArgumentParser) -> None:
+def _add_source(p: argparse.ArgumentParser, pruned: bool = True) -> None:
+    """The SOURCE positional and its shape flags; ``pruned``: SOURCE may be a pruned file."""
+    models = "a zoo model name (resnet50, vgg16_bn, mobilenet_v2, resnet_small, ...)"
     p.add_argument(
         "source",
-        help="zoo model name (resnet50, vgg16_bn, mobilenet_v2, resnet_small, "
-        "...), a SCALE-Sim topology .csv or a pruned .safetensors from 'crisp prune'",
+        help=f"{models}, a SCALE-Sim topology .csv or a pruned .safetensors from 'crisp prune'"
+        if pruned else f"{models} or a SCALE-Sim topology .csv",
     )
     p.add_argument("--batch", type=int, default=1, help="samples per inference (default 1)")
     p.add_argument(
@@ -73,7 +77,8 @@ def _add_hardware(p: argparse.ArgumentParser) -> None:
     p.add_argument("--density", type=float, default=0.5,
                    help="fraction of weights kept by synthetic masks (default 0.5)")
     p.add_argument("--nm", default="2:4", help="N:M pattern of the hybrid scheme (default 2:4)")
-    p.add_argument("--block", type=int, default=32, help="block size B (default 32)")
+    p.add_argument("--block", type=int, default=DEFAULT_BLOCK,
+                   help=f"block size B of the synthetic masks (default {DEFAULT_BLOCK})")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic masks (default 0)")
     p.add_argument("--out", default=None, help="also write the table (.csv or .parquet)")
 
@@ -124,7 +129,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         what = f"the real masks of {args.source} (--scheme, --density ignored)"
     report = simulate(layers, hw, descriptors, progress=True, mapping=args.mapping,
                       objective=args.objective)
-    frame = report.to_frame()
+    frame = report.to_frame(totals=True)
     print(f"{hw.name}: {hw.array.rows}x{hw.array.cols} {hw.array.dataflow}, {what}")
     print(summary(frame))
     if args.out:
@@ -162,8 +167,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     points = grid(
         _csv(args.models), parse_schemes(args.schemes), _csv(args.densities, float),
         [parse_array(a) for a in _csv(args.arrays)], _csv(args.dataflows), _csv(args.blocks, int),
-        nm=args.nm, hw=args.hw, batch=args.batch, seed=args.seed, mapping=args.mapping,
-        objective=args.objective,
+        scale_memory=args.scale_memory, nm=args.nm, hw=args.hw, batch=args.batch, seed=args.seed,
+        mapping=args.mapping, objective=args.objective,
     )
     print(f"{len(points)} design points -> {args.out}")
     frame = run_sweep(points, args.out, args.scheduler, args.workers)
@@ -175,6 +180,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accel-sim", description=__doc__.splitlines()[0])
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("layers", help="print a network's GEMM layers (P, K, N, groups, ...)")
     _add_source(p)
@@ -187,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "dense, unstructured, channel, nm, block, hybrid (default dense)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("compare", help="compare sparsity schemes on one array")
-    _add_source(p)
+    _add_source(p, pruned=False)
     _add_hardware(p)
     p.add_argument("--schemes", default="dense,unstructured,channel,nm,block,hybrid",
                    help="comma-separated schemes (dense is always included)")
@@ -198,11 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schemes", default="dense,unstructured,channel,nm,block,hybrid")
     p.add_argument("--densities", default="0.25", help="comma-separated densities in (0, 1]")
     p.add_argument("--arrays", default="16x16,32x32,64x64,128x128",
-                   help="comma-separated ROWSxCOLS (SRAM and DRAM bandwidth scale with the side)")
+                   help="comma-separated ROWSxCOLS (see --scale-memory)")
     p.add_argument("--dataflows", default="ws", help="comma-separated: ws, os, is")
-    p.add_argument("--blocks", default="32", help="comma-separated block sizes B")
+    p.add_argument("--blocks", default=str(DEFAULT_BLOCK),
+                   help=f"comma-separated block sizes B (default {DEFAULT_BLOCK})")
     p.add_argument("--nm", default="2:4", help="N:M pattern of the hybrid scheme")
-    p.add_argument("--hw", default="edge-32x32", help="base preset or .toml (default edge-32x32)")
+    p.add_argument("--hw", default="edge-32x32",
+                   help="base hardware: a preset name, a .toml file or a SCALE-Sim .cfg "
+                   "(default edge-32x32)")
+    p.add_argument("--scale-memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale the base hardware's SRAM sizes and DRAM bandwidth with each "
+                   "array's side sqrt(rows*cols) (edge-32x32's 64 KiB and 16 B/cycle become 256 "
+                   "KiB and 64 B/cycle at 128x128); default: on for a preset, off for a .toml or "
+                   ".cfg file, whose memory is then used as written. The results record the "
+                   "memory each point ran with")
     p.add_argument("--batch", type=int, default=1, help="samples per inference")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic masks")
     _add_mapping(p)

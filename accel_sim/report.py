@@ -38,6 +38,69 @@ class LayerResult:
     words); energies pJ. A total has label ``total`` and zero GEMM shape. ``mapping`` is the
     schedule the mapper chose (:class:`accel_sim.mapping.Mapping`), ``compulsory_dram_bytes``
     the layer's traffic floor (:func:`accel_sim.mapper.compulsory_dram_bytes`).
+
+    Attributes:
+        layer: the layer's name (dotted module name, or the topology file's name); ``total`` in
+            a sum of differently named layers.
+        kind: ``conv``, ``depthwise`` or ``linear``.
+        scheme: the sparsity scheme of the layer's descriptor (``dense``, ``unstructured``,
+            ``channel``, ``nm``, ``block`` or ``hybrid``).
+        mapping: the schedule the layer ran with, as text: the fold loops outer to inner and
+            the stream tile, e.g. ``j>i>t T/all`` (SCALE-Sim's) or ``t>j>i T/256``.
+        P: output pixels per group, ``batch * H_out * W_out`` (0 in a total).
+        K: reduction length per group, ``(C_in / groups) * kh * kw`` (0 in a total).
+        N: output channels per group, ``C_out / groups`` (0 in a total).
+        groups: GEMMs of this shape the layer runs one after another (0 in a total).
+        folds: folds executed (array passes of one stationary tile and one stream slice).
+        compute_cycles: sum over folds of fill and streaming steps, less one per GEMM
+            (SCALE-Sim's 'Total Cycles' on its schedule), in cycles.
+        edge_stall_cycles: cycles the array waits at its input edge for activations the
+            ifmap SRAM cannot deliver in time (with N:M, M activations per N packed
+            positions), in cycles.
+        dram_stall_cycles: cycles the array waits for DRAM between folds, in cycles.
+        prefetch_cycles: the exposed fetch of the first fold's operands, in cycles.
+        writeback_cycles: the exposed write-back of the last fold's outputs, in cycles.
+        macs: dense MACs, ``P * K * N * groups``.
+        effective_macs: MACs with a non-zero weight (the useful work).
+        gated_macs: MAC slots whose zero weight gated the multiplier (0 without zero gating:
+            such slots then count as ordinary MACs).
+        mux_selects: M:1 multiplexer selects, one per MAC slot of an N:M-compressed layer.
+        pe_reg_accesses: PE register accesses: two per MAC slot, one per PE per stationary
+            tile loaded.
+        ifmap_sram_reads: words the array reads from the ifmap SRAM (every im2col word a fold
+            streams or loads).
+        ifmap_sram_writes: words written into the ifmap SRAM from DRAM (feature-map words).
+        filter_sram_reads: weight words the array reads from the filter SRAM.
+        filter_sram_writes: weight words written into the filter SRAM from DRAM (stored
+            non-zeros when the weights travel compressed).
+        ofmap_sram_reads: ofmap SRAM reads in operand-width words: final outputs read out to
+            DRAM and partial sums read back, each partial sum counting ``psum_bits/word_bits``.
+        ofmap_sram_writes: ofmap SRAM writes in operand-width words: final outputs and
+            partial sums written, each partial sum counting ``psum_bits/word_bits``.
+        psum_reads: partial-sum reads of the ofmap SRAM (partial-sum words; part of
+            ``ofmap_sram_reads``).
+        psum_writes: partial-sum writes of the ofmap SRAM (partial-sum words; part of
+            ``ofmap_sram_writes``).
+        metadata_sram_bytes: metadata bytes (N:M offsets, bitmaps, block indices) written to
+            and read from the filter SRAM.
+        dram_read_bytes: bytes read from DRAM: operands, metadata and spilled partial sums.
+        dram_write_bytes: bytes written to DRAM: outputs and spilled partial sums.
+        dram_metadata_bytes: the metadata bytes among ``dram_read_bytes``.
+        dram_psum_bytes: partial-sum bytes spilled to DRAM and read back (both directions,
+            part of ``dram_read_bytes`` and ``dram_write_bytes``).
+        compulsory_dram_bytes: the layer's DRAM traffic floor whatever the mapping, in bytes
+            (0 when not computed).
+        energy_mac_pj: energy of active and gated MACs, in pJ.
+        energy_mux_pj: energy of multiplexer selects, in pJ.
+        energy_reg_pj: energy of PE register accesses, in pJ.
+        energy_ifmap_sram_pj: energy of ifmap SRAM reads and writes, in pJ.
+        energy_filter_sram_pj: energy of filter SRAM reads and writes, in pJ.
+        energy_ofmap_sram_pj: energy of ofmap SRAM reads and writes, in pJ.
+        energy_metadata_pj: energy of metadata bytes in the filter SRAM, in pJ.
+        energy_dram_pj: energy of DRAM bytes read and written, in pJ.
+        energy_leakage_pj: static energy, leakage power times the layer's total cycles, in pJ.
+        pes: processing elements of the array, ``rows * cols``.
+        clock_mhz: the array's clock frequency in MHz.
     """
 
     layer: str
@@ -212,18 +275,27 @@ class Report:
 
     @property
     def totals(self) -> LayerResult:
-        """The network total (``sum`` of the layers)."""
+        """The network total (``sum`` of the layers, labelled ``total``)."""
         return sum(self.layers[1:], self.layers[0])
 
     @property
     def frame(self) -> pd.DataFrame:
-        """One row per layer (columns with units in their names)."""
-        return pd.DataFrame([r.as_row() for r in self.layers])
+        """One row per layer: :meth:`to_frame` with its defaults."""
+        return self.to_frame()
 
-    def to_frame(self, totals: bool = True) -> pd.DataFrame:
-        """The per-layer frame, with a final ``total`` row unless ``totals`` is False."""
-        rows = list(self.layers) + ([self.totals] if totals else [])
-        return pd.DataFrame([r.as_row() for r in rows])
+    def to_frame(self, totals: bool = False) -> pd.DataFrame:
+        """One row per layer (columns with units in their names, see :class:`LayerResult`).
+
+        Only layers by default, so a column's ``sum()`` is the network's; the total is
+        :attr:`totals`. ``totals=True`` appends it as a last row labelled ``total`` and adds a
+        bool column ``is_total`` (True on that row only), for printing a table with its total.
+        """
+        frame = pd.DataFrame([r.as_row() for r in self.layers])
+        if not totals:
+            return frame
+        frame = pd.concat([frame, pd.DataFrame([self.totals.as_row()])], ignore_index=True)
+        frame["is_total"] = frame.index == len(self.layers)
+        return frame
 
 
 SUMMARY_COLUMNS = ("layer", "scheme", "mapping", "folds", "compute_cycles", "stall_cycles",

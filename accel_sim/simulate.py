@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
-from tqdm import tqdm
 
 from accel_sim.energy import energy
 from accel_sim.hardware import HardwareSpec
@@ -18,7 +17,9 @@ from accel_sim.mapper import check_choice, run_layer
 from accel_sim.report import LayerResult, Report
 from accel_sim.sparsity import DENSE, SCHEMES, LayerSparsity, synthetic_network
 from accel_sim.workload import GemmLayer
+from crisp.console import progress_bar
 from crisp.errors import UserError
+from crisp.pattern_core import DEFAULT_BLOCK
 
 
 def simulate_layer(
@@ -47,7 +48,8 @@ def simulate(
         hw: the accelerator.
         sparsity: per-layer descriptors keyed by layer name, from any source (the pruner's
             masks, :func:`accel_sim.sparsity.synthetic_network`); missing layers run dense.
-        progress: show a tqdm bar (it appears only if the run takes over a second).
+        progress: show a tqdm bar (only on a terminal, unless ``TQDM_DISABLE`` says otherwise,
+            and only if the run takes over a second; see :func:`crisp.console.progress_bar`).
         mapping: ``best`` (the mapper searches each layer's loop order and stream tile,
             :mod:`accel_sim.mapper`) or ``scalesim`` (SCALE-Sim's fixed schedule).
         objective: what ``best`` minimises: ``latency``, ``energy`` or ``edp``.
@@ -63,7 +65,7 @@ def simulate(
     unknown = sorted(set(sparsity) - {layer.name for layer in layers})
     if unknown:
         raise UserError(f"sparsity given for unknown layer {unknown[0]!r}")
-    bar = tqdm(layers, desc=hw.name, unit="layer", delay=1, disable=not progress, leave=False)
+    bar = progress_bar(layers, progress, desc=hw.name, unit="layer", delay=1, leave=False)
     return Report(hw.name, tuple(
         simulate_layer(layer, hw, sparsity.get(layer.name, DENSE), mapping, objective)
         for layer in bar
@@ -75,7 +77,8 @@ class Comparison:
     """Schemes side by side on one array.
 
     Attributes:
-        frame: one row per (scheme, layer), plus a ``total`` row per scheme.
+        frame: one row per (scheme, layer), plus a ``total`` row per scheme (``is_total``
+            True, see :meth:`accel_sim.report.Report.to_frame`).
         totals: one row per scheme with ``speedup_vs_<baseline>`` (baseline cycles / scheme
             cycles) and ``energy_saving_vs_<baseline>`` (baseline energy / scheme energy) for
             every scheme compared.
@@ -105,7 +108,7 @@ def compare(
     density: float,
     seed: int = 0,
     nm: tuple[int, int] = (2, 4),
-    block: int = 32,
+    block: int = DEFAULT_BLOCK,
     progress: bool = False,
     mapping: str = "best",
     objective: str = "latency",
@@ -115,20 +118,17 @@ def compare(
     See :mod:`accel_sim.sparsity` for how ``density`` maps onto each scheme; every scheme is
     mapped at its best (``mapping="best"``: each layer's schedule chosen for that scheme).
     """
-    frames, totals = [], []
+    frames = []
     for scheme in schemes:
         net, descriptors = synthetic_network(list(layers), scheme, density, seed, nm, block)
         report = simulate(net, hw, descriptors, progress, mapping, objective)
-        frame = report.to_frame()
-        frame["scheme"] = scheme
-        frames.append(frame)
-        totals.append(frame.iloc[[-1]])
-    total = pd.concat(totals, ignore_index=True)
+        frames.append(report.to_frame(totals=True).assign(scheme=scheme))
+    out = pd.concat(frames, ignore_index=True)
+    total = out[out.is_total].drop(columns="is_total").reset_index(drop=True)
     for base in schemes:
         row = total[total.scheme == base].iloc[0]
         total[f"speedup_vs_{base}"] = row.total_cycles / total.total_cycles
         total[f"energy_saving_vs_{base}"] = row.energy_total_pj / total.energy_total_pj
-    out = pd.concat(frames, ignore_index=True)
     dense = out[out.scheme == schemes[0]].set_index("layer")
     out[f"speedup_vs_{schemes[0]}"] = out.layer.map(dense.total_cycles) / out.total_cycles
     out[f"energy_saving_vs_{schemes[0]}"] = (out.layer.map(dense.energy_total_pj)

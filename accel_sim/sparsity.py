@@ -446,7 +446,7 @@ def synthetic(
     density: float,
     rng: np.random.Generator,
     nm: tuple[int, int] = (2, 4),
-    block: int = 32,
+    block: int = patterns.DEFAULT_BLOCK,
 ) -> LayerSparsity:
     """A synthetic mask at ``density`` from uniform random scores (see module docstring).
 
@@ -456,7 +456,8 @@ def synthetic(
         density: fraction of weights kept, in (0, 1].
         rng: the only source of randomness.
         nm: the N:M pattern of ``hybrid`` (``nm`` takes its pattern from the density).
-        block: block size B of ``block`` and ``hybrid``.
+        block: block size B of ``block`` and ``hybrid`` (default
+            :data:`crisp.pattern_core.DEFAULT_BLOCK`, 16, which says why).
 
     Raises:
         UserError: unknown scheme, density out of (0, 1], bad pattern.
@@ -541,7 +542,7 @@ def synthetic_network(
     density: float,
     seed: int,
     nm: tuple[int, int] = (2, 4),
-    block: int = 32,
+    block: int = patterns.DEFAULT_BLOCK,
 ) -> tuple[list[GemmLayer], dict[str, LayerSparsity]]:
     """Layers and per-layer descriptors of a whole network at one density (one seed).
 

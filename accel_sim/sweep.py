@@ -24,7 +24,14 @@ lists the points it holds (key and row count), so an interrupted sweep resumes w
 and loses nothing: points found in a fragment are not run again. Once every point is done, the
 rows are put in the order of the points asked for (this call's batches from memory, fragments
 of an earlier call read in one dataset scan) and written as ``results.parquet``: tidy, one row
-per design point and layer, the point's fields as columns.
+per design point and layer, the point's fields as columns, and the memory each point ran with
+(:data:`MEMORY_COLUMNS`).
+
+Memory scaling: by default a sweep over a shipped preset scales the preset's SRAMs and DRAM
+bandwidth with the array side (:meth:`DesignPoint.hardware`), and a sweep over a user's ``.toml``
+or ``.cfg`` file runs every point with the file's memory as it is; ``scale_memory`` (a field of
+every point, so part of its key) says which, and ``accel-sim sweep --scale-memory`` /
+``--no-scale-memory`` chooses.
 
 Fold plans are not cached here: a plan depends on (layer, sparsity, array, dataflow, memory), and
 the simulator (:func:`accel_sim.simulate.simulate`) is where a per-worker plan cache belongs.
@@ -50,21 +57,23 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from accel_sim.hardware import (
     HardwareSpec,
     build_hardware,
     describe,
     load_hardware,
+    presets,
     with_overrides,
 )
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
 from accel_sim.sparsity import LayerSparsity, synthetic_network
 from accel_sim.workload import GemmLayer
+from crisp.console import progress_bar
 from crisp.errors import UserError
 from crisp.io import write_atomic
+from crisp.pattern_core import DEFAULT_BLOCK
 
 PARTS = "parts"
 """Folder (under a sweep's ``out``) of the Parquet fragments, one per finished batch."""
@@ -73,6 +82,9 @@ RESULTS = "results.parquet"
 _TASKS_PER_WORKER = 8  # enough batches to keep every worker busy to the end, few enough that
 # the scheduler's round trips (on the client's cores when the cluster is local) stay small
 _POINTS_META = b"accel_sim.points"  # fragment footer key: JSON [[point key, rows], ...]
+MEMORY_COLUMNS = ("ifmap_sram_kib", "filter_sram_kib", "ofmap_sram_kib", "dram_bytes_per_cycle")
+"""Result columns holding the memory each point ran with: the three SRAM sizes (KiB) and the
+DRAM bandwidth (bytes per cycle), after any scaling (:meth:`DesignPoint.hardware`)."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +97,14 @@ class DesignPoint:
         density: fraction of weights kept (synthetic masks, see :mod:`accel_sim.sparsity`).
         rows, cols: array dimensions in PEs.
         dataflow: ws, os or is.
-        block: block size B of block and hybrid sparsity.
+        block: block size B of block and hybrid sparsity (default
+            :data:`crisp.pattern_core.DEFAULT_BLOCK`).
         nm: N:M pattern of hybrid sparsity, e.g. ``"2:4"``.
-        hw: preset (or TOML file) the array and dataflow override.
+        hw: preset name, ``.toml`` or SCALE-Sim ``.cfg`` file whose array and dataflow the
+            point overrides.
+        scale_memory: scale ``hw``'s SRAMs and DRAM bandwidth with the array side (see
+            :meth:`hardware`); None (the default) becomes True for a shipped preset and False
+            for a file, so a user's memory is used as written unless asked otherwise.
         batch: samples per inference.
         seed: seed of the synthetic masks.
         mapping: ``best`` (the mapper searches each layer) or ``scalesim`` (fixed schedule).
@@ -100,13 +117,18 @@ class DesignPoint:
     rows: int
     cols: int
     dataflow: str = "ws"
-    block: int = 32
+    block: int = DEFAULT_BLOCK
     nm: str = "2:4"
     hw: str = "edge-32x32"
+    scale_memory: bool | None = None
     batch: int = 1
     seed: int = 0
     mapping: str = "best"
     objective: str = "latency"
+
+    def __post_init__(self) -> None:
+        if self.scale_memory is None:  # resolved once, so that the key holds the choice made
+            object.__setattr__(self, "scale_memory", self.hw in presets())
 
     @functools.cached_property
     def key(self) -> str:
@@ -124,20 +146,26 @@ class DesignPoint:
         return (self.model, self.scheme, self.density, self.block, self.nm, self.batch, self.seed)
 
     def hardware(self) -> HardwareSpec:
-        """The point's accelerator: the base preset with this array and dataflow.
+        """The point's accelerator: ``hw`` with this array and dataflow.
 
-        The three SRAMs scale with the array's side, ``sqrt(rows*cols)``, from the preset's
-        (64 KiB at 32x32 gives 256 KiB at 128x128, SCALE-Sim's pairing), rounded up to a whole
-        KiB and at least twice a full ``rows x cols`` weight tile, so every array holds a fold;
-        the DRAM bandwidth scales likewise (16 B/cycle at 32x32, 64 at 128x128, as the presets).
+        With ``scale_memory`` the three SRAMs scale with the array's side, ``sqrt(rows*cols)``,
+        from ``hw``'s (64 KiB at 32x32 gives 256 KiB at 128x128, SCALE-Sim's pairing), rounded
+        up to a whole KiB and at least twice a full ``rows x cols`` weight tile, so every array
+        holds a fold; the DRAM bandwidth scales likewise (16 B/cycle at 32x32, 64 at 128x128, as
+        the presets). Without it the memory is ``hw``'s as written, as ``accel-sim run --hw HW
+        --array RxC`` uses it.
         """
-        return _hardware(self.hw, self.rows, self.cols, self.dataflow)
+        return _hardware(self.hw, self.rows, self.cols, self.dataflow, self.scale_memory)
 
 
 @functools.lru_cache(maxsize=256)
-def _hardware(preset: str, rows: int, cols: int, dataflow: str) -> HardwareSpec:
-    base = load_hardware(preset)
-    data = describe(with_overrides(base, array=f"{rows}x{cols}", dataflow=dataflow))
+def _hardware(base_name: str, rows: int, cols: int, dataflow: str,
+              scale_memory: bool) -> HardwareSpec:
+    base = load_hardware(base_name)
+    hw = with_overrides(base, array=f"{rows}x{cols}", dataflow=dataflow)
+    if not scale_memory:
+        return hw
+    data = describe(hw)
     scale = math.sqrt(rows * cols / (base.array.rows * base.array.cols))
     tile_kib = 2 * rows * cols * base.array.word_bytes / 1024
     for buffer in ("ifmap", "filter", "ofmap"):
@@ -153,13 +181,21 @@ def grid(
     densities: Sequence[float],
     arrays: Sequence[tuple[int, int]],
     dataflows: Sequence[str] = ("ws",),
-    blocks: Sequence[int] = (32,),
+    blocks: Sequence[int] = (DEFAULT_BLOCK,),
+    scale_memory: bool | None = None,
     **common: object,
 ) -> list[DesignPoint]:
     """The cross product of the given axes as design points.
 
     Dense runs once per array and dataflow (density 1); ``nm`` runs at the density of the ``nm``
     pattern (2:4: 0.5) whatever the density axis, since N:M alone fixes it.
+
+    Args:
+        scale_memory: scale the base hardware's SRAMs and DRAM bandwidth with each array's side
+            (:meth:`DesignPoint.hardware`); None = on when ``hw`` (in ``common``, default
+            ``edge-32x32``) is a shipped preset name, off for a ``.toml`` or ``.cfg`` file.
+        common: the other :class:`DesignPoint` fields, equal for every point (``nm``, ``hw``,
+            ``batch``, ``seed``, ``mapping``, ``objective``).
     """
     points = []
     for model, scheme, density, (rows, cols), dataflow, block in product(
@@ -172,7 +208,8 @@ def grid(
             density = n / m
         if scheme not in ("block", "hybrid"):
             block = blocks[0]
-        points.append(DesignPoint(model, scheme, density, rows, cols, dataflow, block, **common))
+        points.append(DesignPoint(model, scheme, density, rows, cols, dataflow, block,
+                                  scale_memory=scale_memory, **common))
     return list(dict.fromkeys(points))
 
 
@@ -202,14 +239,17 @@ def evaluate_batch(points: Sequence[DesignPoint], network: Network) -> pa.Table:
     Returns:
         One row per point and layer (points in the given order, layers in execution order):
         the :class:`~accel_sim.report.LayerResult` columns, ``schedule`` (the layer's chosen
-        mapping, the result's ``mapping``), then the point's fields (``mapping``: ``best`` or
-        ``scalesim``, as asked; ``scheme``: the same as the result's).
+        mapping, the result's ``mapping``), the point's fields (``mapping``: ``best`` or
+        ``scalesim``, as asked; ``scheme``: the same as the result's), then the memory the
+        point ran with (:data:`MEMORY_COLUMNS`, floats).
     """
     layers, descriptors = network
     rows = []
     for point in points:
+        hw = point.hardware()
         fields = point.fields()
-        report = simulate(layers, point.hardware(), descriptors, mapping=point.mapping,
+        fields.update((name, float(getattr(hw.memory, name))) for name in MEMORY_COLUMNS)
+        report = simulate(layers, hw, descriptors, mapping=point.mapping,
                           objective=point.objective)
         for result in report.layers:
             row = result.as_row()
@@ -307,7 +347,7 @@ def execute_sweep(
             ``results.parquet`` all points once the sweep completes.
         scheduler: address of an existing Dask scheduler (``tcp://host:8786``); None starts a
             LocalCluster of ``workers`` single-threaded processes (default: all cores).
-        progress: show a tqdm bar over points.
+        progress: show a tqdm bar over points (see :func:`crisp.console.progress_bar`).
         batch_points: points per task; default the points over 8 tasks per worker (fewer
             where mask groups are small: a batch holds points of one group).
 
@@ -327,8 +367,8 @@ def execute_sweep(
     done = _done(out)
     have = {key for listing in done.values() for key, _ in listing}
     todo = list(dict.fromkeys(p for p in points if p.key not in have))
-    bar = tqdm(total=len(points), initial=len(points) - len(todo), unit="point", desc="sweep",
-               disable=not progress)
+    bar = progress_bar(progress=progress, total=len(points), initial=len(points) - len(todo),
+                       unit="point", desc="sweep")
     tasks = 0
     held: dict[Path, pa.Table] = {}  # fragments written by this call, as written
     if todo:

@@ -5,12 +5,17 @@ as figures (PNG + PDF) under ``--figures``:
 
 1. ``schemes``: ResNet-50, VGG-16 (BN) and MobileNetV2 on the 32x32 WS edge array, every scheme at
    the densities the paper's schedule reaches for 1, 5 and 10 user classes with 2:4
-   (:func:`crisp.schedule.default_density`: 0.30, 0.40, 0.40) -> ``latency_<c>cls``,
-   ``energy_<c>cls`` (normalised grouped bars) and ``energy_breakdown`` (stacked components).
+   (:func:`crisp.schedule.default_density`: 0.30, 0.40, 0.40), one sweep and one figure per
+   distinct density, named by the class counts that share it -> ``latency_1cls``,
+   ``latency_5_10cls``, ``energy_1cls``, ``energy_5_10cls`` (normalised grouped bars) and
+   ``energy_breakdown`` (stacked components, 5 and 10 classes).
 2. ``arrays``: ResNet-50, every scheme at 25 % density, arrays 8x8 to 256x256 (square and
    rectangular), WS -> ``latency_vs_array`` and ``utilization_dense`` / ``utilization_hybrid``.
 3. ``codesign``: ResNet-50 hybrid at 25 % with B in 8..128 on square arrays 8x8 to 128x128 ->
    ``codesign_block_array``.
+
+Sweeps 1 and 2 use 32x32 blocks (:data:`BLOCK`), given explicitly: the library's default block
+size is 16 (:data:`crisp.pattern_core.DEFAULT_BLOCK`).
 
 It prints the tables recorded in the README: per model and class count, the latency and energy
 of hybrid against dense, unstructured and channel pruning.
@@ -32,6 +37,8 @@ from crisp.schedule import default_density
 MODELS = ("resnet50", "vgg16_bn", "mobilenet_v2")
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 CLASS_COUNTS = (1, 5, 10)
+BLOCK = 32
+"""Block size B of sweeps 1 and 2: the 32x32 array's side (the published numbers use it)."""
 ARRAYS = [(s, s) for s in (8, 16, 32, 64, 128, 256)] + [
     (16, 64), (64, 16), (32, 128), (128, 32), (64, 256), (256, 64)]
 
@@ -50,28 +57,46 @@ def reductions(totals: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def class_groups(counts: tuple[int, ...] = CLASS_COUNTS) -> dict[float, tuple[int, ...]]:
+    """The class counts by the density the paper's 2:4 schedule gives them, in order
+    (``{0.3: (1,), 0.4: (5, 10)}``): counts that share a density share a sweep and a figure."""
+    groups: dict[float, tuple[int, ...]] = {}
+    for classes in counts:
+        density = round(default_density(classes, 2, 4), 6)
+        groups[density] = (*groups.get(density, ()), classes)
+    return groups
+
+
+def classes_text(counts: tuple[int, ...]) -> str:
+    """``1 user class``, ``5 and 10 user classes``."""
+    numbers = ", ".join(map(str, counts[:-1])) + " and " if len(counts) > 1 else ""
+    return f"{numbers}{counts[-1]} user {'class' if counts == (1,) else 'classes'}"
+
+
 def scheme_figures(out: Path, figures: Path, scheduler: str | None) -> None:
     tables = []
-    for classes in CLASS_COUNTS:
-        density = round(default_density(classes, 2, 4), 6)
-        df = run_sweep(grid(MODELS, SCHEMES, [density], [(32, 32)]), out / f"schemes_{classes}cls",
-                       scheduler)
+    for density, counts in class_groups().items():
+        tag = "_".join(map(str, counts))
+        df = run_sweep(grid(MODELS, SCHEMES, [density], [(32, 32)], blocks=(BLOCK,)),
+                       out / f"schemes_{tag}cls", scheduler)
+        context = f"{classes_text(counts)} (density {density:.2f}), synthetic masks"
         for metric, stem in (("latency_us", "latency"), ("energy_total_pj", "energy")):
-            plots.save(plots.normalised_bars(df, metric), figures / f"{stem}_{classes}cls")
-        if classes == CLASS_COUNTS[-1]:
-            plots.save(plots.energy_breakdown(df), figures / "energy_breakdown")
+            plots.save(plots.normalised_bars(df, metric, context), figures / f"{stem}_{tag}cls")
+        if CLASS_COUNTS[-1] in counts:
+            plots.save(plots.energy_breakdown(df, context), figures / "energy_breakdown")
         table = reductions(plots.network_totals(df, ["model", "scheme"]))
         table.insert(0, "density", density)
-        table.insert(0, "classes", classes)
-        tables.append(table)
+        tables.extend(table.assign(classes=classes)[["classes", *table.columns]]
+                      for classes in counts)  # a row block per class count, as published
     table = pd.concat(tables, ignore_index=True)
-    print("\nHybrid (2:4 + 32x32 blocks) on edge-32x32 WS: baseline / hybrid")
+    print(f"\nHybrid (2:4 + {BLOCK}x{BLOCK} blocks) on edge-32x32 WS: baseline / hybrid")
     print(table.pivot_table(index=["classes", "density", "model"], columns="vs",
                             values=["latency_x", "energy_x"]).round(2).to_string())
 
 
 def array_figures(out: Path, figures: Path, scheduler: str | None) -> None:
-    df = run_sweep(grid(["resnet50"], SCHEMES, [0.25], ARRAYS), out / "arrays", scheduler)
+    df = run_sweep(grid(["resnet50"], SCHEMES, [0.25], ARRAYS, blocks=(BLOCK,)), out / "arrays",
+                   scheduler)
     plots.save(plots.latency_vs_array(df), figures / "latency_vs_array")
     for scheme in ("dense", "hybrid"):
         plots.save(plots.utilization_heatmap(df, scheme), figures / f"utilization_{scheme}")

@@ -29,11 +29,13 @@ from torch.utils.data import Dataset, TensorDataset
 
 from crisp import compressed, distributed
 from crisp import masks as mk
+from crisp.console import add_version
 from crisp.data import KNOWN_DATASETS, default_image_size, load_dataset, user_subset
 from crisp.devices import DEVICES, Runtime, runtime
 from crisp.errors import UserError, command_line
 from crisp.io import write_atomic
 from crisp.models import build_model, input_shape, read_torch_dict
+from crisp.pattern_core import DEFAULT_BLOCK
 from crisp.pruner import HEADS, SCHEMES, PruneConfig, prune
 from crisp.train import TrainConfig, evaluate, train_epochs
 
@@ -364,6 +366,7 @@ def _add_user(p: argparse.ArgumentParser, required: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crisp", description=__doc__.splitlines()[0])
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model densely on all classes")
@@ -392,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from torchvision's weights instead (needs them cached offline)")
     p.add_argument("--scheme", default="hybrid", choices=SCHEMES)
     p.add_argument("--nm", default="2:4", help="N:M pattern (default 2:4)")
-    p.add_argument("--block", type=int, default=16, help="block size B (default 16)")
+    p.add_argument("--block", type=int, default=DEFAULT_BLOCK,
+                   help=f"block size B (default {DEFAULT_BLOCK})")
     p.add_argument("--density", type=float, default=None,
                    help="final global density in (0, 1]; default the paper's for the class count")
     p.add_argument("--step", type=float, default=0.1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from crisp.errors import UserError
+from crisp.pattern_core import DEFAULT_BLOCK
 from crisp.patterns import check_block, check_nm
 from crisp.schedule import check_density, default_density
 from crisp.train import TrainConfig
@@ -31,7 +32,8 @@ class PruneConfig:
         density: final global density in (0, 1]; None = the paper's default for the class count
             (:func:`crisp.schedule.default_density`). Ignored by ``nm`` (N:M fixes it).
         n, m: the N:M pattern (``hybrid``, ``nm``).
-        block: block size B (``hybrid``, ``block``).
+        block: block size B (``hybrid``, ``block``); default
+            :data:`crisp.pattern_core.DEFAULT_BLOCK` (16, which says why).
         step: fraction of the start density removed per round (0.1 in the paper's code).
         epochs: fine-tuning epochs after each round.
         head: ``full`` keeps every class (arg-max over all, as the paper's code); ``shrink`` cuts
@@ -47,7 +49,7 @@ class PruneConfig:
     density: float | None = None
     n: int = 2
     m: int = 4
-    block: int = 16
+    block: int = DEFAULT_BLOCK
     step: float = 0.1
     epochs: int = 1
     head: str = "full"

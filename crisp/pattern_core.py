@@ -17,6 +17,18 @@ import numpy as np
 
 from crisp.errors import UserError
 
+DEFAULT_BLOCK = 16
+"""The default block size B (``crisp prune --block``, ``accel-sim run/compare --block``,
+``accel-sim sweep --blocks``, and every Python default of the pruner and the simulator).
+
+Why 16: it is the smallest block the CRISP paper uses; it is a multiple of every supported M
+(2..16), so N:M groups never straddle a block edge; it divides the channel counts of the small
+networks the demo prunes (16, 32, 64, 128), so their block-rows are whole; and at a given
+density finer blocks keep more accuracy than coarse ones. Larger arrays gain more from a B
+matched to the array side (B >= rows, so a kept block fills a fold's rows): pass ``--block 32``
+for a 32x32 array when speed matters more than accuracy.
+"""
+
 
 def check_nm(n: int, m: int) -> None:
     """Raise UserError unless ``1 <= n < m`` and ``m`` is a power of two no larger than 16."""

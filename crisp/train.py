@@ -1,4 +1,4 @@
-"""Training, fine-tuning and evaluation loops (seeded, with a tqdm bar), on any device.
+"""Training, fine-tuning and evaluation loops (seeded; a tqdm bar on a terminal), on any device.
 
 The optimiser is the public CRISP code's: SGD, momentum 0.9, weight decay 5e-4, lr 0.01 for
 fine-tuning, a linear warm-up over the first ``warmup`` fraction of the steps then a cosine decay
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm import tqdm
 
 from crisp import distributed
+from crisp.console import progress_bar
 from crisp.devices import Runtime, as_runtime
 from crisp.errors import UserError
 
@@ -195,8 +195,8 @@ def train_epochs(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_warmup(total, config.warmup))
     model.train()
     net = distributed.wrap(model, rt)
-    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
-               disable=not distributed.is_main())
+    bar = progress_bar(progress=distributed.is_main(), total=total, desc=desc, leave=False,
+                       dynamic_ncols=True)
     loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     seen = 0
     try:

@@ -34,6 +34,7 @@ from accel_sim.simulate import simulate
 from accel_sim.sources import load_workload
 from crisp.cli import CHECKPOINTS
 from crisp.cli import main as crisp_main
+from crisp.console import add_version
 from crisp.errors import UserError, exit_on_user_error
 from crisp_sim.publish import Results
 
@@ -47,6 +48,7 @@ THREADS = 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m crisp_sim.demo",
                                 description=__doc__.splitlines()[0])
+    add_version(p)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--classes", default="10", help="user classes: a count or ids (default 10)")
     p.add_argument("--density", type=float, default=0.1, help="target density (default 0.1)")
@@ -115,14 +117,23 @@ def simulate_all(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.concat(frames, ignore_index=True), summary
 
 
-def write_figures(layers: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[Path]:
-    """The main job's figures: normalised latency/energy, energy breakdown, accuracy-latency."""
+def write_figures(layers: pd.DataFrame, summary: pd.DataFrame, folder: Path,
+                  context: str | None = None) -> list[Path]:
+    """The main job's figures: normalised latency/energy, energy breakdown, accuracy-latency.
+
+    ``context`` completes each figure's title (e.g. the printed table's title line: model, data
+    set, user classes, seed, target density, hardware); default what the frames tell (model, data
+    set, user classes, the array's processing elements).
+    """
+    if context is None:
+        context = (f"{MODEL} on glyph100, {summary.classes.iloc[0]} user classes, "
+                   f"{layers.pes.iloc[0]}-PE array")
     accuracy = summary.rename(columns={"top1": "accuracy"})
     figures = {
-        "latency": plots.normalised_bars(layers, "latency_us"),
-        "energy": plots.normalised_bars(layers, "energy_total_pj"),
-        "energy_breakdown": plots.energy_breakdown(layers),
-        "accuracy_vs_latency": plots.accuracy_pareto(accuracy),
+        "latency": plots.normalised_bars(layers, "latency_us", context),
+        "energy": plots.normalised_bars(layers, "energy_total_pj", context),
+        "energy_breakdown": plots.energy_breakdown(layers, context),
+        "accuracy_vs_latency": plots.accuracy_pareto(accuracy, context),
     }
     return [path for name, fig in figures.items() for path in plots.save(fig, folder / name)]
 

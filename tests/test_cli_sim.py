@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from importlib import metadata
 
-from accel_sim.cli import main
+import pandas as pd
+import pytest
+
+from accel_sim.cli import build_parser, main
+from crisp.pattern_core import DEFAULT_BLOCK
 
 
 def _topology(tmp_path):
@@ -19,9 +23,12 @@ def test_run_writes_csv_with_totals(tmp_path, capsys) -> None:
                  "--out", str(out)]) == 0
     frame = pd.read_csv(out)
     assert list(frame.layer) == ["fc1", "fc2", "total"]
+    assert frame.is_total.tolist() == [False, False, True]
     assert {"compute_cycles", "stall_cycles", "energy_total_pj", "latency_us",
             "dram_metadata_bytes"} <= set(frame.columns)
-    assert "total" in capsys.readouterr().out
+    printed = capsys.readouterr().out.splitlines()
+    total = frame.total_cycles.iloc[-1]
+    assert printed[-2].split()[0] == "total" and f"{total:,}" in printed[-2]  # then "wrote"
 
 
 def test_compare_writes_parquet(tmp_path, capsys) -> None:
@@ -54,3 +61,33 @@ def test_sweep_writes_tidy_results_and_figures(tmp_path, capsys) -> None:
         "utilization_hybrid", "codesign_block_array"}
     assert main([*argv[:-2], "--arrays", "8y8", "--out", str(out)]) == 2
     assert "ROWSxCOLS" in capsys.readouterr().err
+
+
+def _source_help(command: str) -> str:
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    (action,) = [a for a in sub._actions if a.dest == "source"]
+    return action.help
+
+
+def test_each_subcommand_help_offers_only_the_sources_it_takes() -> None:
+    compare = _source_help("compare")
+    assert ".safetensors" not in compare
+    assert "zoo model name" in compare and "topology .csv" in compare
+    for command in ("run", "layers"):
+        assert "pruned .safetensors" in _source_help(command)
+
+
+def test_block_defaults_to_16_everywhere() -> None:
+    assert DEFAULT_BLOCK == 16
+    parser = build_parser()
+    assert parser.parse_args(["run", "net.csv"]).block == DEFAULT_BLOCK
+    assert parser.parse_args(["compare", "net.csv"]).block == DEFAULT_BLOCK
+    assert parser.parse_args(["sweep"]).blocks == str(DEFAULT_BLOCK)
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"accel-sim {metadata.version('crisp-sim')}\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import pytest
 import torch
 
 from crisp import compressed
-from crisp.cli import main
+from crisp.cli import build_parser, main
+from crisp.config import PruneConfig
+from crisp.pattern_core import DEFAULT_BLOCK
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +110,26 @@ def test_prune_needs_exactly_one_dense_model_source(data_dir: Path, checkpoint: 
     assert "--checkpoint PATH or --pretrained" in capsys.readouterr().err
     assert main([*base, "--checkpoint", str(checkpoint), "--pretrained"]) == 2
     assert "one of them" in capsys.readouterr().err
+
+
+def test_training_draws_no_progress_bar_when_stderr_is_no_terminal(data_dir: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    """A log redirected to a file (capsys is no terminal) holds no bar redraws."""
+    out = tmp_path / "dense.pt"
+    assert main(["train", "--data", str(data_dir), "--epochs", "1", "--batch-size", "15",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "it/s" not in err and "%|" not in err
+
+
+def test_block_defaults_to_16() -> None:
+    assert PruneConfig().block == DEFAULT_BLOCK == 16
+    args = build_parser().parse_args(["prune", "--classes", "2", "--out", "r"])
+    assert args.block == DEFAULT_BLOCK
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"crisp {metadata.version('crisp-sim')}\n"

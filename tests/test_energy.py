@@ -48,7 +48,7 @@ def test_report_totals_add_up() -> None:
         sum(frame[f"energy_{c}_pj"].iloc[0] for c in COMPONENTS))
     assert (frame.latency_us == frame.total_cycles / 1000.0).all()
     assert 0 < total.utilization <= 1
-    assert list(report.to_frame().layer) == ["l0", "l1", "l2", "total"]
+    assert list(report.to_frame(totals=True).layer) == ["l0", "l1", "l2", "total"]
 
 
 def test_a_result_from_a_run_is_the_one_init_builds() -> None:

@@ -80,6 +80,12 @@ def test_crisp_never_imports_accel_sim() -> None:
     assert not stale, f"remove {stale} from KNOWN: they no longer import accel_sim"
 
 
+def test_the_crisp_package_imports_none_of_its_modules() -> None:
+    """``crisp/__init__.py`` loads its exports on first use: the simulator imports ``crisp``
+    (for crisp.errors, crisp.pattern_core, ...) and must not pull torch through it."""
+    assert graph()["crisp"] == set()
+
+
 def test_crisp_modules_import_each_other_without_cycles() -> None:
     edges = graph()
     assert "crisp.pruner" in edges and "crisp.baselines" in edges["crisp.pruner"]

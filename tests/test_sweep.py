@@ -41,10 +41,13 @@ def _direct(points: list[DesignPoint]) -> pd.DataFrame:
         layers = [replace(layer, weight=None) for layer in load_layers(point.model, point.batch)]
         layers, descriptors = synthetic_network(layers, point.scheme, point.density, point.seed,
                                                 (n, m), point.block)
-        frame = simulate(layers, point.hardware(), descriptors).frame
+        hw = point.hardware()
+        frame = simulate(layers, hw, descriptors).frame
         frame["schedule"] = frame["mapping"]
         for name, value in asdict(point).items():
             frame[name] = value
+        for name in sweep.MEMORY_COLUMNS:
+            frame[name] = float(getattr(hw.memory, name))
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -205,3 +208,85 @@ def test_the_speed_benchmark_reads_the_steal_column_of_proc_stat(tmp_path) -> No
         stat.write_text(text)
         assert stolen_cpu(str(stat)) is None
     assert stolen_cpu(str(tmp_path / "absent")) is None
+
+
+def _my_hardware(tmp_path) -> str:
+    """A user's hardware file: edge-32x32 with 48 KiB SRAMs and 12 B/cycle of DRAM."""
+    path = tmp_path / "my.toml"
+    path.write_text('name = "mine"\n[array]\nrows = 32\ncols = 32\ndataflow = "ws"\n'
+                    "[memory]\nifmap_sram_kib = 48\nfilter_sram_kib = 48\nofmap_sram_kib = 48\n"
+                    'dram_bytes_per_cycle = 12.0\n[sparse]\nnm = "2:4"\nblock_skipping = true\n')
+    return str(path)
+
+
+def test_a_file_sweep_runs_the_files_memory_as_accel_sim_run_does(
+    scheduler: str, tmp_path
+) -> None:
+    hw = _my_hardware(tmp_path)
+    points = grid(["resnet_small"], ["dense", "hybrid"], [0.25], [(16, 16), (64, 64)], hw=hw)
+    assert all(p.scale_memory is False for p in points)
+    frame = run_sweep(points, tmp_path / "sweep", scheduler, progress=False)
+    assert (frame[list(sweep.MEMORY_COLUMNS)].drop_duplicates().to_numpy()
+            == [[48.0, 48.0, 48.0, 12.0]]).all()
+    assert not frame.scale_memory.any()
+    for rows, scheme in ((16, "hybrid"), (64, "dense")):
+        out = tmp_path / f"run_{rows}_{scheme}.csv"
+        assert main(["run", "resnet_small", "--hw", hw, "--array", f"{rows}x{rows}", "--scheme",
+                     scheme, "--density", "0.25", "--out", str(out)]) == 0
+        run = pd.read_csv(out)
+        run = run[~run.is_total]
+        ours = frame[(frame.rows == rows) & (frame.scheme == scheme)]
+        assert ours.total_cycles.tolist() == run.total_cycles.tolist()
+        assert ours.energy_total_pj.to_numpy() == pytest.approx(run.energy_total_pj.to_numpy())
+
+
+def test_a_preset_sweep_scales_the_memory_with_the_array_side() -> None:
+    """edge-32x32 (64 KiB SRAMs, 16 B/cycle) at 16x16: 32 KiB and 8 B/cycle; at 128x128: 256 KiB
+    and 64 B/cycle; at 8x8 the side's 16 KiB, and at 8x128 the side 32's 64 KiB (the tile floor,
+    2 x rows x cols bytes, stays below); as before the option existed."""
+    points = grid(["resnet_small"], ["dense"], [1.0], [(16, 16), (128, 128), (8, 8), (8, 128)])
+    assert all(p.scale_memory for p in points)
+    table = sweep.evaluate_group(points).to_pandas().drop_duplicates(["rows", "cols"])
+    assert table[["rows", "cols", *sweep.MEMORY_COLUMNS]].values.tolist() == [
+        [16, 16, 32.0, 32.0, 32.0, 8.0], [128, 128, 256.0, 256.0, 256.0, 64.0],
+        [8, 8, 16.0, 16.0, 16.0, 4.0], [8, 128, 64.0, 64.0, 64.0, 16.0]]
+    assert table.scale_memory.all()
+    memory = {name: float(getattr(points[0].hardware().memory, name))
+              for name in sweep.MEMORY_COLUMNS}
+    assert memory == dict(zip(sweep.MEMORY_COLUMNS, (32.0, 32.0, 32.0, 8.0), strict=True))
+    off = replace(points[0], scale_memory=False).hardware().memory
+    assert (off.ifmap_sram_kib, off.dram_bytes_per_cycle) == (64.0, 16.0)
+
+
+def test_scale_memory_is_part_of_the_point(scheduler: str, tmp_path) -> None:
+    """A resumed sweep with the other setting runs every point again, into its own rows."""
+    hw = _my_hardware(tmp_path)
+    kept = grid(["resnet_small"], ["nm"], [0.5], [(16, 16)], hw=hw)
+    scaled = grid(["resnet_small"], ["nm"], [0.5], [(16, 16)], hw=hw, scale_memory=True)
+    assert kept[0].key != scaled[0].key and kept[0].group == scaled[0].group
+    first = execute_sweep(kept, tmp_path / "out", scheduler, progress=False)
+    again = execute_sweep(scaled, tmp_path / "out", scheduler, progress=False)
+    assert first.ran == again.ran == 1
+    assert first.table["ifmap_sram_kib"][0].as_py() == 48.0
+    assert again.table["ifmap_sram_kib"][0].as_py() == 24.0
+    assert again.table["scale_memory"][0].as_py() is True
+
+
+def test_cli_sweep_scale_memory_flag(scheduler: str, tmp_path, capsys) -> None:
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--models", "resnet_small", "--schemes", "dense", "--arrays", "16x16",
+            "--scheduler", scheduler, "--no-figures"]
+    assert main([*argv, "--no-scale-memory", "--out", str(out / "off")]) == 0
+    assert main([*argv, "--out", str(out / "on")]) == 0
+    off = pd.read_parquet(out / "off" / "results.parquet")
+    on = pd.read_parquet(out / "on" / "results.parquet")
+    assert set(off.ifmap_sram_kib) == {64.0} and not off.scale_memory.any()
+    assert set(on.ifmap_sram_kib) == {32.0} and on.scale_memory.all()
+
+
+def test_sweep_progress_bar_stays_off_when_stderr_is_no_terminal(
+    scheduler: str, tmp_path, capsys
+) -> None:
+    points = grid(["resnet_small"], ["dense"], [1.0], [(8, 8)])
+    execute_sweep(points, tmp_path, scheduler, progress=True)
+    assert "sweep" not in capsys.readouterr().err

@@ -116,3 +116,21 @@ def test_run_on_topology_and_pruned_file_imports_no_torch(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "TORCH [] CODES [0, 0]" in done.stdout, done.stdout + done.stderr
     assert "the N:M column of" in done.stdout and "the real masks of" in done.stdout
+
+
+def test_importing_the_packages_and_their_exports_imports_no_torch(tmp_path: Path) -> None:
+    """``import crisp`` runs whenever the simulator imports crisp.errors or crisp.pattern_core:
+    its exports load lazily. ``from accel_sim import *`` loads every simulator export."""
+    script = (
+        "import sys\n"
+        "import accel_sim, crisp\n"
+        "from accel_sim import *\n"
+        "assert callable(simulate) and callable(run_sweep)\n"
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "print('TORCH', loaded, 'DASK', 'dask' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "TORCH [] DASK False" in done.stdout, done.stdout + done.stderr
