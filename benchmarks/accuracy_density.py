@@ -154,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 "energy: one inference of the pruned file on the simulated array; seconds: "
                 "pruning and fine-tuning wall time.")
     results.add(markdown_table(table))
-    fig = plots.accuracy_pareto(table.rename(columns={"top1": "accuracy"}))
-    fig.suptitle(context, fontsize=6)
-    results.figure(fig, "accuracy_density")
+    results.figure(plots.accuracy_pareto(table.rename(columns={"top1": "accuracy"}), context),
+                   "accuracy_density")
     results.write()
     return 0
 

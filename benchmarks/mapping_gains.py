@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     context = (f"{args.model}, density {args.density}, {PRESET} ({base.array.rows}x"
                f"{base.array.cols} {base.array.dataflow.upper()}), mapper")
     fig = plots.roofline(frames, base.array.rows * base.array.cols,
-                         base.memory.dram_bytes_per_cycle)
-    fig.suptitle(context)
+                         base.memory.dram_bytes_per_cycle, context)
     results.figure(fig, f"roofline_{args.model}")
     results.write()
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from accel_sim import plots
 from accel_sim.hardware import load_hardware
@@ -117,9 +118,10 @@ def simulate_all(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.concat(frames, ignore_index=True), summary
 
 
-def write_figures(layers: pd.DataFrame, summary: pd.DataFrame, folder: Path,
-                  context: str | None = None) -> list[Path]:
-    """The main job's figures: normalised latency/energy, energy breakdown, accuracy-latency.
+def figures(layers: pd.DataFrame, summary: pd.DataFrame,
+            context: str | None = None) -> dict[str, Figure]:
+    """The main job's figures by name: normalised latency/energy, energy breakdown,
+    accuracy-latency.
 
     ``context`` completes each figure's title (e.g. the printed table's title line: model, data
     set, user classes, seed, target density, hardware); default what the frames tell (model, data
@@ -129,13 +131,19 @@ def write_figures(layers: pd.DataFrame, summary: pd.DataFrame, folder: Path,
         context = (f"{MODEL} on glyph100, {summary.classes.iloc[0]} user classes, "
                    f"{layers.pes.iloc[0]}-PE array")
     accuracy = summary.rename(columns={"top1": "accuracy"})
-    figures = {
+    return {
         "latency": plots.normalised_bars(layers, "latency_us", context),
         "energy": plots.normalised_bars(layers, "energy_total_pj", context),
         "energy_breakdown": plots.energy_breakdown(layers, context),
         "accuracy_vs_latency": plots.accuracy_pareto(accuracy, context),
     }
-    return [path for name, fig in figures.items() for path in plots.save(fig, folder / name)]
+
+
+def write_figures(layers: pd.DataFrame, summary: pd.DataFrame, folder: Path,
+                  context: str | None = None) -> list[Path]:
+    """Write :func:`figures` into ``folder`` (PNG and PDF each)."""
+    return [path for name, fig in figures(layers, summary, context).items()
+            for path in plots.save(fig, folder / name)]
 
 
 def table(summary: pd.DataFrame, args: argparse.Namespace) -> str:
@@ -192,9 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     printed = table(summary, args)
     print()
     results.add(f"```text\n{printed}\n```")
-    figures = write_figures(layers, summary, args.out / "figures")
+    context = printed.splitlines()[0].removeprefix("== ")
+    written = write_figures(layers, summary, args.out / "figures", context)
+    if args.publish:
+        for name, fig in figures(layers, summary, context).items():
+            results.figure(fig, f"demo_{name}")
     print(f"\nwrote {args.out / 'summary.csv'}, per-scheme runs in {args.out}/<scheme>/, "
-          f"figures: {', '.join(str(p) for p in figures if p.suffix == '.png')}")
+          f"figures: {', '.join(str(p) for p in written if p.suffix == '.png')}")
     results.write()
     return check(printed, expected, args.check) if args.check else 0
 

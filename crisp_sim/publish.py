@@ -97,10 +97,13 @@ class Results:
         command: the command that makes it (:func:`script_command` for a benchmark).
         publish: write the file and figures; False only prints.
         folder: where results go (``docs/results``).
+        local: where figures go when not publishing (PNG and PDF); None: nowhere.
     """
 
-    def __init__(self, name: str, command: str, publish: bool, folder: Path = RESULTS) -> None:
+    def __init__(self, name: str, command: str, publish: bool, folder: Path = RESULTS,
+                 local: Path | None = None) -> None:
         self.name, self.command, self.publish, self.folder = name, command, publish, Path(folder)
+        self.local = local
         self.parts: list[str] = []
         self.started = time.perf_counter()
 
@@ -110,16 +113,18 @@ class Results:
         self.parts.append(markdown.strip("\n"))
 
     def figure(self, fig: Figure, stem: str) -> Path | None:
-        """Save ``fig`` as ``figures/<stem>.png`` when publishing (closed either way)."""
+        """Save ``fig``: ``figures/<stem>.png`` under ``folder`` when publishing, else
+        ``<local>/<stem>.png`` and ``.pdf`` (closed either way); the PNG's path or None."""
         import matplotlib.pyplot as plt
 
         from accel_sim.plots import save
 
-        if not self.publish:
-            plt.close(fig)
-            return None
-        (path,) = save(fig, self.folder / "figures" / stem, formats=("png",))
-        return path
+        if self.publish:
+            return save(fig, self.folder / "figures" / stem, formats=("png",))[0]
+        if self.local is not None:
+            return save(fig, self.local / stem)[0]
+        plt.close(fig)
+        return None
 
     def write(self) -> Path | None:
         """Write ``<name>.md`` (provenance line, then the parts) and refresh README copies."""

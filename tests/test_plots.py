@@ -220,6 +220,7 @@ def test_roofline_points_sit_under_both_roofs() -> None:
 def test_paper_figures_write_one_figure_per_distinct_density(tmp_path, monkeypatch) -> None:
     """5 and 10 user classes share density 0.40: one figure for both, named by both."""
     from benchmarks import paper_figures
+    from crisp_sim.publish import Results
 
     def in_process(points, out, scheduler=None):
         groups: dict[tuple, list] = {}
@@ -238,7 +239,10 @@ def test_paper_figures_write_one_figure_per_distinct_density(tmp_path, monkeypat
     monkeypatch.setattr(paper_figures, "MODELS", ("resnet_small",))
     monkeypatch.setattr(paper_figures, "run_sweep", in_process)
     monkeypatch.setattr(plots, "save", keep)
-    paper_figures.scheme_figures(tmp_path / "runs", tmp_path / "figures", None)
+    results = Results("paper_figures", "python benchmarks/paper_figures.py", publish=False,
+                      local=tmp_path / "figures")
+    paper_figures.scheme_figures(tmp_path / "runs", results, None)
+    assert "| 5, 10 | 0.40 | resnet_small |" in results.parts[-1]
     pngs = sorted((tmp_path / "figures").glob("*.png"))
     assert [p.stem for p in pngs] == ["energy_1cls", "energy_5_10cls", "energy_breakdown",
                                       "latency_1cls", "latency_5_10cls"]
