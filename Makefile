@@ -57,7 +57,7 @@ results: results-quick
 	$(PY) benchmarks/scalesim_crosscheck.py --publish
 	$(PY) benchmarks/zigzag_crosscheck.py --publish
 	$(PY) benchmarks/sweep_speed.py --publish
-	$(PY) benchmarks/accuracy_density.py --publish
+	$(PY) benchmarks/accuracy_density.py --epochs 3 --publish
 	$(PY) benchmarks/iso_accuracy.py --setting cpu --publish
 	$(PY) benchmarks/iso_accuracy.py --setting fashion --publish
 

@@ -396,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Run the cross-check; print (and with ``--publish`` write) the tables."""
     args = build_parser().parse_args(argv)
+    results = Results("zigzag_crosscheck", script_command(), args.publish)
     hw = load_hardware(args.hw)
     if hw.array.dataflow != "ws":
         raise UserError(f"--hw {args.hw}: dataflow {hw.array.dataflow!r}; the ZigZag "
@@ -417,7 +418,6 @@ def main(argv: list[str] | None = None) -> None:
         print("\nZigZag's temporal loops above each operand's SRAM (outermost first):")
         print(table[["layer", "zz_dram_loops"]].iloc[:-1].to_string(index=False))
     distinct = zz.drop_duplicates("key")
-    results = Results("zigzag_crosscheck", script_command(), args.publish)
     results.add(f"{args.model} (batch 1, 224x224, dense) on `{hw.name}`: ZigZag "
                 f"{ZIGZAG_VERSION}'s best mapping (LOMA, lpf_limit {args.lpf_limit}, lowest "
                 f"latency) against ours, with SCALE-Sim's schedule (`scalesim`) and the mapper "
