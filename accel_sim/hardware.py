@@ -5,7 +5,7 @@ validates: a TOML file (:func:`load_hardware`), a shipped preset (``accel_sim/pr
 a SCALE-Sim ``.cfg`` file and CLI flags (:func:`with_overrides`). The engine only ever sees a
 :class:`HardwareSpec`, never a dict.
 
-TOML layout (every section optional except ``[array]``; omitted fields take the defaults below)::
+TOML layout (every section optional; omitted fields take the defaults below)::
 
     name = "my-array"
     [array]   rows, cols, dataflow ("ws" | "os" | "is"), word_bits (8 | 16 | 32), clock_mhz,

@@ -92,10 +92,11 @@ def _default(field: dataclasses.Field) -> str:
 def keys_page() -> str:
     out = ["# Hardware keys", "",
            "Generated from `accel_sim/hardware.py` when the site is built. A hardware file is TOML "
-           "with a top-level `name` and the sections below; every section but `[array]` may be "
-           "left out, every key takes its default when omitted, and an unknown key is an error "
+           "with a top-level `name` and the sections below; every section may be left out, "
+           "every key takes its default when omitted, and an unknown key is an error "
            "that lists the allowed ones. `[energy]` is all or nothing: a partial table is an error "
-           "naming the missing key; without it the defaults of the next section apply.", ""]
+           "naming the missing key; without it the defaults below apply (default energy tables).",
+           ""]
     for section, cls in SECTIONS:
         described = _attributes(cls)
         out += [f"## `[{section}]`", "", "| key | default | meaning |", "| --- | --- | --- |"]

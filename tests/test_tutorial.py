@@ -8,27 +8,18 @@ The blocks use the tutorial's tiny settings (tens of seconds of CPU each), so th
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+from conftest import doc_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "docs" / "tutorial.md"
-BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```$", re.M | re.S)
 TOML = re.compile(r"^```toml\n(.*?)^```$", re.M | re.S)
 NAMED = re.compile(r"`(runs/tutorial/[^`\s]+)`")
 HARDWARE = ROOT / "docs" / "hardware.md"
 SCHEMES = ("hybrid", "block", "unstructured")
-TIMEOUT_S = 300
-
-
-def blocks(text: str) -> list[tuple[str, str]]:
-    """The page's ``(language, code)`` blocks in order."""
-    return BLOCK.findall(text)
 
 
 def named_outputs(text: str) -> list[str]:
@@ -41,30 +32,18 @@ def named_outputs(text: str) -> list[str]:
 
 def test_the_page_has_commands_and_names_its_outputs() -> None:
     text = TUTORIAL.read_text()
-    languages = [language for language, _ in blocks(text)]
+    languages = [language for language, _ in doc_blocks(text)]
     assert languages.count("bash") >= 5 and "python" in languages
     for command in ("crisp prune", "crisp eval", "accel-sim run", "accel-sim compare",
                     "accel-sim sweep"):
-        assert any(command in code for _, code in blocks(text)), command
+        assert any(command in code for _, code in doc_blocks(text)), command
     assert "runs/tutorial/hybrid/pruned.safetensors" in named_outputs(text)
 
 
-def test_every_block_runs_in_order_and_writes_what_the_page_names(tmp_path: Path) -> None:
+def test_every_block_runs_in_order_and_writes_what_the_page_names(tmp_path: Path,
+                                                                 run_doc_blocks) -> None:
     text = TUTORIAL.read_text()
-    (tmp_path / "checkpoints").symlink_to(ROOT / "checkpoints", target_is_directory=True)
-    bin_dir = str(Path(sys.executable).parent)  # crisp, accel-sim and python of this venv
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-           "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
-    printed = []
-    for number, (language, code) in enumerate(blocks(text), 1):
-        command = (["bash", "-euo", "pipefail", "-c", code] if language == "bash"
-                   else [sys.executable, "-c", code])
-        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=TIMEOUT_S)
-        assert done.returncode == 0, (
-            f"block {number} ({language}) exited {done.returncode}:\n{code}\n"
-            f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
-        printed.append(done.stdout)
+    printed = run_doc_blocks(text, tmp_path)
     missing = [path for path in named_outputs(text) if not (tmp_path / path).exists()]
     assert not missing, f"the tutorial names files its commands did not write: {missing}"
 
