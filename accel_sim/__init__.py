@@ -8,10 +8,10 @@
     schemes = compare(layers, hw, ["dense", "hybrid"], density=0.25)
     print(schemes.totals[["scheme", "latency_us", "speedup_vs_dense"]])
 
-The names of :data:`__all__` load on first use (PEP 562), so that a topology or a pruned
+The names of `__all__` load on first use (PEP 562), so that a topology or a pruned
 ``.safetensors`` file simulates without torch and without the sweep's Parquet and Dask stack;
 ``simulate`` alone is bound at import, since it shares its name with the module
-:mod:`accel_sim.simulate` (whose first import would otherwise put the module in its place).
+`accel_sim.simulate` (whose first import would otherwise put the module in its place).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The ``accel-sim`` command line: ``layers``, ``run``, ``compare`` and ``sweep``.
 
 Each subcommand is a ``_cmd_<name>(args) -> int`` function registered in
-:func:`build_parser`.
-User mistakes exit with status 2 and a one-line message (see :mod:`crisp.errors`).
+`build_parser`.
+User mistakes exit with status 2 and a one-line message (see `crisp.errors`).
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def energy(counts: Counts, table: EnergyTable, cycles: int, clock_mhz: float) ->
         clock_mhz: clock frequency in MHz.
 
     Returns:
-        ``{component: pJ}`` for every name in :data:`COMPONENTS`.
+        ``{component: pJ}`` for every name in `COMPONENTS`.
     """
     out = dict.fromkeys(COMPONENTS, 0.0)
     for action, component, price in _prices(table):

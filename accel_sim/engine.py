@@ -1,7 +1,7 @@
 """The engine: one Numba kernel walks any fold plan on a double-buffered timeline.
 
 The engine is the cost model of one mapping: it never chooses anything (that is
-:mod:`accel_sim.mapper`'s job); it walks the plan it is given.
+`accel_sim.mapper`'s job); it walks the plan it is given.
 
 Timeline of a layer (cycles), folds ``f = 0 .. F-1`` in the plan's order:
 
@@ -32,7 +32,7 @@ from accel_sim.hardware import HardwareSpec
 from accel_sim.mapping import COUNT_NAMES, FoldPlan
 
 Counts = dict[tuple[str, str], int]
-"""Named action counts ``{(component, action): count}`` (see :func:`action_counts`)."""
+"""Named action counts ``{(component, action): count}`` (see `action_counts`)."""
 
 
 @njit(cache=True)
@@ -51,7 +51,7 @@ def walk(
     A maximal run of folds with ``repeat = w > 1`` is one block repeated w times in place: its
     inner folds cost w times their one-copy cost, and its first and last folds see the fold
     before and after the run on their first and last copy and the block's own last and first
-    fold on the copies between (:mod:`accel_sim.timeline`).
+    fold on the copies between (`accel_sim.timeline`).
     """
     st = timeline.start()
     for k in range(stream.shape[0]):
@@ -73,7 +73,7 @@ class LayerRun:
         writeback_cycles: exposed write-back of the last fold's outputs.
         effective_macs: MACs with a non-zero weight.
         counts: ``{(component, action): count}`` (words, bytes or MACs as the action says).
-        mapping: the schedule the plan followed (:class:`accel_sim.mapping.Mapping` as text).
+        mapping: the schedule the plan followed (`accel_sim.mapping.Mapping` as text).
         compulsory_dram_bytes: the layer's DRAM traffic floor (bytes), 0 when not computed.
     """
 

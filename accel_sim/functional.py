@@ -1,9 +1,9 @@
 """Functional twin of the engine: compute a small layer's outputs by walking its fold plan.
 
-It walks the very plan the engine costs (:func:`accel_sim.mapper.map_layer`): its folds in their
+It walks the very plan the engine costs (`accel_sim.mapper.map_layer`): its folds in their
 order, each fold's group, column fold, row fold and stream tile, its rows, columns and stream
 length. For every fold it packs the streamed K indices as the hardware does
-(:mod:`accel_sim.packing`: N:M puts N rows per touched group of M, each PE holding one compressed
+(`accel_sim.packing`: N:M puts N rows per touched group of M, each PE holding one compressed
 weight and its offset), takes the fold's slice of packed rows and of the streamed dimension, and
 lets every PE's M:1 multiplexer pick the activation its offset names. Weights of skipped blocks
 are never read (packed rows that belong to another filter's kept block are zero padding), and the

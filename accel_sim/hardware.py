@@ -1,9 +1,9 @@
 """The accelerator as one validated, frozen spec: array, memory, sparse support and energy table.
 
-Every source of a hardware description goes through :func:`build_hardware`, the one place that
-validates: a TOML file (:func:`load_hardware`), a shipped preset (``accel_sim/presets/*.toml``),
-a SCALE-Sim ``.cfg`` file and CLI flags (:func:`with_overrides`). The engine only ever sees a
-:class:`HardwareSpec`, never a dict.
+Every source of a hardware description goes through `build_hardware`, the one place that
+validates: a TOML file (`load_hardware`), a shipped preset (``accel_sim/presets/*.toml``),
+a SCALE-Sim ``.cfg`` file and CLI flags (`with_overrides`). The engine only ever sees a
+`HardwareSpec`, never a dict.
 
 TOML layout (every section optional; omitted fields take the defaults below)::
 
@@ -169,7 +169,7 @@ class HardwareSpec:
     Attributes:
         name: label used in reports.
         array, memory, sparse: the specs above.
-        energy_override: a user-supplied table; None = :func:`default_energy` for this array.
+        energy_override: a user-supplied table; None = `default_energy` for this array.
     """
 
     name: str = "custom"
@@ -364,7 +364,7 @@ def build_hardware(data: dict[str, Any], origin: str = "<dict>") -> HardwareSpec
 
 
 def describe(hw: HardwareSpec) -> dict[str, Any]:
-    """The spec back in the TOML layout (inverse of :func:`build_hardware`)."""
+    """The spec back in the TOML layout (inverse of `build_hardware`)."""
     out: dict[str, Any] = {
         "name": hw.name,
         "array": {f.name: getattr(hw.array, f.name) for f in fields(ArraySpec)},
@@ -427,7 +427,7 @@ def load_hardware(name_or_path: str | Path) -> HardwareSpec:
 
     Raises:
         UserError: an unknown preset (lists them), a missing or malformed file, or any
-            validation error of :func:`build_hardware`.
+            validation error of `build_hardware`.
     """
     text = str(name_or_path)
     path = Path(text)
@@ -462,7 +462,7 @@ def load_energy(path: str | Path) -> EnergyTable:
 
 
 def with_overrides(hw: HardwareSpec, **changes: Any) -> HardwareSpec:
-    """``hw`` with CLI-style overrides, re-validated through :func:`build_hardware`.
+    """``hw`` with CLI-style overrides, re-validated through `build_hardware`.
 
     Args:
         changes: any of ``array`` ("32x32"), ``dataflow``, ``psum_bits``, ``nm`` ("2:4" / "none"),

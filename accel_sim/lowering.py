@@ -1,11 +1,11 @@
 """Lowering a PyTorch network to GEMM layers (the one simulator module that needs torch).
 
-Every Conv2d / Linear of the network becomes a :class:`accel_sim.workload.GemmLayer`, in
-execution order, with the GEMM semantics documented in :mod:`accel_sim.workload`; the tracing
-itself is :func:`crisp.lowering.trace_gemms` (the pruner's compressed format stores the same
+Every Conv2d / Linear of the network becomes a `accel_sim.workload.GemmLayer`, in
+execution order, with the GEMM semantics documented in `accel_sim.workload`; the tracing
+itself is `crisp.lowering.trace_gemms` (the pruner's compressed format stores the same
 geometry).
 
-:mod:`accel_sim.sources` imports this module only when a zoo model name is given, so simulating a
+`accel_sim.sources` imports this module only when a zoo model name is given, so simulating a
 SCALE-Sim topology or a pruned ``.safetensors`` file never imports torch.
 """
 
@@ -19,7 +19,7 @@ from crisp.lowering import trace_gemms
 
 def lower_model(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
                 weights: bool = True) -> list[GemmLayer]:
-    """``model``'s GEMM layers in execution order (see :func:`crisp.lowering.trace_gemms`;
+    """``model``'s GEMM layers in execution order (see `crisp.lowering.trace_gemms`;
     ``weights=False``: shapes only, e.g. a model on the meta device).
 
     Raises:

@@ -2,17 +2,17 @@
 
 As in ZigZag's flow (generate spatial/temporal mappings -> cost model -> reduce), three pieces:
 
-- :func:`candidates` generates mappings (:class:`accel_sim.mapping.Mapping`): every loop order
+- `candidates` generates mappings (`accel_sim.mapping.Mapping`): every loop order
   of the three fold loops (row folds i, column folds j, stream tiles t), each untiled and with
   every stream tile at which some operand's reuse window starts to fit its SRAM half (the
   largest tile of each such regime: a smaller tile of the same regime moves the same data and
   only adds fills). SCALE-Sim's schedule (``j > i > t``, untiled) is always among them.
-- the cost model of one candidate is the engine's timeline (:mod:`accel_sim.timeline`), fed by
-  :func:`accel_sim.mapping.fold_arrays` while it generates the candidate's folds: the walk
-  :func:`accel_sim.engine.run_plan` makes of a stored plan, without storing the plan. Under the
+- the cost model of one candidate is the engine's timeline (`accel_sim.timeline`), fed by
+  `accel_sim.mapping.fold_arrays` while it generates the candidate's folds: the walk
+  `accel_sim.engine.run_plan` makes of a stored plan, without storing the plan. Under the
   latency objective a walk stops once its cycles so far plus a lower bound of the work still to
   come exceed the best candidate's so far.
-- :func:`choose` reduces by the objective: ``latency`` (fewest total cycles, ties: less energy),
+- `choose` reduces by the objective: ``latency`` (fewest total cycles, ties: less energy),
   ``energy`` (least energy, ties: fewer cycles) or ``edp`` (energy x cycles).
 
 ``mapping="scalesim"`` skips the search and runs SCALE-Sim's fixed schedule, whose compute
@@ -105,18 +105,18 @@ def _by_tile(geo: LayerGeometry) -> Candidates:
 
 Candidates = tuple[tuple[int | None, tuple[Mapping, ...], np.ndarray], ...]
 """Candidate mappings by stream tile: (tile, its mappings, their loop orders as an int64
-[mappings, 3] array of :func:`accel_sim.mapping.order_code`), tiles in order of first use."""
+[mappings, 3] array of `accel_sim.mapping.order_code`), tiles in order of first use."""
 
 
 def candidates(geo: LayerGeometry) -> list[Mapping]:
-    """The mappings the mapper costs for one layer, by stream tile (see :func:`_by_tile`)."""
+    """The mappings the mapper costs for one layer, by stream tile (see `_by_tile`)."""
     return [mapping for _, mappings, _ in _by_tile(geo) for mapping in mappings]
 
 
 @functools.lru_cache(maxsize=65536)
 def _candidates(trips_i: int, trips_j: int, growing: tuple, union_tile: int | None,
                 fixed: tuple[int, ...], stream_full: int) -> Candidates:
-    """:func:`_by_tile` from its numbers (layers of a sweep share them: cached; the arrays are
+    """`_by_tile` from its numbers (layers of a sweep share them: cached; the arrays are
     shared, do not modify them).
 
     ``growing``: per operand whose tile grows with the stream tile, (loops it depends on
@@ -145,7 +145,7 @@ _mapping = functools.lru_cache(maxsize=65536)(Mapping)  # candidates share their
 
 @functools.cache
 def _codes(orders: tuple[str, ...]) -> np.ndarray:
-    """int64 [orders, 3]: :func:`accel_sim.mapping.order_code` of each order (shared: do not
+    """int64 [orders, 3]: `accel_sim.mapping.order_code` of each order (shared: do not
     modify)."""
     return np.stack([order_code(o) for o in orders])
 
@@ -203,9 +203,9 @@ def _search(orders, bandwidth, bound, *args):
     [orders, 7 + counts] rows of (compute + gemms, edge stall, DRAM stall, prefetch, write-back,
     folds, gemms, summed counts); int64 [orders] their total cycles; the first row with the
     fewest and how many rows have that many. With ``bound >= 0`` (latency objective: the fewest
-    cycles found so far, :data:`_UNBOUNDED` before any) each walked order's cycles lower the
+    cycles found so far, `_UNBOUNDED` before any) each walked order's cycles lower the
     bound for the next, and an order's walk stops once it cannot end within the bound
-    (:func:`accel_sim.mapping.fold_arrays`), its row then shows ``bound + 1`` cycles. The least
+    (`accel_sim.mapping.fold_arrays`), its row then shows ``bound + 1`` cycles. The least
     work of the nest, the same for every order, is counted once here."""
     out = np.zeros((orders.shape[0], _ROW + len(COUNT_NAMES)), np.int64)
     cycles = np.zeros(orders.shape[0], np.int64)
@@ -241,7 +241,7 @@ def choose(geo: LayerGeometry, objective: str = "latency") -> Mapping:
 
 
 def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tuple | None]:
-    """The chosen mapping, its search row and its packing's N:M (see :func:`choose`)."""
+    """The chosen mapping, its search row and its packing's N:M (see `choose`)."""
     rows, totals, found = [], [], []
     bound = _UNBOUNDED if objective == "latency" else -1
     tied: list[tuple[int, int, int]] = []  # latency: (tiling, first row, rows) at the bound
@@ -292,7 +292,7 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
 def _cost(geo: LayerGeometry, tiling: StreamTiling, codes: np.ndarray, bound: int = -1
           ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Search rows of the loop orders ``codes`` at one stream tiling, their total cycles, the
-    first row with the fewest and how many have that many (see :func:`_search`)."""
+    first row with the fewest and how many have that many (see `_search`)."""
     return _search(codes, float(geo.hw.memory.dram_bytes_per_cycle), bound, *tiling.kernel_args)
 
 
@@ -317,8 +317,8 @@ def run_layer(
     """Map one layer (search, SCALE-Sim's schedule, or a given Mapping) and run it.
 
     The run comes from the kernel that costs mappings, which walks the same folds through the
-    same timeline as :func:`accel_sim.engine.run_plan` without storing a plan (a test checks that
-    both agree); :func:`map_layer` also builds the plan.
+    same timeline as `accel_sim.engine.run_plan` without storing a plan (a test checks that
+    both agree); `map_layer` also builds the plan.
 
     Returns:
         the engine's run of the chosen plan, with ``mapping`` and ``compulsory_dram_bytes`` set.
@@ -362,7 +362,7 @@ def map_layer(
     mapping: str | Mapping = "best",
     objective: str = "latency",
 ) -> tuple[FoldPlan, LayerRun]:
-    """Like :func:`run_layer`, also returning the chosen plan (its run walks the stored plan)."""
+    """Like `run_layer`, also returning the chosen plan (its run walks the stored plan)."""
     if not isinstance(mapping, Mapping):
         check_choice(mapping, objective)
     geo = geometry(layer, hw, sparsity)

@@ -1,12 +1,12 @@
 """Mappings and fold plans: how one layer (with its sparsity) is tiled and ordered on the array.
 
-A :class:`Mapping` is the schedule of one layer: the loop order of its three fold loops and the
-tile of the streamed dimension. :func:`plan_folds` turns (layer, sparsity, hardware, mapping)
-into a :class:`FoldPlan`, arrays over folds that the kernel in :mod:`accel_sim.engine` walks.
-:mod:`accel_sim.mapper` searches mappings; nothing else knows about loop orders.
+A `Mapping` is the schedule of one layer: the loop order of its three fold loops and the
+tile of the streamed dimension. `plan_folds` turns (layer, sparsity, hardware, mapping)
+into a `FoldPlan`, arrays over folds that the kernel in `accel_sim.engine` walks.
+`accel_sim.mapper` searches mappings; nothing else knows about loop orders.
 
 **Fold shapes** (SCALE-Sim's): ``WS: Sr=K, Sc=N, T=P``; ``IS: Sr=K, Sc=P, T=N``;
-``OS: Sr=P, Sc=N, T=K``. The K extent is the *packed* one (:mod:`accel_sim.packing`): block
+``OS: Sr=P, Sc=N, T=K``. The K extent is the *packed* one (`accel_sim.packing`): block
 skipping and N:M shorten it per fold of filters (WS, OS: a column fold's C filters; IS: the
 filters of a stream tile). Three fold loops tile the GEMM: ``i`` over row folds (R rows), ``j``
 over column folds (C columns) and ``t`` over tiles of the streamed dimension (``t_tile`` steps;
@@ -37,10 +37,10 @@ operand depends on). A tile is fetched from DRAM on its first visit within a win
 i.e. when every loop of the window that the operand does not depend on is at index 0; loops
 outside the window that it does not depend on fetch it again. A tile larger than its SRAM half
 streams through it (fetched every fold). With block skipping, the WS ifmap of all column folds
-of a group may stay resident as one copy of their union (:func:`accel_sim.packing.first_need`):
+of a group may stay resident as one copy of their union (`accel_sim.packing.first_need`):
 each K unit is then fetched once, by the fold that first streams it.
 The ifmap moves as the feature map, not as im2col: DRAM fills move ``fraction x`` the im2col
-words (:func:`ifmap_distinct_fraction`) while the array reads every im2col word from the SRAM.
+words (`ifmap_distinct_fraction`) while the array reads every im2col word from the SRAM.
 
 **Partial sums** are ``psum_bits`` wide. If the output window spans the reduction loop, partial
 sums stay in the ofmap SRAM; otherwise they spill to DRAM (written after every reduction step
@@ -183,8 +183,8 @@ class FoldPlan:
 class LayerGeometry:
     """What every mapping of one (layer, sparsity, hardware) shares: shapes, packing, masks.
 
-    Built once by :func:`geometry`; :func:`plan_folds` and the mapper reuse it for every
-    candidate mapping (``tilings`` remembers each stream tile's :func:`stream_tiling`, the
+    Built once by `geometry`; `plan_folds` and the mapper reuse it for every
+    candidate mapping (``tilings`` remembers each stream tile's `stream_tiling`, the
     extents of each filter-fold width and the bitmap's non-zeros per weight tile).
     """
 
@@ -202,7 +202,7 @@ class LayerGeometry:
 
 def geometry(layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE
              ) -> LayerGeometry:
-    """The mapping-independent part of a layer on ``hw`` (see :class:`LayerGeometry`).
+    """The mapping-independent part of a layer on ``hw`` (see `LayerGeometry`).
 
     Raises:
         UserError: a mask that does not fit the layer.
@@ -268,7 +268,7 @@ def _new_extents(geo: LayerGeometry, width: int | None) -> _Extents:
 
 @njit(cache=True)
 def _extent_arrays(rows, blocks, has_blocks, df, P, N, C, union, bitmap):  # pragma: no cover
-    """The arrays of :class:`_Extents` from a packing's ``rows`` (and kept ``blocks`` per fold of
+    """The arrays of `_Extents` from a packing's ``rows`` (and kept ``blocks`` per fold of
     filters), with the maxima and the alike loops.
 
     WS: packed rows per (group, column fold), P steps; OS: P rows, packed steps per column
@@ -327,9 +327,9 @@ def _relevance(geo: LayerGeometry) -> tuple[int, int, int, int, int]:
 
 @dataclass(frozen=True)
 class StreamTiling:
-    """Everything :func:`fold_arrays` needs for one stream tile, whatever the loop order.
+    """Everything `fold_arrays` needs for one stream tile, whatever the loop order.
 
-    Built once per (layer geometry, stream tile) by :func:`stream_tiling`; the mapper costs every
+    Built once per (layer geometry, stream tile) by `stream_tiling`; the mapper costs every
     loop order of a stream tile from one of these in a single kernel call.
     """
 
@@ -422,7 +422,7 @@ def plan_folds(
     """The fold plan of ``layer`` with ``sparsity`` on ``hw`` under ``mapping`` (module docstring).
 
     Args:
-        geo: the layer's :func:`geometry`, when the caller already has it (the mapper).
+        geo: the layer's `geometry`, when the caller already has it (the mapper).
 
     Raises:
         UserError: a mask that does not fit the layer, or an SRAM half too small for one fold's
@@ -481,7 +481,7 @@ def least_work(df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kblocks,
     the loop order: each (group, column fold, stream tile) streams its steps once per row fold
     it has, and every stationary tile is loaded at least once (tiles differ in the loops of
     ``rel_s``, always i and j; without the t loop a tile is one of the most row folds any
-    stream tile has). Takes :func:`fold_arrays`'s arguments after the order (a stream tiling's
+    stream tile has). Takes `fold_arrays`'s arguments after the order (a stream tiling's
     ``kernel_args``)."""
     steps = tiles = 0
     for g in range(text.shape[0]):
@@ -525,11 +525,11 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     alike middle iterations (same sizes, same fetch rules); the longest of them with at least 4
     iterations is enumerated at 0, 1 and its last only, iteration 1 carrying ``repeat = n-2``:
     each maximal run of repeated folds is one block repeated in place (see
-    :func:`accel_sim.engine.walk`). See the module docstring for the semantics.
+    `accel_sim.engine.walk`). See the module docstring for the semantics.
 
     The folds are generated one at a time (the nest's counters in scalars; a fold's costs need
     only the fold before it and the one after) and each goes through the timeline
-    (:mod:`accel_sim.timeline`, DRAM ``bandwidth`` in bytes/cycle) as its costs are computed.
+    (`accel_sim.timeline`, DRAM ``bandwidth`` in bytes/cycle) as its costs are computed.
     ``record=True`` counts the folds first and stores every fold's indices and costs (a
     FoldPlan); ``record=False`` stores nothing and returns the per-fold arrays empty: the
     mapper's cost of a mapping. With ``bound >= 0`` the walk stops once its cycles so far plus
@@ -538,7 +538,7 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     objective). The least work, a lower bound whatever the order (cycles only accumulate): the
     streaming steps of the folds to come, and a fill for every stationary tile not loaded yet
     (at least the tiles with work less the loads so far); the caller gives the whole nest's,
-    ``left`` steps and ``unloaded`` tiles (:func:`least_work`, the same for every order).
+    ``left`` steps and ``unloaded`` tiles (`least_work`, the same for every order).
 
     Nothing in the per-fold loop passes an array to another function: Numba counts references
     to array arguments atomically, which once took more than half of this kernel's time.

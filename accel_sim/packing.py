@@ -1,7 +1,7 @@
 """Sparse packing: which K indices each fold of filters streams, and how many array rows that takes.
 
 This is what the sparse hardware does to a layer, whatever the loop order; the mapping
-(:mod:`accel_sim.mapping`) then tiles the packed GEMM onto the array.
+(`accel_sim.mapping`) then tiles the packed GEMM onto the array.
 
 - **Block skipping**: a fold of filters (the C filters of a WS/OS column fold, or the filters of
   an IS stream tile) visits only the K-blocks that hold a non-zero for one of its filters (the
@@ -105,7 +105,7 @@ def _units(need_blocks: np.ndarray, b: int, k: int, unit: int) -> np.ndarray:
 def pack(layer: GemmLayer, sparsity: LayerSparsity, hw: HardwareSpec, width: int) -> Packing:
     """The packed K extent of each fold of ``width`` filters of ``layer`` on ``hw``.
 
-    A masked layer's packing is remembered on its descriptor (:meth:`LayerSparsity.derived`)
+    A masked layer's packing is remembered on its descriptor (`LayerSparsity.derived`)
     per shape, width and the hardware's sparse support: a sweep packs each mask once per width.
     The result is shared: do not modify its arrays.
     """
@@ -171,7 +171,7 @@ def first_need(packing: Packing, rows_per_fold: int) -> tuple[np.ndarray, np.nda
 
 @njit(cache=True)
 def _first_need(need, unit_rows, rows_per_fold, nrf, words):  # pragma: no cover - compiled
-    """:func:`first_need` over bool ``need [G, F, U]`` (units each fold of filters streams): a
+    """`first_need` over bool ``need [G, F, U]`` (units each fold of filters streams): a
     unit's packed position in a fold is the count of its needed units before it, its row fold
     that position times ``unit_rows`` over ``rows_per_fold``."""
     g, f, u = need.shape

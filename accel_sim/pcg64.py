@@ -1,9 +1,9 @@
 """Uniform float32 scores from numpy's PCG64 stream, bit for bit, about twice as fast.
 
-Synthetic masks (:mod:`accel_sim.sparsity`) draw one float32 score per weight: 138 M per VGG-16
+Synthetic masks (`accel_sim.sparsity`) draw one float32 score per weight: 138 M per VGG-16
 mask set, most of a sweep's mask drawing. numpy draws them one 32-bit half of a PCG64 word at a
 time through a function pointer and a 128-bit multiply it builds from 64-bit halves;
-:func:`random_f32` computes the same numbers in a Numba kernel whose 128-bit multiply is LLVM's
+`random_f32` computes the same numbers in a Numba kernel whose 128-bit multiply is LLVM's
 own (one machine multiply for the upper half).
 
 The result is exactly ``rng.random(out=out, dtype=np.float32)``: the same floats, and the

@@ -1,15 +1,15 @@
 """Paper-style figures from tidy result tables (one row per design point and layer).
 
 Every function takes a pandas DataFrame and returns a matplotlib Figure sized for one paper column
-(3.5 in wide, 7 pt text); :func:`save` writes it as PNG and PDF (or the formats asked for).
-Schemes keep one colour each in every figure (:data:`SCHEME_COLORS`). Network totals are sums
+(3.5 in wide, 7 pt text); `save` writes it as PNG and PDF (or the formats asked for).
+Schemes keep one colour each in every figure (`SCHEME_COLORS`). Network totals are sums
 over layers of the per-layer rows; times are in µs, energies in µJ.
 
 Every figure says what it shows: a title line names the quantity, what all of the frame's rows
-share (model, hardware, array, dataflow, block size, density: :func:`describe`, from the columns
+share (model, hardware, array, dataflow, block size, density: `describe`, from the columns
 that exist) and the caller's ``context`` (the data set, the user classes, ...). A frame holding
 several arrays, dataflows, block sizes or densities gets one panel per combination, each titled
-with what sets it apart (:func:`panels`), never a sum over them or only the first; the schemes
+with what sets it apart (`panels`), never a sum over them or only the first; the schemes
 that do not depend on a block size or a density (dense, and N:M for the density) appear in every
 panel of those. Rows that would still be added up (two rows of one layer in a panel: they differ
 in a column no panel separates, such as the N:M pattern or the seed) raise ValueError.
@@ -133,7 +133,7 @@ def _label(key: str, values: tuple) -> str:
 
 
 def describe(df: pd.DataFrame, keys: Sequence[str] = tuple(KEYS), known: str = "") -> str:
-    """What every row of ``df`` shares among ``keys`` (of :data:`KEYS`), for a title, e.g.
+    """What every row of ``df`` shares among ``keys`` (of `KEYS`), for a title, e.g.
     ``"resnet50, edge-32x32, 32x32 array, WS, B=16, density 0.25"``; a key with several values
     or no column is left out, and so is a value ``known`` (the caller's context) already says."""
     found = ((key, _values(df, key)) for key in keys)
@@ -143,7 +143,7 @@ def describe(df: pd.DataFrame, keys: Sequence[str] = tuple(KEYS), known: str = "
 
 def panels(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
     """``df`` split into one ``(label, rows)`` panel per combination of the ``keys`` (of
-    :data:`KEYS`) that take several values; one unlabelled panel when none does.
+    `KEYS`) that take several values; one unlabelled panel when none does.
 
     The rows of a scheme that does not depend on a key (dense for the block size and the
     density, N:M for the density, ...) join every panel of that key; rows keep their order.
@@ -180,7 +180,7 @@ def _one_row_each(panel: pd.DataFrame, keys: Sequence[str], figure: str) -> None
 def _title(fig: Figure, what: str, df: pd.DataFrame, context: str | None,
            keys: Sequence[str] = tuple(KEYS)) -> None:
     """The figure's title line: ``what`` it shows, then what the rows of ``df`` share among
-    ``keys`` (:func:`describe`) and the caller's ``context``."""
+    ``keys`` (`describe`) and the caller's ``context``."""
     about = "; ".join(p for p in (describe(df, keys, context or ""), context) if p)
     fig.suptitle(textwrap.fill(f"{what}: {about}" if about else what, _TITLE_CHARS))
 
@@ -479,7 +479,7 @@ def sweep_figures(df: pd.DataFrame, folder: str | Path, context: str | None = No
     arrays: latency against array size and utilisation heat maps (dense, hybrid); several block
     sizes with dense and hybrid: the block x array co-design map. Each figure shows every row of
     ``df``: one panel per array, dataflow, block size and density swept (the axes a figure does
-    not plot along), see :func:`panels`.
+    not plot along), see `panels`.
     """
     folder = Path(folder)
     figures: dict[str, Figure] = {}

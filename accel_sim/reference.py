@@ -16,7 +16,7 @@ computes the actual outputs and counts SRAM accesses as registers load and store
 
 A fold lasts until its wavefront has passed the whole array (every PE, used or not, has seen its
 last step): that is how SCALE-Sim counts, so partial folds cost the full R and C.
-:func:`run_reference` reports the cycles elapsed minus one, SCALE-Sim's 'Total Cycles'.
+`run_reference` reports the cycles elapsed minus one, SCALE-Sim's 'Total Cycles'.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Named, typed, addable results: one :class:`LayerResult` per layer, a :class:`Report` per run."""
+"""Named, typed, addable results: one `LayerResult` per layer, a `Report` per run."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ class LayerResult:
     Cycles are array clock cycles; access counts are words (``*_bytes``: bytes; ``psum_*``:
     partial-sum words; ofmap SRAM reads/writes count a partial sum as ``psum_bits/word_bits``
     words); energies pJ. A total has label ``total`` and zero GEMM shape. ``mapping`` is the
-    schedule the mapper chose (:class:`accel_sim.mapping.Mapping`), ``compulsory_dram_bytes``
-    the layer's traffic floor (:func:`accel_sim.mapper.compulsory_dram_bytes`).
+    schedule the mapper chose (`accel_sim.mapping.Mapping`), ``compulsory_dram_bytes``
+    the layer's traffic floor (`accel_sim.mapper.compulsory_dram_bytes`).
 
     Attributes:
         layer: the layer's name (dotted module name, or the topology file's name); ``total`` in
@@ -258,7 +258,7 @@ class LayerResult:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(LayerResult))
-"""LayerResult's field names, in order (:meth:`LayerResult.as_row` reads them per row)."""
+"""LayerResult's field names, in order (`LayerResult.as_row` reads them per row)."""
 
 
 @dataclass(frozen=True)
@@ -280,14 +280,14 @@ class Report:
 
     @property
     def frame(self) -> pd.DataFrame:
-        """One row per layer: :meth:`to_frame` with its defaults."""
+        """One row per layer: `to_frame` with its defaults."""
         return self.to_frame()
 
     def to_frame(self, totals: bool = False) -> pd.DataFrame:
-        """One row per layer (columns with units in their names, see :class:`LayerResult`).
+        """One row per layer (columns with units in their names, see `LayerResult`).
 
         Only layers by default, so a column's ``sum()`` is the network's; the total is
-        :attr:`totals`. ``totals=True`` appends it as a last row labelled ``total`` and adds a
+        `totals`. ``totals=True`` appends it as a last row labelled ``total`` and adds a
         bool column ``is_total`` (True on that row only), for printing a table with its total.
         """
         frame = pd.DataFrame([r.as_row() for r in self.layers])

@@ -1,4 +1,4 @@
-"""The simulator's top-level API: :func:`simulate` one network, :func:`compare` sparsity schemes.
+"""The simulator's top-level API: `simulate` one network, `compare` sparsity schemes.
 
 Both are pure functions of picklable inputs (layers, a HardwareSpec, descriptors, a seed), so
 sweeps can fan them out to worker processes.
@@ -26,7 +26,7 @@ def simulate_layer(
     layer: GemmLayer, hw: HardwareSpec, sparsity: LayerSparsity = DENSE,
     mapping: str = "best", objective: str = "latency",
 ) -> LayerResult:
-    """Cycles, counts and energy of one layer on ``hw`` (see :func:`simulate`)."""
+    """Cycles, counts and energy of one layer on ``hw`` (see `simulate`)."""
     run = run_layer(layer, hw, sparsity, mapping, objective)
     pj = energy(run.counts, hw.energy, run.total_cycles, hw.array.clock_mhz)
     return LayerResult.from_run(layer, sparsity.scheme, run, pj, hw.array.rows * hw.array.cols,
@@ -44,14 +44,14 @@ def simulate(
     """Simulate a network layer by layer.
 
     Args:
-        layers: GEMM layers in execution order (:func:`accel_sim.sources.load_layers`).
+        layers: GEMM layers in execution order (`accel_sim.sources.load_layers`).
         hw: the accelerator.
         sparsity: per-layer descriptors keyed by layer name, from any source (the pruner's
-            masks, :func:`accel_sim.sparsity.synthetic_network`); missing layers run dense.
+            masks, `accel_sim.sparsity.synthetic_network`); missing layers run dense.
         progress: show a tqdm bar (only on a terminal, unless ``TQDM_DISABLE`` says otherwise,
-            and only if the run takes over a second; see :func:`crisp.console.progress_bar`).
+            and only if the run takes over a second; see `crisp.console.progress_bar`).
         mapping: ``best`` (the mapper searches each layer's loop order and stream tile,
-            :mod:`accel_sim.mapper`) or ``scalesim`` (SCALE-Sim's fixed schedule).
+            `accel_sim.mapper`) or ``scalesim`` (SCALE-Sim's fixed schedule).
         objective: what ``best`` minimises: ``latency``, ``energy`` or ``edp``.
 
     Raises:
@@ -78,7 +78,7 @@ class Comparison:
 
     Attributes:
         frame: one row per (scheme, layer), plus a ``total`` row per scheme (``is_total``
-            True, see :meth:`accel_sim.report.Report.to_frame`).
+            True, see `accel_sim.report.Report.to_frame`).
         totals: one row per scheme with ``speedup_vs_<baseline>`` (baseline cycles / scheme
             cycles) and ``energy_saving_vs_<baseline>`` (baseline energy / scheme energy) for
             every scheme compared.
@@ -115,7 +115,7 @@ def compare(
 ) -> Comparison:
     """Simulate each scheme with synthetic masks at ``density`` (one seed) and compare.
 
-    See :mod:`accel_sim.sparsity` for how ``density`` maps onto each scheme; every scheme is
+    See `accel_sim.sparsity` for how ``density`` maps onto each scheme; every scheme is
     mapped at its best (``mapping="best"``: each layer's schedule chosen for that scheme).
     """
     frames = []

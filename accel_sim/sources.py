@@ -1,12 +1,12 @@
 """Where a workload comes from: a zoo model name, a SCALE-Sim topology CSV, or a pruned file.
 
-:func:`load_layers` and :func:`load_workload` are the one place the CLIs turn a ``SOURCE``
+`load_layers` and `load_workload` are the one place the CLIs turn a ``SOURCE``
 argument into GEMM layers (and, for a pruned ``.safetensors`` file or a SCALE-Sim topology with a
 ``Sparsity`` column, their sparsity).
 
-Only a zoo model name needs torch: :mod:`crisp.models` and :mod:`accel_sim.lowering` are imported
+Only a zoo model name needs torch: `crisp.models` and `accel_sim.lowering` are imported
 when one is given, so simulating a topology or a pruned file (read with
-:mod:`crisp.compressed_format`, numpy only) never imports torch.
+`crisp.compressed_format`, numpy only) never imports torch.
 """
 
 from __future__ import annotations
@@ -61,16 +61,16 @@ def load_workload(
     A pruned file carries its layers' geometry at the input shape it was pruned for, so
     ``resolution`` cannot change it; ``batch`` scales P. The descriptors read each layer's mask
     as ``weight != 0`` with the scheme, N:M and block size stored for it (see
-    :func:`crisp.compressed_format.read_layers`); channel-pruned layers are smaller dense layers.
+    `crisp.compressed_format.read_layers`); channel-pruned layers are smaller dense layers.
 
     A SCALE-Sim topology with a ``Sparsity`` column (SCALE-Sim v3,
-    :func:`accel_sim.workload.read_topology`) carries each layer's N:M but no weights: its sparse
+    `accel_sim.workload.read_topology`) carries each layer's N:M but no weights: its sparse
     layers get synthetic N:M masks drawn from ``seed``
-    (:func:`accel_sim.sparsity.topology_sparsity`), the others run dense.
+    (`accel_sim.sparsity.topology_sparsity`), the others run dense.
 
     Args:
         seed: seeds the synthetic masks of a sparse topology (the run's ``--seed``).
-        weights: see :func:`load_layers`.
+        weights: see `load_layers`.
 
     Returns:
         (layers, descriptors keyed by layer name, or None for sources without sparsity: zoo

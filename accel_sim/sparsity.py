@@ -1,22 +1,22 @@
 """Per-layer sparsity descriptors: the workload's side of sparsity (the hardware carries support).
 
-A :class:`LayerSparsity` names a scheme and holds the layer's keep-mask (bool ``[groups*N, K]``,
+A `LayerSparsity` names a scheme and holds the layer's keep-mask (bool ``[groups*N, K]``,
 K in the pruner's order) with the pattern parameters the hardware needs to exploit it: N:M and
-the block size B. Masks come from a pruned model (:func:`from_weight`, :func:`from_mask`) or are
-synthetic (:func:`synthetic`): random scores from a seeded Generator go through the same pattern
-functions as the pruner, in their torch-free core (:mod:`crisp.pattern_core`, which
-:mod:`crisp.patterns` builds on), so the simulator never imports torch.
+the block size B. Masks come from a pruned model (`from_weight`, `from_mask`) or are
+synthetic (`synthetic`): random scores from a seeded Generator go through the same pattern
+functions as the pruner, in their torch-free core (`crisp.pattern_core`, which
+`crisp.patterns` builds on), so the simulator never imports torch.
 
 Synthetic density conventions (``density`` = fraction of weights kept):
 
 - ``unstructured``: every weight kept independently with probability ``density``.
-- ``nm``: the N:M pattern with N/M = density (:func:`nm_for_density`: 0.5 -> 2:4, 0.25 -> 1:4,
+- ``nm``: the N:M pattern with N/M = density (`nm_for_density`: 0.5 -> 2:4, 0.25 -> 1:4,
   0.125 -> 1:8, 0.0625 -> 1:16).
 - ``block``: balanced B x B blocks, ``ceil(density * blocks per row)`` kept per block-row, the
   blocks ranked by uniform random block scores.
 - ``hybrid``: N:M inside kept blocks; the N:M pattern gives N/M and the blocks the rest:
   block density = ``min(1, density / (N/M))`` (2:4 at 25 % keeps half the blocks).
-- ``channel``: no mask; :func:`prune_channels` shrinks the GEMMs (keep fraction sqrt(density)
+- ``channel``: no mask; `prune_channels` shrinks the GEMMs (keep fraction sqrt(density)
   per channel dimension, so that about ``density`` of the weights remain).
 """
 
@@ -45,7 +45,7 @@ class LayerSparsity:
     """The sparsity of one layer.
 
     Attributes:
-        scheme: one of :data:`SCHEMES`.
+        scheme: one of `SCHEMES`.
         mask: bool ``[groups*N, K]`` keep-mask (True = non-zero weight), or None = all kept.
         nm: the layer's N:M pattern ``(N, M)`` (schemes nm, hybrid), else None.
         block: the block size B (schemes block, hybrid), else None.
@@ -91,7 +91,7 @@ class LayerSparsity:
     def __getstate__(self) -> dict:
         """What a copy sent to another process carries: the fields (the mask packed 8 weights
         to a byte: a VGG-16 mask set travels as 17 MB, not 138), the cached properties and the
-        summary statistics (:meth:`summarize`), not the per-array data derived from the mask
+        summary statistics (`summarize`), not the per-array data derived from the mask
         (packings, extents, cell and running counts), which a process derives for the arrays
         it runs.
 
@@ -108,7 +108,7 @@ class LayerSparsity:
         return state
 
     def __setstate__(self, state: dict) -> None:
-        """A copy from :meth:`__getstate__`'s state: the mask unpacked to bools."""
+        """A copy from `__getstate__`'s state: the mask unpacked to bools."""
         if state["mask"] is not None:
             packed, k = state["mask"]
             state["mask"] = np.unpackbits(packed, axis=1, count=k).view(np.bool_)
@@ -119,8 +119,8 @@ class LayerSparsity:
 
         For data derived from the mask (which never changes once drawn) that a sweep would
         otherwise recompute per design point: statistics here, the hardware's packing in
-        :func:`accel_sim.packing.pack`. ``key`` is a tuple whose first item names the kind of
-        data (only the summary kinds travel with a copy: :meth:`__getstate__`). The result is
+        `accel_sim.packing.pack`. ``key`` is a tuple whose first item names the kind of
+        data (only the summary kinds travel with a copy: `__getstate__`). The result is
         shared: callers must not modify it.
         """
         cache = self.__dict__.setdefault("_derived", {})
@@ -190,7 +190,7 @@ class LayerSparsity:
     @functools.cached_property
     def block_rows_before(self) -> np.ndarray:
         """int64 ``[block rows + 1, block columns]``: kept blocks in the block rows above each
-        (a cumulative count over :attr:`block_bitmap`, row 0 all zero)."""
+        (a cumulative count over `block_bitmap`, row 0 all zero)."""
         bitmap = self.block_bitmap
         before = np.zeros((bitmap.shape[0] + 1, bitmap.shape[1]), np.int64)
         np.cumsum(bitmap, axis=0, out=before[1:])
@@ -267,7 +267,7 @@ def _run_columns(mask, out):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _row_edges(running, tile_n, cells_k):  # pragma: no cover - compiled
-    """Tile sums from running counts along N (:func:`_running`, axis 1): tiles of ``tile_n``
+    """Tile sums from running counts along N (`_running`, axis 1): tiles of ``tile_n``
     filters by ``cells_k`` cells of 8 K indices."""
     g, n, kc = running.shape[0], running.shape[1] - 1, running.shape[2]
     out = np.zeros((g, -(-n // tile_n), -(-kc // cells_k)), np.int64)
@@ -281,7 +281,7 @@ def _row_edges(running, tile_n, cells_k):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _column_edges(running, tile_k, cells_n):  # pragma: no cover - compiled
-    """Tile sums from running counts along K (:func:`_running`, axis 2): tiles of ``cells_n``
+    """Tile sums from running counts along K (`_running`, axis 2): tiles of ``cells_n``
     cells of 8 filters by ``tile_k`` K indices."""
     g, nc, k = running.shape[0], running.shape[1], running.shape[2] - 1
     out = np.zeros((g, -(-nc // cells_n), -(-k // tile_k)), np.int64)
@@ -452,12 +452,12 @@ def synthetic(
 
     Args:
         layer: the layer whose ``[groups*N, K]`` weight shape the mask takes.
-        scheme: one of :data:`SCHEMES`; ``dense`` and ``channel`` give no mask.
+        scheme: one of `SCHEMES`; ``dense`` and ``channel`` give no mask.
         density: fraction of weights kept, in (0, 1].
         rng: the only source of randomness.
         nm: the N:M pattern of ``hybrid`` (``nm`` takes its pattern from the density).
         block: block size B of ``block`` and ``hybrid`` (default
-            :data:`crisp.pattern_core.DEFAULT_BLOCK`, 16, which says why).
+            `crisp.pattern_core.DEFAULT_BLOCK`, 16, which says why).
 
     Raises:
         UserError: unknown scheme, density out of (0, 1], bad pattern.
@@ -487,11 +487,11 @@ def synthetic(
 def synthetic_nm(layer: GemmLayer, n: int, m: int, rng: np.random.Generator) -> LayerSparsity:
     """A synthetic N:M mask: the top N of M uniform random scores in every group along K.
 
-    The ``nm`` scheme of :func:`synthetic` and the N:M column of a SCALE-Sim topology
-    (:func:`topology_sparsity`) both draw their masks here.
+    The ``nm`` scheme of `synthetic` and the N:M column of a SCALE-Sim topology
+    (`topology_sparsity`) both draw their masks here.
 
     Raises:
-        UserError: a pattern :func:`crisp.pattern_core.check_nm` rejects.
+        UserError: a pattern `crisp.pattern_core.check_nm` rejects.
     """
     patterns.check_nm(n, m)
     mask = _by_rows((layer.groups * layer.N, layer.K), rng, lambda s: patterns.nm_keep(s, n, m))
@@ -506,7 +506,7 @@ def _by_rows(
     shape: tuple[int, int], rng: np.random.Generator, pattern: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
     """A bool mask of ``shape`` built chunk by chunk of rows from uniform float32 scores
-    (``rng.random(dtype=np.float32)``'s, drawn by :func:`accel_sim.pcg64.random_f32`)."""
+    (``rng.random(dtype=np.float32)``'s, drawn by `accel_sim.pcg64.random_f32`)."""
     mask = np.empty(shape, bool)
     rows = max(1, _CHUNK_SCORES // max(1, shape[1]))
     scores = np.empty(min(rows, shape[0]) * shape[1], np.float32)  # reused: patterns copy
@@ -523,7 +523,7 @@ def topology_sparsity(
     """Descriptors for a SCALE-Sim topology's per-layer N:M column.
 
     A topology carries shapes, not weights, so a layer with an N:M entry gets a synthetic N:M mask
-    (:func:`synthetic_nm`) drawn from ``numpy.random.default_rng(seed)``, layer by layer in file
+    (`synthetic_nm`) drawn from ``numpy.random.default_rng(seed)``, layer by layer in file
     order; a layer without one (or ``1:1``) is dense.
 
     Args:
@@ -546,7 +546,7 @@ def synthetic_network(
 ) -> tuple[list[GemmLayer], dict[str, LayerSparsity]]:
     """Layers and per-layer descriptors of a whole network at one density (one seed).
 
-    ``channel`` returns the shrunk layers of :func:`prune_channels`; other schemes keep the
+    ``channel`` returns the shrunk layers of `prune_channels`; other schemes keep the
     layers and draw one mask per layer from ``numpy.random.default_rng(seed)``.
     """
     _check_density(density)

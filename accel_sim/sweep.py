@@ -1,13 +1,13 @@
 """Design-space sweeps: many independent design points mapped over a Dask cluster.
 
-A :class:`DesignPoint` is one (model, scheme, density, array, dataflow, ...) combination. The
+A `DesignPoint` is one (model, scheme, density, array, dataflow, ...) combination. The
 sweep is a Dask graph that shares work where points share it:
 
 - ``lower`` once per (model, batch): the network's GEMM layers (shapes only; a topology CSV is
   read by the client, which may be the only machine that has it, and sent to the workers);
 - ``draw`` once per mask group (model, scheme, density, block, N:M, batch, seed): the synthetic
   masks, from the lowered layers, with the statistics every point asks of them
-  (:meth:`~accel_sim.sparsity.LayerSparsity.summarize`), which the copies other workers
+  (`accel_sim.sparsity.LayerSparsity.summarize`), which the copies other workers
   receive carry;
 - ``evaluate_batch`` per batch of points of one group: one engine run per point, the batch's rows
   returned as one compact ``pyarrow.Table`` (no pandas on the way).
@@ -25,16 +25,16 @@ and loses nothing: points found in a fragment are not run again. Once every poin
 rows are put in the order of the points asked for (this call's batches from memory, fragments
 of an earlier call read in one dataset scan) and written as ``results.parquet``: tidy, one row
 per design point and layer, the point's fields as columns, and the memory each point ran with
-(:data:`MEMORY_COLUMNS`).
+(`MEMORY_COLUMNS`).
 
 Memory scaling: by default a sweep over a shipped preset scales the preset's SRAMs and DRAM
-bandwidth with the array side (:meth:`DesignPoint.hardware`), and a sweep over a user's ``.toml``
+bandwidth with the array side (`DesignPoint.hardware`), and a sweep over a user's ``.toml``
 or ``.cfg`` file runs every point with the file's memory as it is; ``scale_memory`` (a field of
 every point, so part of its key) says which, and ``accel-sim sweep --scale-memory`` /
 ``--no-scale-memory`` chooses.
 
 Fold plans are not cached here: a plan depends on (layer, sparsity, array, dataflow, memory), and
-the simulator (:func:`accel_sim.simulate.simulate`) is where a per-worker plan cache belongs.
+the simulator (`accel_sim.simulate.simulate`) is where a per-worker plan cache belongs.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ _TASKS_PER_WORKER = 8  # enough batches to keep every worker busy to the end, fe
 _POINTS_META = b"accel_sim.points"  # fragment footer key: JSON [[point key, rows], ...]
 MEMORY_COLUMNS = ("ifmap_sram_kib", "filter_sram_kib", "ofmap_sram_kib", "dram_bytes_per_cycle")
 """Result columns holding the memory each point ran with: the three SRAM sizes (KiB) and the
-DRAM bandwidth (bytes per cycle), after any scaling (:meth:`DesignPoint.hardware`)."""
+DRAM bandwidth (bytes per cycle), after any scaling (`DesignPoint.hardware`)."""
 
 
 @dataclass(frozen=True)
@@ -94,16 +94,16 @@ class DesignPoint:
     Attributes:
         model: zoo model name (or topology CSV path).
         scheme: sparsity scheme (dense, unstructured, channel, nm, block, hybrid).
-        density: fraction of weights kept (synthetic masks, see :mod:`accel_sim.sparsity`).
+        density: fraction of weights kept (synthetic masks, see `accel_sim.sparsity`).
         rows, cols: array dimensions in PEs.
         dataflow: ws, os or is.
         block: block size B of block and hybrid sparsity (default
-            :data:`crisp.pattern_core.DEFAULT_BLOCK`).
+            `crisp.pattern_core.DEFAULT_BLOCK`).
         nm: N:M pattern of hybrid sparsity, e.g. ``"2:4"``.
         hw: preset name, ``.toml`` or SCALE-Sim ``.cfg`` file whose array and dataflow the
             point overrides.
         scale_memory: scale ``hw``'s SRAMs and DRAM bandwidth with the array side (see
-            :meth:`hardware`); None (the default) becomes True for a shipped preset and False
+            `hardware`); None (the default) becomes True for a shipped preset and False
             for a file, so a user's memory is used as written unless asked otherwise.
         batch: samples per inference.
         seed: seed of the synthetic masks.
@@ -192,9 +192,9 @@ def grid(
 
     Args:
         scale_memory: scale the base hardware's SRAMs and DRAM bandwidth with each array's side
-            (:meth:`DesignPoint.hardware`); None = on when ``hw`` (in ``common``, default
+            (`DesignPoint.hardware`); None = on when ``hw`` (in ``common``, default
             ``edge-32x32``) is a shipped preset name, off for a ``.toml`` or ``.cfg`` file.
-        common: the other :class:`DesignPoint` fields, equal for every point (``nm``, ``hw``,
+        common: the other `DesignPoint` fields, equal for every point (``nm``, ``hw``,
             ``batch``, ``seed``, ``mapping``, ``objective``).
     """
     points = []
@@ -214,7 +214,7 @@ def grid(
 
 
 Network = tuple[Sequence[GemmLayer], dict[str, LayerSparsity]]
-"""Layers and their per-layer sparsity descriptors, as :func:`simulate` takes them."""
+"""Layers and their per-layer sparsity descriptors, as `simulate` takes them."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -238,10 +238,10 @@ def evaluate_batch(points: Sequence[DesignPoint], network: Network) -> pa.Table:
 
     Returns:
         One row per point and layer (points in the given order, layers in execution order):
-        the :class:`~accel_sim.report.LayerResult` columns, ``schedule`` (the layer's chosen
+        the `accel_sim.report.LayerResult` columns, ``schedule`` (the layer's chosen
         mapping, the result's ``mapping``), the point's fields (``mapping``: ``best`` or
         ``scalesim``, as asked; ``scheme``: the same as the result's), then the memory the
-        point ran with (:data:`MEMORY_COLUMNS`, floats).
+        point ran with (`MEMORY_COLUMNS`, floats).
     """
     layers, descriptors = network
     rows = []
@@ -306,7 +306,7 @@ def _write_part(out: Path, table: pa.Table, points: Sequence[DesignPoint]) -> Pa
 
 @dataclass
 class SweepRun:
-    """What :func:`execute_sweep` did.
+    """What `execute_sweep` did.
 
     Attributes:
         table: the final table (points in the order asked for, layers in execution order).
@@ -342,12 +342,12 @@ def execute_sweep(
     """Run every point not done yet on Dask, write the final table, and time the client.
 
     Args:
-        points: the design points (:func:`grid`).
+        points: the design points (`grid`).
         out: result folder: ``parts/`` holds a Parquet fragment per finished batch and
             ``results.parquet`` all points once the sweep completes.
         scheduler: address of an existing Dask scheduler (``tcp://host:8786``); None starts a
             LocalCluster of ``workers`` single-threaded processes (default: all cores).
-        progress: show a tqdm bar over points (see :func:`crisp.console.progress_bar`).
+        progress: show a tqdm bar over points (see `crisp.console.progress_bar`).
         batch_points: points per task; default the points over 8 tasks per worker (fewer
             where mask groups are small: a batch holds points of one group).
 
@@ -513,7 +513,7 @@ def run_sweep(
     workers: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """:func:`execute_sweep`, returning the final table as a DataFrame (see there)."""
+    """`execute_sweep`, returning the final table as a DataFrame (see there)."""
     return execute_sweep(points, out, scheduler, workers, progress).table.to_pandas()
 
 

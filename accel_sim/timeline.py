@@ -1,10 +1,10 @@
 """The double-buffered DRAM timeline, walked one fold at a time (Numba).
 
-:mod:`accel_sim.engine` documents the timeline (prefetch, busy, DRAM stalls, write-back). This
+`accel_sim.engine` documents the timeline (prefetch, busy, DRAM stalls, write-back). This
 module holds its arithmetic as a streaming walker, so that the engine can walk a stored plan
-(:func:`accel_sim.engine.walk`) and the mapper can cost a mapping while its folds are generated
-(:func:`accel_sim.mapping.fold_arrays` with ``record=False``) without storing a plan: both feed
-the same :func:`step` and read the same :func:`finish`.
+(`accel_sim.engine.walk`) and the mapper can cost a mapping while its folds are generated
+(`accel_sim.mapping.fold_arrays` with ``record=False``) without storing a plan: both feed
+the same `step` and read the same `finish`.
 
 A fold's DRAM stall depends on the write-back of the fold before it and the fetch of the fold
 after it; a maximal run of folds with ``repeat = w > 1`` is one block repeated w times in place,
@@ -60,7 +60,7 @@ def _close(st: State, after: int, bandwidth: float) -> int:
 def step(st: State, fill: int, stream: int, edge: int, fetch: int, write: int, repeat: int,
          bandwidth: float) -> State:
     """The state after the next fold of the plan (cycles and bytes as in
-    :class:`~accel_sim.mapping.FoldPlan`)."""
+    `accel_sim.mapping.FoldPlan`)."""
     (compute, edges, dram, prefetch, folds, w, length, s_busy, s_fetch, before, s_next,
      p_busy, p_write, p_prev) = st
     busy = fill + stream + edge

@@ -6,15 +6,15 @@ A layer computes ``O[P, N] = A[P, K] x W^T[K, N]``, repeated ``groups`` times, w
 with kw fastest, so the pruner's N:M groups and blocks line up with the array's rows. A Linear on
 ``[..., in_features]`` has ``P`` = the product of its leading dims, ``K = in``, ``N = out``.
 
-Networks are lowered by :func:`accel_sim.lowering.lower_model` (forward hooks; the only simulator
-module that imports torch). SCALE-Sim topology CSV files are read here (:func:`read_topology`):
+Networks are lowered by `accel_sim.lowering.lower_model` (forward hooks; the only simulator
+module that imports torch). SCALE-Sim topology CSV files are read here (`read_topology`):
 conv rows are lowered as SCALE-Sim lowers them (no padding, ``E = ceil((H - F + s) / s)`` per axis)
 and GEMM rows (``Layer, M, N, K``) as ``P=M, K=K, N=N``; SCALE-Sim v3's per-layer ``Sparsity``
 column (``N:M``) is read too.
 
-**Size limit.** Every layer must have at most :data:`MAX_MACS` = 2**44 dense MACs
+**Size limit.** Every layer must have at most `MAX_MACS` = 2**44 dense MACs
 (``P * K * N * groups``); bigger layers are refused with a UserError rather than simulated with
-counts that wrap around (see :class:`GemmLayer`).
+counts that wrap around (see `GemmLayer`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ MAX_MACS = 2**44
 """Largest dense MAC count of one layer (``P * K * N * groups``), about 1.8e13.
 
 Chosen so that every count the engine makes stays below 2**62 (int64 holds 2**63 - 1), with
-margin, for arrays of up to :data:`MAX_ARRAY_SIDE` rows and columns: a fold of r <= R rows,
+margin, for arrays of up to `MAX_ARRAY_SIDE` rows and columns: a fold of r <= R rows,
 c <= C columns and T streaming steps counts at most ``r * c * T`` MAC slots and a small multiple
 of that in register accesses, SRAM words and bytes (at most 16 input words per slot with N:M
 multiplexers, 4 bytes per word, psums at 32 bits), so every action count is below
@@ -52,7 +52,7 @@ real networks are far below the limit (ResNet-50's largest has 1.2e8 MACs, a 16k
 8k tokens 2.2e12).
 """
 MAX_ARRAY_SIDE = 2**16
-"""Largest array side (rows or columns) for which :data:`MAX_MACS` guarantees no overflow."""
+"""Largest array side (rows or columns) for which `MAX_MACS` guarantees no overflow."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class GemmLayer:
 
     Raises:
         UserError: an unknown kind, a dimension below 1, a weight of the wrong shape, or more
-            than :data:`MAX_MACS` dense MACs (the counts of such a layer could overflow int64:
+            than `MAX_MACS` dense MACs (the counts of such a layer could overflow int64:
             refused, never printed wrong). ``dataclasses.replace`` checks again, so a batch that
             scales P past the limit is refused too.
     """
@@ -184,7 +184,7 @@ def _parse_sparsity(path: Path, line: int, name: str, text: str) -> tuple[int, i
 
     Raises:
         UserError: not ``N:M`` with integers ``1 <= N <= M``, or an N < M pattern other than those
-            of :func:`crisp.pattern_core.check_nm` (M in 2, 4, 8, 16).
+            of `crisp.pattern_core.check_nm` (M in 2, 4, 8, 16).
     """
     text = text.strip()
     where = f"{path}:{line}: layer {name}: Sparsity {text!r}"
@@ -228,7 +228,7 @@ def read_topology(path: str | Path) -> tuple[list[GemmLayer], dict[str, tuple[in
     Raises:
         UserError: a missing file, an unknown header, a bad row (names file, line and field), a
             Sparsity entry that is not ``N:M`` with ``1 <= N <= M``, or a layer above
-            :data:`MAX_MACS`.
+            `MAX_MACS`.
     """
     path = Path(path)
     if not path.is_file():
@@ -274,7 +274,7 @@ def read_topology(path: str | Path) -> tuple[list[GemmLayer], dict[str, tuple[in
 
 
 def read_topology_csv(path: str | Path) -> list[GemmLayer]:
-    """The layers of a SCALE-Sim topology CSV (:func:`read_topology` without the sparsity)."""
+    """The layers of a SCALE-Sim topology CSV (`read_topology` without the sparsity)."""
     return read_topology(path)[0]
 
 

@@ -2,7 +2,7 @@
 
 For each number of user classes (drawn from ``--seed``) the dense checkpoint is pruned with
 each scheme (dense, unstructured, channel, nm, block, hybrid) at a ladder of global densities
-with fine-tuning (:func:`crisp.pruner.prune`, through :func:`accuracy_density.measure`), every
+with fine-tuning (`crisp.pruner.prune`, through `accuracy_density.measure`), every
 pruned model is written in the compressed format and simulated from that file with its real
 masks on the default accelerator (``--hw``, edge-32x32, with the simulator's default mapping).
 ``dense`` (fine-tuned on the user's classes, same settings) and ``nm`` (2:4 fixes the density)

@@ -4,7 +4,7 @@ Three sweeps (synthetic masks, one seed), written under ``--out`` (tidy Parquet,
 
 1. ``schemes``: ResNet-50, VGG-16 (BN) and MobileNetV2 on the 32x32 WS edge array, every scheme at
    the densities the paper's schedule reaches for 1, 5 and 10 user classes with 2:4
-   (:func:`crisp.schedule.default_density`: 0.30, 0.40, 0.40), one sweep and one figure per
+   (`crisp.schedule.default_density`: 0.30, 0.40, 0.40), one sweep and one figure per
    distinct density, named by the class counts that share it -> ``latency_1cls``,
    ``latency_5_10cls``, ``energy_1cls``, ``energy_5_10cls`` (normalised grouped bars) and
    ``energy_breakdown`` (stacked components, 5 and 10 classes).
@@ -13,8 +13,8 @@ Three sweeps (synthetic masks, one seed), written under ``--out`` (tidy Parquet,
 3. ``codesign``: ResNet-50 hybrid at 25 % with B in 8..128 on square arrays 8x8 to 128x128 ->
    ``codesign_block_array``.
 
-Sweeps 1 and 2 use 32x32 blocks (:data:`BLOCK`), given explicitly: the library's default block
-size is 16 (:data:`crisp.pattern_core.DEFAULT_BLOCK`).
+Sweeps 1 and 2 use 32x32 blocks (`BLOCK`), given explicitly: the library's default block
+size is 16 (`crisp.pattern_core.DEFAULT_BLOCK`).
 
 Prints per model and class count the latency and energy of hybrid against every baseline, and
 ResNet-50's latency per array. Figures go to ``--out``/figures (PNG and PDF); ``--publish``

@@ -8,8 +8,8 @@
     result = prune(model, train, test, classes, PruneConfig(density=0.1, epochs=1))
     print(result.final["density"], result.final["top1"])  # kept fraction, user-class top-1 (%)
 
-The names of :data:`__all__` load on first use (PEP 562): importing ``crisp``, as the simulator
-does for :mod:`crisp.errors` and :mod:`crisp.pattern_core`, imports no torch.
+The names of `__all__` load on first use (PEP 562): importing ``crisp``, as the simulator
+does for `crisp.errors` and `crisp.pattern_core`, imports no torch.
 """
 
 from __future__ import annotations

@@ -1,20 +1,20 @@
 """Baselines CRISP is compared against, all class-aware and at a matched global density.
 
 - **unstructured**: the same score ``S = |W| * g`` with one global threshold over all prunable
-  weights (:func:`unstructured_masks`, through ``torch.nn.utils.prune.global_unstructured``); run
-  by :func:`crisp.pruner.prune` with ``scheme="unstructured"`` (same rounds and fine-tuning).
-- **nm** and **block**: the two halves of the hybrid, run by :func:`crisp.pruner.prune`.
-- **channel** (:func:`channel_prune`): torch-pruning's ``MetaPruner`` with a group Taylor
+  weights (`unstructured_masks`, through ``torch.nn.utils.prune.global_unstructured``); run
+  by `crisp.pruner.prune` with ``scheme="unstructured"`` (same rounds and fine-tuning).
+- **nm** and **block**: the two halves of the hybrid, run by `crisp.pruner.prune`.
+- **channel** (`channel_prune`): torch-pruning's ``MetaPruner`` with a group Taylor
   importance computed on the user-class loss, removing channels physically (through residual
   dependencies); the classifier's outputs are never pruned. The uniform channel ratio is chosen
   by bisection so that the remaining Conv2d/Linear weights match the target density.
-- **dense** (:func:`dense_finetune`): no pruning, fine-tuned on the user's classes for as many
+- **dense** (`dense_finetune`): no pruning, fine-tuned on the user's classes for as many
   epochs as the hybrid run would take (rounds of ``schedule(target, n/m, step)`` times epochs per
   round), so every model sees the same user-class training.
 
 The two model-level baselines return ``(model, rounds, extra)``: the model, one metrics dict per
-round and extra record fields. This module does not import :mod:`crisp.pruner` (which dispatches
-to it); both read their settings from :mod:`crisp.config`.
+round and extra record fields. This module does not import `crisp.pruner` (which dispatches
+to it); both read their settings from `crisp.config`.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def dense_finetune(
     label_map: torch.Tensor | None,
     runtime: Runtime | None = None,
 ) -> tuple[nn.Module, Rounds, dict[str, object]]:
-    """The dense model fine-tuned on the user's classes for :func:`dense_epochs` epochs."""
+    """The dense model fine-tuned on the user's classes for `dense_epochs` epochs."""
     epochs = dense_epochs(config, len(classes))
     tune = config.fine_tune()
     tune = type(tune)(**{**tune.as_dict(), "epochs": epochs})

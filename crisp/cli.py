@@ -4,17 +4,17 @@
   (fp16 by default, to keep committed checkpoints small) and a JSON record beside it.
 - ``crisp prune``: prune a trained model for a user's classes with one scheme; writes a run
   directory with ``model.pt`` (squashed state dict), ``pruned.safetensors`` (the compressed
-  format, :mod:`crisp.compressed`) and ``record.json`` (the replayable record with per-round
+  format, `crisp.compressed`) and ``record.json`` (the replayable record with per-round
   metrics), each file atomically.
 - ``crisp eval``: user-class top-1/top-5 of a dense or pruned checkpoint.
 
 All three take ``--device auto|cpu|cuda|mps`` (auto: CUDA when present), ``--amp/--no-amp`` (bf16
 autocast, on by default on CUDA) and ``--workers`` (DataLoader processes), see
-:mod:`crisp.devices`. Under ``torchrun --nproc-per-node N -m crisp.cli train|prune ...`` the ranks
-train in DistributedDataParallel and share saliency (:mod:`crisp.distributed`); only rank 0 prints
+`crisp.devices`. Under ``torchrun --nproc-per-node N -m crisp.cli train|prune ...`` the ranks
+train in DistributedDataParallel and share saliency (`crisp.distributed`); only rank 0 prints
 and writes, and the record says the world size.
 
-User mistakes exit with status 2 and a one-line message (see :mod:`crisp.errors`).
+User mistakes exit with status 2 and a one-line message (see `crisp.errors`).
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def say(*parts: object) -> None:
 def committed_checkpoint(model: str, data: str, data_seed: int) -> Path | None:
     """The committed dense checkpoint of ``model`` trained on embedded data set ``data``, if any.
 
-    Only an embedded data set (a name of :data:`crisp.data.KNOWN_DATASETS`, never a folder) with
-    a ``<model>_<data>.pt`` under :data:`CHECKPOINTS` qualifies.
+    Only an embedded data set (a name of `crisp.data.KNOWN_DATASETS`, never a folder) with
+    a ``<model>_<data>.pt`` under `CHECKPOINTS` qualifies.
 
     Raises:
         UserError: the checkpoint's record says it was trained on another ``--data-seed``.
@@ -105,7 +105,7 @@ def parse_nm(text: str) -> tuple[int, int]:
 
 def _load_splits(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
     """The train and test splits of ``--data`` at ``--image-size`` (default: the model's input
-    side for image folders and IDX sets; see :func:`crisp.data.default_image_size`)."""
+    side for image folders and IDX sets; see `crisp.data.default_image_size`)."""
     size = _image_side(args)
     return tuple(load_dataset(args.data, split, seed=args.data_seed, root=args.data_root,
                               image_size=size) for split in ("train", "test"))
@@ -114,7 +114,7 @@ def _load_splits(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
 def _image_side(args: argparse.Namespace) -> int | None:
     """``--image-size``, else the model's input side for image folders and IDX sets, else None
     (the glyph sets and CIFAR-100 keep their 32 pixels); see
-    :func:`crisp.data.default_image_size`."""
+    `crisp.data.default_image_size`."""
     if args.image_size is not None:
         return args.image_size
     return default_image_size(args.data, input_shape(args.model)[1])

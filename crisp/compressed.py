@@ -2,10 +2,10 @@
 
 The format (a ``.safetensors`` file with a JSON header: K order, N:M slots, offsets, block
 bitmaps, GEMM geometry) is defined once, with its torch-free reader, in
-:mod:`crisp.compressed_format`; the names of that reader (:func:`read_layers`,
-:func:`read_header`, :func:`size_breakdown`, :class:`StoredLayer`, :data:`FORMAT`, ...) are
-re-exported here. This module adds what needs torch: :func:`save` (from a ``nn.Module`` and
-its masks), :func:`read_weights` and :func:`read_state_dict` (torch tensors to rebuild a model).
+`crisp.compressed_format`; the names of that reader (`read_layers`,
+`read_header`, `size_breakdown`, `StoredLayer`, `FORMAT`, ...) are
+re-exported here. This module adds what needs torch: `save` (from a ``nn.Module`` and
+its masks), `read_weights` and `read_state_dict` (torch tensors to rebuild a model).
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ def encode_nm(
 def decode_nm(
     values: torch.Tensor, offsets: np.ndarray, region: np.ndarray, k: int, n: int, m: int
 ) -> torch.Tensor:
-    """Inverse of :func:`encode_nm`: the ``[rows, K]`` weight (zeros outside the slots).
+    """Inverse of `encode_nm`: the ``[rows, K]`` weight (zeros outside the slots).
 
-    A torch view of :func:`crisp.compressed_format.decode_nm`, in ``values``' dtype.
+    A torch view of `crisp.compressed_format.decode_nm`, in ``values``' dtype.
     """
     array = values.float().numpy() if values.dtype == torch.bfloat16 else values.numpy()
     return torch.from_numpy(fmt.decode_nm(array, offsets, region, k, n, m)).to(values.dtype)
@@ -152,16 +152,16 @@ def save(
         path: the ``.safetensors`` file to write.
         masks: bool masks by dotted weight name (``<module>.weight``); a layer without one uses
             its non-zero entries.
-        patterns: scheme of each layer by module name (:data:`LAYER_SCHEMES`); missing = dense.
+        patterns: scheme of each layer by module name (`LAYER_SCHEMES`); missing = dense.
         n: N of the N:M pattern.
         m: M of the N:M pattern.
         b: the block size (B a multiple of M for hybrid layers).
         input_shape: (C, H, W) of one input sample, for the GEMM geometry.
-        dtype: stored value dtype, one of :data:`DTYPES`.
+        dtype: stored value dtype, one of `DTYPES`.
         meta: JSON-ready extra header fields (model name, classes, ...).
 
     Returns:
-        :func:`size_breakdown` of the written file.
+        `size_breakdown` of the written file.
     """
     check_nm(n, m)
     check_block(b)

@@ -1,7 +1,7 @@
 """The compressed model format: a ``.safetensors`` file with a JSON header in its metadata.
 
 **Header** (metadata key ``crisp``, a JSON string): ``format`` (``crisp-compressed``),
-``version`` (:data:`VERSION`), ``dtype`` of the stored values, ``k_order``, free-form ``meta``
+``version`` (`VERSION`), ``dtype`` of the stored values, ``k_order``, free-form ``meta``
 (model name, classes, ...) and one entry per Conv2d/Linear layer, in execution order:
 ``name``, ``scheme`` (``hybrid``, ``nm``, ``block``, ``unstructured`` or ``dense``), ``shape`` (the
 weight's own shape), ``rows`` (C_out) and ``K``, ``n``, ``m``, ``b``, the counts of values,
@@ -29,13 +29,13 @@ A group that keeps fewer than N weights is padded with its first unkept position
 the reader's weights still equal the writer's. ``hybrid`` needs B to be a multiple of M, so that
 groups never straddle blocks. Every other state-dict tensor (biases, BatchNorm parameters and
 buffers) is stored unchanged under ``state.<key>``, so the full model can be rebuilt
-(:func:`read_state_dict`).
+(`read_state_dict`).
 
 This module is the format's one definition and its torch-free reader (numpy, via
 ``safetensors``' numpy backend; ``bfloat16`` tensors, which numpy lacks, are read from the file's
-bytes and widened to float32 exactly). :func:`read_layers` is the simulator's entry point and
-:func:`size_breakdown` reports bytes; :mod:`crisp.compressed` adds the writer and the torch views
-(:func:`crisp.compressed.read_weights`, :func:`crisp.compressed.read_state_dict`) on top.
+bytes and widened to float32 exactly). `read_layers` is the simulator's entry point and
+`size_breakdown` reports bytes; `crisp.compressed` adds the writer and the torch views
+(`crisp.compressed.read_weights`, `crisp.compressed.read_state_dict`) on top.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class StoredLayer:
             stride, padding, in_shape, out_shape``) at batch 1 and the stored input shape;
             ``GemmLayer(name=..., weight=..., **geometry)`` rebuilds the layer.
         weight: the masked weight as a float32 ``[C_out, K]`` numpy matrix (K in
-            :data:`K_ORDER`), exactly the stored dtype's values.
+            `K_ORDER`), exactly the stored dtype's values.
         shape: the weight tensor's own shape (e.g. ``(C_out, C_in/groups, kh, kw)``).
     """
 
@@ -139,7 +139,7 @@ def pack_offsets(offsets: np.ndarray, m: int) -> np.ndarray:
 
 
 def unpack_offsets(packed: np.ndarray, count: int, m: int, name: str) -> np.ndarray:
-    """Inverse of :func:`pack_offsets`: ``count`` slot positions as uint8."""
+    """Inverse of `pack_offsets`: ``count`` slot positions as uint8."""
     bits = bits_per_offset(m)
     flat = unpack_bits(packed, count * bits, f"layer {name} offsets").reshape(count, bits)
     return (flat.astype(np.uint8) << np.arange(bits - 1, -1, -1, dtype=np.uint8)).sum(
@@ -311,8 +311,8 @@ def read_header(path: str | Path) -> dict[str, object]:
 def read_layers(path: str | Path) -> list[StoredLayer]:
     """The GEMM layers of a compressed file for the simulator, in execution order (no torch).
 
-    Each :class:`StoredLayer` has the masked ``[C_out, K]`` weight as float32 numpy (K order
-    :data:`K_ORDER`, the same as ``accel_sim.workload``'s im2col), the scheme, N, M, B and the
+    Each `StoredLayer` has the masked ``[C_out, K]`` weight as float32 numpy (K order
+    `K_ORDER`, the same as ``accel_sim.workload``'s im2col), the scheme, N, M, B and the
     GEMM geometry at batch 1; ``GemmLayer(name=l.name, weight=l.weight, **l.geometry)`` is the
     simulator's layer (scale ``P`` by the batch for larger batches).
 

@@ -1,6 +1,6 @@
-"""The settings of a pruning run: :class:`PruneConfig` and the names it accepts.
+"""The settings of a pruning run: `PruneConfig` and the names it accepts.
 
-Both :mod:`crisp.pruner` (the mask schemes and the dispatch) and :mod:`crisp.baselines` (the
+Both `crisp.pruner` (the mask schemes and the dispatch) and `crisp.baselines` (the
 model-level baselines it dispatches to) read these settings; keeping them here lets the import
 graph run one way: ``pruner -> baselines -> config``.
 """
@@ -18,7 +18,7 @@ from crisp.train import TrainConfig
 SCHEMES = ("hybrid", "nm", "block", "unstructured", "channel", "dense")
 MASK_SCHEMES = ("hybrid", "nm", "block", "unstructured")
 HEADS = ("full", "shrink")
-#: What each scheme does to an ordinary layer; the classifier default is in :func:`plan_layers`.
+#: What each scheme does to an ordinary layer; the classifier default is in `plan_layers`.
 _BODY_PATTERN = {"hybrid": "hybrid", "nm": "nm", "block": "block", "unstructured": "unstructured"}
 PATTERNS = ("hybrid", "nm", "block", "unstructured", "dense")
 
@@ -28,12 +28,12 @@ class PruneConfig:
     """Everything that decides a pruning run besides the model and the data.
 
     Attributes:
-        scheme: one of :data:`SCHEMES`.
+        scheme: one of `SCHEMES`.
         density: final global density in (0, 1]; None = the paper's default for the class count
-            (:func:`crisp.schedule.default_density`). Ignored by ``nm`` (N:M fixes it).
+            (`crisp.schedule.default_density`). Ignored by ``nm`` (N:M fixes it).
         n, m: the N:M pattern (``hybrid``, ``nm``).
         block: block size B (``hybrid``, ``block``); default
-            :data:`crisp.pattern_core.DEFAULT_BLOCK` (16, which says why).
+            `crisp.pattern_core.DEFAULT_BLOCK` (16, which says why).
         step: fraction of the start density removed per round (0.1 in the paper's code).
         epochs: fine-tuning epochs after each round.
         head: ``full`` keeps every class (arg-max over all, as the paper's code); ``shrink`` cuts

@@ -1,6 +1,6 @@
 """What the command lines show on a terminal: their ``--version`` line and progress bars.
 
-Torch-free: the simulator's command line (:mod:`accel_sim.cli`) uses it too.
+Torch-free: the simulator's command line (`accel_sim.cli`) uses it too.
 """
 
 from __future__ import annotations

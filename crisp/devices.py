@@ -1,17 +1,17 @@
 """Where the pruning front-end runs: the device, bf16 autocast, DataLoader workers, memory format.
 
-One frozen :class:`Runtime` says how (not what) to compute; :func:`runtime` builds it from the
+One frozen `Runtime` says how (not what) to compute; `runtime` builds it from the
 command line's words (``--device auto|cpu|cuda|mps``, ``--amp/--no-amp``, ``--workers``):
 
 - ``auto`` picks CUDA when present, else the CPU (never MPS on its own: its kernels differ);
 - ``cuda`` on a machine without CUDA, or ``mps`` off macOS / without Metal, is a one-line
-  :class:`~crisp.errors.UserError`;
+  `crisp.errors.UserError`;
 - on CUDA the forward passes run under ``torch.autocast(dtype=torch.bfloat16)`` (no loss scaling
   needed for bf16) unless ``amp`` is off, batches come from pinned memory, and convolution
   weights and inputs use ``channels_last``. On the CPU and MPS nothing of that is on by default,
   so CPU runs stay bit-for-bit reproducible.
 
-Under ``torchrun`` each rank uses ``cuda:LOCAL_RANK`` (see :mod:`crisp.distributed`).
+Under ``torchrun`` each rank uses ``cuda:LOCAL_RANK`` (see `crisp.distributed`).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     """The torch device for ``--device name``.
 
     Args:
-        name: one of :data:`DEVICES` (or ``cuda:N``).
+        name: one of `DEVICES` (or ``cuda:N``).
         local_rank: this process's rank on its machine under ``torchrun`` (picks ``cuda:N``).
 
     Raises:
@@ -132,7 +132,7 @@ def runtime(
     channels_last: bool | None = None,
     local_rank: int | None = None,
 ) -> Runtime:
-    """A :class:`Runtime` from the command line's words.
+    """A `Runtime` from the command line's words.
 
     Args:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.

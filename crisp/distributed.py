@@ -1,19 +1,19 @@
 """Data-parallel pruning and training across processes (``torchrun``), one model copy per rank.
 
 ``torchrun --nproc-per-node N -m crisp.cli prune ...`` starts N processes with ``RANK``,
-``WORLD_SIZE`` and ``LOCAL_RANK`` set; :func:`init` joins them into one process group (NCCL on
-CUDA, gloo on the CPU). Everything else in :mod:`crisp` asks this module and does nothing extra
+``WORLD_SIZE`` and ``LOCAL_RANK`` set; `init` joins them into one process group (NCCL on
+CUDA, gloo on the CPU). Everything else in `crisp` asks this module and does nothing extra
 when no group is active (one process), so a single-process run is unchanged:
 
 - training wraps the model in ``DistributedDataParallel`` (gradients all-reduced, averaged) and
   draws its minibatches through a ``DistributedSampler`` (each rank sees 1/N of the data);
-- saliency: each rank sums ``|dL/dW|`` over its own minibatches, :func:`all_reduce_sum` adds the
+- saliency: each rank sums ``|dL/dW|`` over its own minibatches, `all_reduce_sum` adds the
   sums and the batch counts, so every rank scores with the same mean and builds the same masks;
-  :func:`check_identical` compares digests of the masks after every round and stops the run if
+  `check_identical` compares digests of the masks after every round and stops the run if
   any rank differs;
 - evaluation splits the test set into disjoint shards and adds the counts (exact top-1);
-- :func:`agree` refuses to start when ranks were given different data, classes or seeds;
-- only rank 0 (:func:`is_main`) prints and writes files.
+- `agree` refuses to start when ranks were given different data, classes or seeds;
+- only rank 0 (`is_main`) prints and writes files.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def init(runtime: Runtime) -> bool:
     """Join the ``torchrun`` process group if launched as one of several and not yet joined.
 
     Returns:
-        whether this call created the group (the caller then destroys it, :func:`session`).
+        whether this call created the group (the caller then destroys it, `session`).
     """
     if not launched() or active():
         return False

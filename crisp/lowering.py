@@ -4,8 +4,8 @@ Every Conv2d / Linear becomes one GEMM ``O[P, N] = A[P, K] x W^T[K, N]`` repeate
 times (``P = batch*H_out*W_out``, ``K = (C_in/groups)*kh*kw``, ``N = C_out/groups``; K in PyTorch's
 weight flatten order), in execution order. Layers are found by running the network once with
 forward hooks, so residual and branching networks lower correctly, and a module called twice
-appears twice (``name#1``). The compressed format (:mod:`crisp.compressed`) stores this geometry;
-the simulator (:mod:`accel_sim.lowering`) turns each dict into a ``GemmLayer``.
+appears twice (``name#1``). The compressed format (`crisp.compressed`) stores this geometry;
+the simulator (`accel_sim.lowering`) turns each dict into a ``GemmLayer``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def trace_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
     """Trace ``model`` on one zero input and return its GEMM layers in execution order
     (``weights=False``: without their weights, e.g. for a model on the meta device).
 
-    Each layer is a dict of :class:`accel_sim.workload.GemmLayer`'s fields (the simulator wraps
+    Each layer is a dict of `accel_sim.workload.GemmLayer`'s fields (the simulator wraps
     them; the compressed format stores their geometry).
 
     Args:

@@ -1,15 +1,15 @@
 """Weight masks that training respects, with a lifecycle: attach -> update -> squash.
 
-A masked ``Conv2d``/``Linear`` weight is a :mod:`torch.nn.utils.parametrize` parametrization:
+A masked ``Conv2d``/``Linear`` weight is a `torch.nn.utils.parametrize` parametrization:
 the module keeps its trainable tensor as ``parametrizations.weight.original`` and every access to
 ``module.weight`` returns ``original * mask``. So a masked weight is exactly zero in every forward
 pass, and its gradient (the gradient of ``original``) is exactly zero too, whatever the optimizer
 does. Masks are bool buffers keyed by the weight's dotted name (``stages.0.conv1.weight``) and
-only ever shrink: :func:`update` stores ``old & new``.
+only ever shrink: `update` stores ``old & new``.
 
-- :func:`attach` registers all-True masks on the chosen layers (prepare);
-- :func:`update` narrows them (step);
-- :func:`squash` removes the parametrizations and leaves plain weights with the zeros (export).
+- `attach` registers all-True masks on the chosen layers (prepare);
+- `update` narrows them (step);
+- `squash` removes the parametrizations and leaves plain weights with the zeros (export).
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ class VGGSmall(nn.Module):
     max-pool, global average pooling and one linear layer as the classifier.
 
     ``stages`` gives each stage's conv widths; by default ``vgg_small`` (two convs per width
-    16..128). ``vgg16_cifar`` is :data:`VGG16_STAGES` (13 convs, 14.7 M weights; the fifth
+    16..128). ``vgg16_cifar`` is `VGG16_STAGES` (13 convs, 14.7 M weights; the fifth
     pool leaves 1x1 maps, so the small classifier is one 512 -> classes linear layer).
     """
 
@@ -119,7 +119,7 @@ class VGGSmall(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-#: The zoo's own networks, all for 32x32x3 inputs (:data:`SMALL_INPUT`).
+#: The zoo's own networks, all for 32x32x3 inputs (`SMALL_INPUT`).
 SMALL_MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet_small": ResNetSmall,
     "vgg_small": VGGSmall,

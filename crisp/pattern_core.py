@@ -1,9 +1,9 @@
 """The torch-free core of the sparsity patterns: numpy arrays in, numpy arrays out.
 
-:mod:`crisp.patterns` (the pruner's tensor API) and the simulator (:mod:`accel_sim.sparsity`,
-:mod:`crisp.compressed_format`) share these, so an N:M group, a block and a tie mean the same
+`crisp.patterns` (the pruner's tensor API) and the simulator (`accel_sim.sparsity`,
+`crisp.compressed_format`) share these, so an N:M group, a block and a tie mean the same
 thing on both sides, and the simulator never imports torch. Conventions are those of
-:mod:`crisp.patterns`: a layer is a ``[C_out, K]`` matrix, K in PyTorch's conv flatten order; N:M
+`crisp.patterns`: a layer is a ``[C_out, K]`` matrix, K in PyTorch's conv flatten order; N:M
 groups are M consecutive entries along K (a short tail group keeps at most N); blocks are B x B
 tiles, edge tiles partial; ties go to the lower index.
 """

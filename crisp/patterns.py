@@ -4,15 +4,15 @@ Every function takes a layer's weight scores as a 2-D ``[C_out, K]`` tensor, K o
 flattens a conv weight (``(C_in/groups, kh, kw)``, kw fastest), and returns a bool mask of the same
 shape (True = weight kept). The pruner and the simulator's synthetic masks both use these, so a
 pattern means the same thing everywhere: the simulator uses their torch-free core,
-:mod:`crisp.pattern_core` (numpy; the N:M kernel, the checks and the block arithmetic live there
+`crisp.pattern_core` (numpy; the N:M kernel, the checks and the block arithmetic live there
 and are re-exported here), and never imports torch.
 
-- **N:M** (:func:`nm_mask`): in every group of M consecutive weights along K, keep the N with the
+- **N:M** (`nm_mask`): in every group of M consecutive weights along K, keep the N with the
   highest score. A tail group shorter than M (K not a multiple of M) keeps at most N.
-- **Block** (:func:`block_mask`): tile ``[C_out, K]`` into B x B blocks (edge blocks partial); a
+- **Block** (`block_mask`): tile ``[C_out, K]`` into B x B blocks (edge blocks partial); a
   block's score is the sum of its weights' scores; every block-row (B consecutive output channels)
   keeps the same number of blocks, its top ones by score (balanced block sparsity).
-- **Hybrid** (:func:`hybrid_mask`): block mask AND N:M mask.
+- **Hybrid** (`hybrid_mask`): block mask AND N:M mask.
 
 Ties are broken by position (the lower index wins), so masks are deterministic.
 """
@@ -143,7 +143,7 @@ def rank_scores(scores: torch.Tensor, b: int, allowed: torch.Tensor | None = Non
     Entry k (0-based) is what keeping k+1 blocks per row instead of k adds to the layer. It is
     non-increasing in k, so one global threshold across layers decides how many blocks each layer
     keeps: the ranks whose score is at or above the threshold. Ranks that ``allowed`` (see
-    :func:`block_bitmap`) rules out in some block-row score -inf.
+    `block_bitmap`) rules out in some block-row score -inf.
     """
     bs = _allowed_block_scores(scores, b, allowed)
     return torch.sort(bs, dim=1, descending=True).values.sum(dim=0)

@@ -1,21 +1,21 @@
 """The iterative CRISP pruner: class-aware saliency, hybrid block + N:M masks, global threshold.
 
-One call, :func:`prune`, prunes a model for a user's classes with any scheme of :data:`SCHEMES`
-and returns a :class:`PruneResult` (the pruned, squashed model, its masks and a JSON-ready record
+One call, `prune`, prunes a model for a user's classes with any scheme of `SCHEMES`
+and returns a `PruneResult` (the pruned, squashed model, its masks and a JSON-ready record
 that replays the run: seed, classes, schedule, per-layer plan and per-round metrics).
 
 The mask schemes (``hybrid``, ``nm``, ``block``, ``unstructured``) share one loop:
 
-1. plan each Conv2d/Linear (:func:`plan_layers`): the pattern it gets, or why it is left alone;
-2. attach masks (:mod:`crisp.masks`), gather ``|dL/dW|`` over the user-class data;
+1. plan each Conv2d/Linear (`plan_layers`): the pattern it gets, or why it is left alone;
+2. attach masks (`crisp.masks`), gather ``|dL/dW|`` over the user-class data;
 3. round 0 applies N:M (``hybrid``, ``nm``); it sets the start density;
 4. each later round t lowers the global density to ``schedule(...)[t]``: for block layers one
-   global threshold on the block-rank scores (:func:`select_block_ranks`), for ``unstructured``
+   global threshold on the block-rank scores (`select_block_ranks`), for ``unstructured``
    one global threshold on the weight scores; masks only shrink;
 5. fine-tune after every round, gathering the next round's gradients on the way.
 
-``channel`` and ``dense`` are in :mod:`crisp.baselines` (which never imports this module); the
-settings are :class:`crisp.config.PruneConfig`, re-exported here. Densities are always global:
+``channel`` and ``dense`` are in `crisp.baselines` (which never imports this module); the
+settings are `crisp.config.PruneConfig`, re-exported here. Densities are always global:
 non-zero weights over all Conv2d/Linear weights of the model, the excluded layers included.
 """
 
@@ -57,7 +57,7 @@ from crisp.train import evaluate, train_epochs, user_batches
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """What the pruner does to one layer: ``pattern`` (one of :data:`PATTERNS`) and why."""
+    """What the pruner does to one layer: ``pattern`` (one of `PATTERNS`) and why."""
 
     pattern: str
     reason: str
@@ -65,7 +65,7 @@ class LayerPlan:
 
 @dataclass
 class PruneResult:
-    """Outcome of :func:`prune`.
+    """Outcome of `prune`.
 
     Attributes:
         model: the pruned model, masks squashed (plain weights with zeros); for ``channel`` a
@@ -165,7 +165,7 @@ def select_block_ranks(
 ) -> tuple[dict[str, int], float]:
     """Blocks per block-row for each layer under one global threshold on block-rank scores.
 
-    Ranks (:func:`crisp.patterns.rank_scores`) of all layers are taken best first while the
+    Ranks (`crisp.patterns.rank_scores`) of all layers are taken best first while the
     weights they keep fit in ``budget``; every layer keeps at least one block per row. Only blocks
     that still hold weights in ``current`` may be kept.
 
@@ -215,7 +215,7 @@ def _layer_densities(model: nn.Module) -> dict[str, float]:
 
 
 class _MaskPruner:
-    """State of one mask-scheme run (model, plan, gradient meter); :func:`prune` drives it."""
+    """State of one mask-scheme run (model, plan, gradient meter); `prune` drives it."""
 
     def __init__(self, model: nn.Module, config: PruneConfig, plans: dict[str, LayerPlan]) -> None:
         self.model = model
@@ -293,7 +293,7 @@ def prune(
         classes: the user's class ids.
         config: the scheme and its settings.
         seed: seeds every random choice (data order, augmentation; ``torch.manual_seed`` too).
-        runtime: where to compute: a :class:`crisp.devices.Runtime`, a device name (``"cuda"``,
+        runtime: where to compute: a `crisp.devices.Runtime`, a device name (``"cuda"``,
             ``"auto"``, ...) or None (the CPU). Masks, saliency and fine-tuning stay on it.
             Under ``torchrun`` (an initialised process group) the ranks split the data, their
             saliency sums are added, and every rank holds the same masks after every round

@@ -5,13 +5,13 @@ classes score high. ``W`` is the effective (masked) weight and the gradient is t
 tensor behind it, which is zero where the mask is False, so a pruned weight scores exactly zero.
 The score is ``|W| * g``, not the public code's ``|W|^2 * g``.
 
-:class:`GradientMeter` accumulates ``|grad|`` after each backward pass, both in a dedicated pass
-(:func:`gradient_pass`, before any pruning) and during fine-tuning (the training loop calls
-:meth:`GradientMeter.update` after every backward), so a round's saliency uses the gradients of the
+`GradientMeter` accumulates ``|grad|`` after each backward pass, both in a dedicated pass
+(`gradient_pass`, before any pruning) and during fine-tuning (the training loop calls
+`GradientMeter.update` after every backward), so a round's saliency uses the gradients of the
 previous round's fine-tuning.
 
-The sums stay on the weights' device. Under ``torchrun`` :meth:`GradientMeter.mean` adds the sums
-and the batch counts of all ranks (:func:`crisp.distributed.all_reduce_sum`), so every rank gets
+The sums stay on the weights' device. Under ``torchrun`` `GradientMeter.mean` adds the sums
+and the batch counts of all ranks (`crisp.distributed.all_reduce_sum`), so every rank gets
 the mean over all minibatches of all ranks and builds the same masks. This holds both for the
 gradient pass (each rank's own gradients) and for fine-tuning in ``DistributedDataParallel``
 (gradients already averaged: the sum over ranks divided by the summed count is that average).
@@ -112,7 +112,7 @@ def saliency(model: nn.Module, mean_grads: dict[str, torch.Tensor]) -> dict[str,
     """``S = |W| * g`` per weight as a float ``[C_out, K]`` matrix (K in PyTorch flatten order).
 
     Args:
-        mean_grads: mean ``|dL/dW|`` by dotted weight name (:meth:`GradientMeter.mean`); layers
+        mean_grads: mean ``|dL/dW|`` by dotted weight name (`GradientMeter.mean`); layers
             without an entry are left out.
     """
     scores = {}

@@ -9,7 +9,7 @@ of the start (the public code removes 10 percent of the block ranks a round), so
 The paper picks how much to remove by the number of user classes, as a fraction ``p`` of the block
 ranks removed: p = 0.4 for 1 class, 0.3 for 2-3, 0.2 for 4-10 (and, our extension, 0.1 beyond),
 giving a final density of about ``(N/M) * (1 - p)`` after N:M (0.3, 0.35 and 0.4 with 2:4).
-:func:`default_density` returns that target when the user names none.
+`default_density` returns that target when the user names none.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ Labels: a model with the full head is trained and scored on the original class i
 all classes, as the paper's code). With a head shrunk to the user's classes, ``label_map`` (a long
 tensor indexed by original class id, -1 for other classes) turns ids into head indices.
 
-Where: every loop takes a :class:`crisp.devices.Runtime` (device, bf16 autocast, DataLoader
+Where: every loop takes a `crisp.devices.Runtime` (device, bf16 autocast, DataLoader
 workers, pinned memory, channels_last; None = the CPU). Under ``torchrun`` training runs in
 ``DistributedDataParallel`` over a ``DistributedSampler`` and evaluation adds up disjoint shards
-(:mod:`crisp.distributed`); with one process nothing changes.
+(`crisp.distributed`); with one process nothing changes.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def train_epochs(
         generator: the source of shuffling and augmentation randomness.
         label_map: class id -> head index for a shrunk head (None: ids are head indices).
         after_backward: called after each backward pass, before the optimiser step (e.g.
-            :meth:`crisp.saliency.GradientMeter.update`).
+            `crisp.saliency.GradientMeter.update`).
         desc: label of the progress bar.
         runtime: device, autocast, workers (None: the CPU). Under ``torchrun`` the model trains
             in ``DistributedDataParallel`` (``config.batch_size`` images per rank and step) and

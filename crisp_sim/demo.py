@@ -141,7 +141,7 @@ def figures(layers: pd.DataFrame, summary: pd.DataFrame,
 
 def write_figures(layers: pd.DataFrame, summary: pd.DataFrame, folder: Path,
                   context: str | None = None) -> list[Path]:
-    """Write :func:`figures` into ``folder`` (PNG and PDF each)."""
+    """Write `figures` into ``folder`` (PNG and PDF each)."""
     return [path for name, fig in figures(layers, summary, context).items()
             for path in plots.save(fig, folder / name)]
 

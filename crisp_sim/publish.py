@@ -94,7 +94,7 @@ class Results:
 
     Args:
         name: the file's name under ``folder`` without ``.md``.
-        command: the command that makes it (:func:`script_command` for a benchmark).
+        command: the command that makes it (`script_command` for a benchmark).
         publish: write the file and figures; False only prints.
         folder: where results go (``docs/results``).
         local: where figures go when not publishing (PNG and PDF); None: nowhere.

@@ -3,10 +3,10 @@
 - ``reference/cli.md``: every command's ``--help``, from the argparse parsers themselves;
 - ``reference/hardware-keys.md``: every key of a hardware TOML file with its default and meaning,
   from the spec dataclasses and their docstrings, the presets as shipped, and the default energy
-  table of each preset (pJ), from :func:`accel_sim.hardware.default_energy`;
+  table of each preset (pJ), from `accel_sim.hardware.default_energy`;
 - ``reference/results-schema.md``: every column of a simulation's per-layer table and of a
-  sweep's ``results.parquet``, in the order written, from :class:`accel_sim.report.LayerResult`
-  (fields and derived properties) and :func:`accel_sim.sweep.evaluate_batch` (run on one design
+  sweep's ``results.parquet``, in the order written, from `accel_sim.report.LayerResult`
+  (fields and derived properties) and `accel_sim.sweep.evaluate_batch` (run on one design
   point with the simulation stubbed out, so the page lists exactly the columns it writes), each
   described by the ``Attributes:`` of ``LayerResult``, ``DesignPoint`` or ``MemorySpec`` or by
   the property's docstring. A column without a description fails the build.
@@ -183,7 +183,7 @@ def _layer_columns() -> list[tuple[str, str, str]]:
 
 
 def _sweep_table() -> object:
-    """The table :func:`accel_sim.sweep.evaluate_batch` returns for one dense design point, with
+    """The table `accel_sim.sweep.evaluate_batch` returns for one dense design point, with
     ``simulate`` stubbed out to return one all-zero layer (no simulation, no compiled code)."""
     point = sweep.DesignPoint("schema", "dense", 1.0, 32, 32)
     layer = GemmLayer("x", "linear", P=1, K=1, N=1)

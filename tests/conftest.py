@@ -45,5 +45,5 @@ def _run_blocks(text: str, folder: Path) -> list[str]:
 
 @pytest.fixture
 def run_doc_blocks() -> Callable[[str, Path], list[str]]:
-    """The runner of a page's command blocks (:func:`_run_blocks`)."""
+    """The runner of a page's command blocks (`_run_blocks`)."""
     return _run_blocks

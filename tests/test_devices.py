@@ -117,7 +117,7 @@ def _on_device_guard(model: nn.Module, device: torch.device) -> list[str]:
 def test_pruning_stays_on_the_requested_device(device: str) -> None:
     """Every forward pass (gradients, fine-tuning, evaluation) sees only tensors on ``device``.
 
-    The hooks travel with the copy :func:`prune` makes (deepcopy keeps them).
+    The hooks travel with the copy `prune` makes (deepcopy keeps them).
     """
     model, train, test = _tiny_task()
     rt = runtime(device, amp=False)

@@ -2,23 +2,23 @@
 
 Everything here works offline; nothing is ever downloaded.
 
-* :func:`glyph_set` builds (or reads from the disk cache) a deterministic 100-class image data
+* `glyph_set` builds (or reads from the disk cache) a deterministic 100-class image data
   set of 32x32 RGB character images rendered from the fonts that ship inside matplotlib:
-  ``glyph100`` (quick; :func:`glyph100`) or ``glyph100-hard`` (elastic warps, blur, clutter,
+  ``glyph100`` (quick; `glyph100`) or ``glyph100-hard`` (elastic warps, blur, clutter,
   occluders, textured backgrounds).
-* :func:`load_idx` reads a folder of IDX files (MNIST layout: MNIST, Fashion-MNIST, KMNIST);
-  :func:`fashion_mnist` reads Debian's ``dataset-fashion-mnist`` package.
-* :func:`load_cifar100` reads a ``cifar-100-python`` directory (``train``, ``test``, ``meta``).
-* :func:`load_image_folder` indexes an ImageNet-style tree (``root/train/<class>/*``,
+* `load_idx` reads a folder of IDX files (MNIST layout: MNIST, Fashion-MNIST, KMNIST);
+  `fashion_mnist` reads Debian's ``dataset-fashion-mnist`` package.
+* `load_cifar100` reads a ``cifar-100-python`` directory (``train``, ``test``, ``meta``).
+* `load_image_folder` indexes an ImageNet-style tree (``root/train/<class>/*``,
   ``root/val/<class>/*``) and decodes images lazily in ``__getitem__``.
-* :func:`load_dataset` dispatches on a name or a path.
-* :func:`user_subset` picks the classes and images of one simulated user.
+* `load_dataset` dispatches on a name or a path.
+* `user_subset` picks the classes and images of one simulated user.
 
-Bad input raises :class:`crisp.errors.UserError` with a one-line message.
+Bad input raises `crisp.errors.UserError` with a one-line message.
 
-Modules: :mod:`crisp.data.datasets` (the containers :class:`ImageDataset`,
-:class:`ImageFolderDataset`), :mod:`crisp.data.glyphs` (glyph100: classes, rendering, cache),
-:mod:`crisp.data.files` (CIFAR-100 and folder loaders), :mod:`crisp.data.idx` (IDX files);
+Modules: `crisp.data.datasets` (the containers `ImageDataset`,
+`ImageFolderDataset`), `crisp.data.glyphs` (glyph100: classes, rendering, cache),
+`crisp.data.files` (CIFAR-100 and folder loaders), `crisp.data.idx` (IDX files);
 everything public is re-exported here.
 """
 
@@ -112,7 +112,7 @@ __all__ = [
     "user_subset",
 ]
 
-#: Data set names :func:`load_dataset` knows (anything else must be ``idx:FOLDER`` or a path).
+#: Data set names `load_dataset` knows (anything else must be ``idx:FOLDER`` or a path).
 KNOWN_DATASETS: tuple[str, ...] = (*GLYPH_STYLES, "fashion-mnist")
 
 _ALLOWED = (f"allowed {', '.join(KNOWN_DATASETS)}, idx:FOLDER or a path to a CIFAR-100, IDX or "
@@ -137,7 +137,7 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", seed: in
             ``val/<class>/``).
         split: ``"train"`` or ``"test"`` (``"val"`` means test).
         seed: the glyph sets' seed (integer >= 0); ignored by the on-disk formats.
-        root: for the glyph sets, the cache directory (default :func:`default_cache_dir`); for
+        root: for the glyph sets, the cache directory (default `default_cache_dir`); for
             a relative path, the directory it is relative to.
         n_per_class: glyph set images per class (default 300 train / 100 test).
         image_size: output side in pixels. ImageNet-style folders: default 224 (shorter side
@@ -145,7 +145,7 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", seed: in
             size (32, 32, 28); another value resizes every image (bilinear).
 
     Returns:
-        :class:`ImageDataset` (glyph sets, CIFAR-100, IDX) or :class:`ImageFolderDataset`.
+        `ImageDataset` (glyph sets, CIFAR-100, IDX) or `ImageFolderDataset`.
     """
     split = _check_split(split)
     seed = _check_seed(seed)

@@ -75,7 +75,7 @@ def load_cifar100(path: str | os.PathLike, split: str = "train") -> ImageDataset
         split: ``"train"`` or ``"test"`` (``"val"`` means test).
 
     Returns:
-        :class:`ImageDataset`, images uint8 [N, 3, 32, 32], labels int64 [N] (fine labels),
+        `ImageDataset`, images uint8 [N, 3, 32, 32], labels int64 [N] (fine labels),
         classes from ``meta``'s ``fine_label_names`` (or ``"0".."99"`` without ``meta``).
     """
     split = _check_split(split)
@@ -135,7 +135,7 @@ def load_image_folder(path: str | os.PathLike, split: str = "train",
         image_size: output side in pixels (shorter side resized, centre cropped).
 
     Returns:
-        :class:`ImageFolderDataset`; no image is decoded until it is indexed.
+        `ImageFolderDataset`; no image is decoded until it is indexed.
     """
     split = _check_split(split)
     image_size = _check_count("image_size", image_size)

@@ -3,10 +3,10 @@
 The glyphs come from the fonts bundled with matplotlib (DejaVu Sans / Sans Mono / Serif and
 STIX General, regular, bold, italic and bold italic), drawn with matplotlib's FreeType wrapper
 (``matplotlib.ft2font.FT2Font``), then rotated, shifted, coloured and noised in numpy. See
-:data:`GLYPH100_CLASSES` for the classes and how look-alikes were removed, and
-:func:`render_glyph100` for the per-sample randomness.
+`GLYPH100_CLASSES` for the classes and how look-alikes were removed, and
+`render_glyph100` for the per-sample randomness.
 
-Both sets share the classes and the renderer; a :class:`GlyphStyle` (:data:`GLYPH_STYLES`) says
+Both sets share the classes and the renderer; a `GlyphStyle` (`GLYPH_STYLES`) says
 how each is distorted. ``glyph100`` is the quick one (a small network reaches ~100 %);
 ``glyph100-hard`` adds elastic warps, blur, clutter strokes, occluders, a textured background,
 lower contrast and more noise, so that pruning schemes differ in the accuracy they keep.
@@ -74,7 +74,7 @@ GLYPH100_SCRIPTS: dict[str, str] = {
 #: The class characters, in class-id order (exactly 100, all distinct).
 GLYPH100_CLASSES: tuple[str, ...] = tuple("".join(GLYPH100_SCRIPTS.values()))
 
-#: Unicode names of :data:`GLYPH100_CLASSES`, e.g. ``"GREEK CAPITAL LETTER GAMMA"``.
+#: Unicode names of `GLYPH100_CLASSES`, e.g. ``"GREEK CAPITAL LETTER GAMMA"``.
 GLYPH100_CLASS_NAMES: tuple[str, ...] = tuple(unicodedata.name(c) for c in GLYPH100_CLASSES)
 
 #: Font files (in ``matplotlib.get_data_path()/fonts/ttf``) a glyph is drawn from. Each sample
@@ -386,7 +386,7 @@ def _texture(ex: dict[str, np.ndarray], a: int, b: int) -> np.ndarray:
 
 def render_glyph_set(name: str, n_per_class: int, seed: int = 0,
                      split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Render the glyph set ``name`` (a key of :data:`GLYPH_STYLES`) without any caching.
+    """Render the glyph set ``name`` (a key of `GLYPH_STYLES`) without any caching.
 
     Args:
         name: ``"glyph100"`` or ``"glyph100-hard"``.
@@ -402,7 +402,7 @@ def render_glyph_set(name: str, n_per_class: int, seed: int = 0,
     *style key): a font among those covering the class, the ink size, a rotation (bilinear), a
     shift keeping the glyph inside the image, a polarity and colours (ink dark on light or light
     on dark) and additive triangular pixel noise, with the ranges of the style; then, from a
-    third stream, the style's extra distortions (:class:`GlyphStyle`). Same arguments and same
+    third stream, the style's extra distortions (`GlyphStyle`). Same arguments and same
     matplotlib (FreeType) version give identical bytes.
     """
     style = _style(name)
@@ -471,7 +471,7 @@ def render_glyph_set(name: str, n_per_class: int, seed: int = 0,
 
 def render_glyph100(n_per_class: int, seed: int = 0,
                     split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Render glyph100 without any caching: :func:`render_glyph_set` ``("glyph100", ...)``.
+    """Render glyph100 without any caching: `render_glyph_set` ``("glyph100", ...)``.
 
     glyph100's ranges: ink size (larger side) 14..26 px, rotation -15..15 degrees, dark
     channel values 0..99, light 155..255, noise std 0..9.8 grey levels; no extra distortions.
@@ -488,7 +488,7 @@ def default_cache_dir() -> Path:
 def glyph_cache_path(name: str, split: str = "train", seed: int = 0,
                      n_per_class: int | None = None,
                      cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where :func:`glyph_set` caches a split of the glyph set ``name``: keyed by the set's
+    """Where `glyph_set` caches a split of the glyph set ``name``: keyed by the set's
     name, format version, a digest of the class list, fonts and style, matplotlib version (it
     carries the FreeType build), seed, split and images per class."""
     style = _style(name)
@@ -502,7 +502,7 @@ def glyph_cache_path(name: str, split: str = "train", seed: int = 0,
 
 def glyph100_cache_path(split: str = "train", seed: int = 0, n_per_class: int | None = None,
                         cache_dir: str | os.PathLike | None = None) -> Path:
-    """:func:`glyph_cache_path` of glyph100."""
+    """`glyph_cache_path` of glyph100."""
     return glyph_cache_path("glyph100", split, seed, n_per_class, cache_dir)
 
 
@@ -548,24 +548,24 @@ def _write_atomic(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
 def glyph_set(name: str, split: str = "train", seed: int = 0, n_per_class: int | None = None,
               cache_dir: str | os.PathLike | None = None) -> ImageDataset:
     """The glyph set ``name`` (``"glyph100"`` or ``"glyph100-hard"``): 100 classes of 32x32
-    RGB character images (see module docs and :class:`GlyphStyle`).
+    RGB character images (see module docs and `GlyphStyle`).
 
     RGB (3 channels, uint8) so that models built for 3-channel input work unchanged; the
     colours are random, so the class is in the shape only.
 
     Args:
-        name: a key of :data:`GLYPH_STYLES`.
+        name: a key of `GLYPH_STYLES`.
         split: ``"train"`` or ``"test"`` (``"val"`` means test); the two are drawn from
             independent random streams.
         seed: integer >= 0.
         n_per_class: images per class; default 300 for train, 100 for test.
-        cache_dir: where the built arrays are kept; default :func:`default_cache_dir`. The
+        cache_dir: where the built arrays are kept; default `default_cache_dir`. The
             first call renders (seconds; glyph100-hard's extra distortions cost a little
             more) and writes the cache atomically; later calls read it.
 
     Returns:
-        :class:`ImageDataset` with images uint8 [100 * n, 3, 32, 32], labels int64, and
-        ``classes`` = :data:`GLYPH100_CLASSES` (use :data:`GLYPH100_CLASS_NAMES` for names).
+        `ImageDataset` with images uint8 [100 * n, 3, 32, 32], labels int64, and
+        ``classes`` = `GLYPH100_CLASSES` (use `GLYPH100_CLASS_NAMES` for names).
     """
     style = _style(name)
     split = _check_split(split)
@@ -587,5 +587,5 @@ def glyph_set(name: str, split: str = "train", seed: int = 0, n_per_class: int |
 
 def glyph100(split: str = "train", seed: int = 0, n_per_class: int | None = None,
              cache_dir: str | os.PathLike | None = None) -> ImageDataset:
-    """The glyph100 data set: :func:`glyph_set` ``("glyph100", ...)``."""
+    """The glyph100 data set: `glyph_set` ``("glyph100", ...)``."""
     return glyph_set("glyph100", split, seed, n_per_class, cache_dir)

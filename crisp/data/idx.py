@@ -103,7 +103,7 @@ def load_idx(folder: str | os.PathLike, split: str = "train", *,
         std: normalisation standard deviation (default Fashion-MNIST's).
 
     Returns:
-        :class:`ImageDataset`, images uint8 [N, 3, H, W] (grey repeated on 3 channels), labels
+        `ImageDataset`, images uint8 [N, 3, H, W] (grey repeated on 3 channels), labels
         int64 [N].
     """
     split = _check_split(split)
@@ -141,7 +141,7 @@ def fashion_mnist(split: str = "train", folder: str | os.PathLike | None = None)
 
     Args:
         split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
-        folder: where the IDX files are (default :data:`FASHION_MNIST_DIR`).
+        folder: where the IDX files are (default `FASHION_MNIST_DIR`).
     """
     root = FASHION_MNIST_DIR if folder is None else Path(folder)
     if not root.is_dir():
