@@ -4,6 +4,8 @@
 - ``reference/hardware-keys.md``: every key of a hardware TOML file with its default and meaning,
   from the spec dataclasses and their docstrings, the presets as shipped, and the default energy
   table of each preset (pJ), from `accel_sim.hardware.default_energy`;
+- ``reference/results-provenance.md``: every results file's command, commit, date, machine and
+  wall time, and what ``make results`` takes;
 - ``reference/results-schema.md``: every column of a simulation's per-layer table and of a
   sweep's ``results.parquet``, in the order written, from `accel_sim.report.LayerResult`
   (fields and derived properties) and `accel_sim.sweep.evaluate_batch` (run on one design
@@ -20,6 +22,7 @@ import inspect
 import re
 import tomllib
 from importlib import resources
+from pathlib import Path
 
 import mkdocs_gen_files
 
@@ -27,8 +30,9 @@ from accel_sim import cli as accel_cli
 from accel_sim import hardware, report, sweep
 from accel_sim.workload import GemmLayer
 from crisp import cli as crisp_cli
-from crisp_sim import demo
+from crisp_sim import demo, publish
 
+ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = (
     ("accel-sim", accel_cli.build_parser),
     ("crisp", crisp_cli.build_parser),
@@ -248,7 +252,56 @@ def schema_page() -> str:
     return "\n".join(out) + "\n"
 
 
+def _make_recipes(makefile: Path) -> dict[str, set[str]]:
+    """The scripts (``benchmarks/x.py``, ``crisp_sim.demo``) each Makefile target runs."""
+    recipes: dict[str, set[str]] = {}
+    target = None
+    for line in makefile.read_text().splitlines():
+        if re.match(r"^[\w-]+:", line):
+            target = line.split(":")[0]
+        elif line.startswith("\t") and target:
+            recipes.setdefault(target, set()).update(
+                re.findall(r"benchmarks/\w+\.py|crisp_sim\.demo", line))
+    return recipes
+
+
+def provenance_page() -> str:
+    """Every results file with its provenance line, and what ``make results`` takes."""
+    rows, walls = [], {}
+    for path in sorted((ROOT / "docs" / "results").glob("*.md")):
+        match = publish.PROVENANCE.match(path.read_text())
+        if match is None:
+            raise SystemExit(f"docs/results/{path.name} has no provenance line")
+        command = match["command"]
+        script = next(iter(re.findall(r"benchmarks/\w+\.py|crisp_sim\.demo", command)), command)
+        walls[path.name] = (script, float(match["wall"]))
+        rows.append(f"| [`{path.name}`](../results.md) | `{command}` | {match['commit']} | "
+                    f"{match['date']} | {match['machine']} | {float(match['wall']):,.0f} s |")
+    recipes = _make_recipes(ROOT / "Makefile")
+    quick = recipes.get("results-quick", set())
+    every = quick | recipes.get("results", set())
+
+    def total(scripts: set[str]) -> str:
+        seconds = sum(wall for script, wall in walls.values() if script in scripts)
+        return f"{seconds / 60:.0f} minutes"
+
+    return "\n".join([
+        "# Results provenance", "",
+        "Generated when the site is built from the first line of every file under "
+        "`docs/results/`: the command that wrote it, the commit of the code, the date, the "
+        "machine and the wall time of the run. A commit marked `-dirty` ran with uncommitted "
+        "changes to the code.", "",
+        f"`make results-quick` reruns the files of {', '.join(sorted(quick))}: "
+        f"{total(quick)} of wall time as published. `make results` reruns every file: "
+        f"{total(every)} as published (the machine above; the peers' virtual environments are "
+        "created on the first run, which adds their installation).", "",
+        "| file | command | commit | date | machine | wall time |",
+        "| --- | --- | --- | --- | --- | --- |", *rows, ""])
+
+
 _toml_names()
+with mkdocs_gen_files.open("reference/results-provenance.md", "w") as page:
+    page.write(provenance_page())
 with mkdocs_gen_files.open("reference/results-schema.md", "w") as page:
     page.write(schema_page())
 with mkdocs_gen_files.open("reference/cli.md", "w") as page:
