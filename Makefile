@@ -55,6 +55,7 @@ results-quick: $(STAMP)
 results: results-quick
 	TQDM_DISABLE=1 $(PY) -m crisp_sim.demo --out runs/demo-publish --publish
 	$(PY) benchmarks/scalesim_crosscheck.py --publish
+	$(PY) benchmarks/scalesim_crosscheck.py --full --arrays 128x128 --dataflows ws --publish
 	$(PY) benchmarks/zigzag_crosscheck.py --publish
 	$(PY) benchmarks/sweep_speed.py --publish
 	$(PY) benchmarks/accuracy_density.py --epochs 3 --publish

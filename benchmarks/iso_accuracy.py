@@ -71,6 +71,8 @@ SETTINGS: dict[str, dict[str, object]] = {
              "class_counts": "1,5,10", "densities": "0.4,0.3,0.2,0.14,0.1,0.07,0.05,0.035,0.025",
              "epochs": 4, "step": 0.1, "n_per_class": 256},
 }
+#: The order of the published rows: the baselines, then the halves of hybrid, then hybrid.
+ROW_ORDER = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 #: The schemes that run at every density of the ladder (the others run once).
 LADDER_SCHEMES = ("unstructured", "channel", "block", "hybrid")
 _KEY = ("classes", "scheme", "target")
@@ -233,6 +235,9 @@ def wide_table(table: pd.DataFrame) -> str:
         return (f"{r.top1:.1f} % @ {r.latency_us:.1f} µs, {r.energy_uj:.0f} µJ "
                 f"(d {r.density:.3f})")
 
+    order = {scheme: i for i, scheme in enumerate(ROW_ORDER)}
+    table = table.sort_values(["classes", "scheme"], key=lambda c: c.map(order) if
+                              c.name == "scheme" else c, kind="stable")
     for (count, scheme), part in table.groupby(["classes", "scheme"], sort=False):
         by_target = {r.target: r for r in part.itertuples()}
         if min(by_target) >= 0.5:  # dense, nm
