@@ -57,7 +57,7 @@ results: results-quick
 	$(PY) benchmarks/scalesim_crosscheck.py --publish
 	$(PY) benchmarks/scalesim_crosscheck.py --full --arrays 128x128 --dataflows ws --publish
 	$(PY) benchmarks/zigzag_crosscheck.py --publish
-	$(PY) benchmarks/sweep_speed.py --publish
+	$(PY) benchmarks/sweep_speed.py --workers 1,2 --mappings best,scalesim --publish
 	$(PY) benchmarks/accuracy_density.py --epochs 3 --publish
 	$(PY) benchmarks/iso_accuracy.py --setting cpu --publish
 	$(PY) benchmarks/iso_accuracy.py --setting fashion --publish
