@@ -68,3 +68,16 @@ def test_figure_has_one_panel_per_class_count() -> None:
     fig = iso_accuracy.figure(_table())
     assert len(fig.axes) == 2
     assert fig.axes[0].get_title() == "1 user class"
+
+
+def test_published_tables_order_rows_and_format_cells() -> None:
+    table = _table().assign(target=lambda t: t.density)
+    wide = iso_accuracy.wide_table(table).splitlines()
+    assert wide[0] == "| classes | scheme | target 0.25 | target 0.1 | target 0.04 |"
+    schemes = [line.split(" | ")[1] for line in wide[2:]]
+    assert schemes == ["dense", "channel", "nm", "block", "hybrid", "dense", "unstructured",
+                       "hybrid"]  # the published order, whatever the runs' order
+    assert wide[2].endswith("| 90.0 % @ 60.0 µs, 100 µJ (d 1.000) |  |  |")  # dense: first
+    points = iso_accuracy.iso_points(table)
+    text = iso_accuracy.markdown(points[["classes", "scheme", "latency_us", "latency_density"]])
+    assert "| 1 | hybrid | 20.0 | 0.100 |" in text and "| 1 | block | – | – |" in text
