@@ -412,7 +412,8 @@ def accuracy_pareto(df: pd.DataFrame, context: str | None = None) -> Figure:
     axes[0].set_xscale("log", base=2)
     axes[0].set_ylabel("user-class top-1 (%)")
     axes[1].set_xlabel("latency per inference (µs)")
-    handles = [plt.Line2D([], [], ls="", marker=m, color="grey", label=f"{c} classes")
+    handles = [plt.Line2D([], [], ls="", marker=m, color="grey",
+                          label=f"{c} user class" + ("es" if c != 1 else ""))
                for c, m in markers.items()]
     axes[0].legend(handles=handles, frameon=False, fontsize=5)
     axes[1].legend(frameon=False, fontsize=5)
