@@ -1,4 +1,4 @@
-"""Wall time of CRISP's pruning rounds on a device (GPU timings for the README).
+"""Wall time of CRISP's pruning rounds on a device (CPU or GPU).
 
 Runs ``crisp prune`` (hybrid 2:4 + 16x16 blocks, schedule [0.5, 0.45]: round 0 applies N:M, round
 1 lowers the density with blocks; one fine-tuning epoch after each) and prints the seconds of the
@@ -17,6 +17,7 @@ class, drawn from ``--seed``.
         --classes 10 --n-per-class 256 --device cuda
 
 Add ``--no-amp`` for fp32, or launch under ``torchrun --nproc-per-node N`` for N GPUs.
+``--publish`` writes the timings to ``docs/results/prune_round_time_<device kind>.md``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from crisp.data import load_dataset
 from crisp.errors import exit_on_user_error
 from crisp.io import write_atomic
 from crisp.models import build_model
+from crisp_sim.publish import Results, script_command
 
 
 def make_folder(root: Path, classes: int, train: int, val: int, size: int, seed: int) -> None:
@@ -77,7 +79,8 @@ def dense_checkpoint(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--make-folder", type=Path, default=None,
                    help="write a generated ImageNet-style folder here, then stop")
@@ -95,20 +98,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/prune_round_time"))
+    p.add_argument("--publish", action="store_true",
+                   help="write docs/results/prune_round_time_<cpu|cuda>.md")
     return p
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     """Make the folder, or prune once and print the timings."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.make_folder is not None:
         classes = int(args.classes) if args.classes.isdigit() else 10
         make_folder(args.make_folder, classes, args.train_per_class, args.val_per_class,
                     args.size, args.seed)
         return 0
     if args.data is None:
-        _parser().error("--data is required (or --make-folder)")
+        build_parser().error("--data is required (or --make-folder)")
+    results = Results(f"prune_round_time_{'cuda' if args.device.startswith('cuda') else 'cpu'}",
+                      script_command(), args.publish)
     run = args.out / f"{args.model}_{Path(args.data).name}"
     flags = ["prune", "--model", args.model, "--data", args.data,
              "--checkpoint", dense_checkpoint(args), "--classes", args.classes,
@@ -126,15 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     device = rt["device"]
     if device.startswith("cuda"):
         device += f" ({torch.cuda.get_device_name(torch.device(device))})"
-    print(f"\n{args.model} on {args.data}, {len(record['classes'])} user classes x "
-          f"{args.n_per_class} images, {device}, amp {rt['amp']}, world size "
-          f"{record['world_size']}")
     rows = [("gradient pass", seconds["gradient_pass"]),
             ("N:M selection", seconds.get("nm_selection", 0.0)),
             *((f"round {i} (select + 1 epoch + eval)", s) for i, s in enumerate(seconds["rounds"]))]
-    for name, value in rows:
-        print(f"  {name:<36} {value:8.2f} s")
-    print(f"  {'total':<36} {sum(v for _, v in rows):8.2f} s")
+    results.add(f"`crisp prune` of {args.model} on {args.data}: hybrid 2:4 + 16x16 blocks, "
+                f"rounds at density 0.5 and 0.45, one fine-tuning epoch each, "
+                f"{len(record['classes'])} user classes x {args.n_per_class} images, batch "
+                f"{args.batch_size}, on {device} (amp {rt['amp']}, {torch.get_num_threads()} CPU "
+                f"threads, world size {record['world_size']}). Wall seconds from the run's "
+                "record.")
+    results.add("\n".join(["| step | seconds |", "| --- | --- |",
+                           *(f"| {name} | {value:.2f} |" for name, value in rows),
+                           f"| total | {sum(v for _, v in rows):.2f} |"]))
+    results.write()
     return 0
 
 
