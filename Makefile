@@ -61,6 +61,8 @@ results: results-quick
 	$(PY) benchmarks/accuracy_density.py --epochs 3 --publish
 	$(PY) benchmarks/iso_accuracy.py --setting cpu --publish
 	$(PY) benchmarks/iso_accuracy.py --setting fashion --publish
+	$(PY) benchmarks/prune_round_time.py --model resnet18_cifar --data glyph100-hard \
+	  --classes 10 --n-per-class 256 --device cpu --workers 0 --publish
 
 # Re-resolve every dependency (pins in constraints.txt) into requirements.lock, with hashes.
 lock: $(STAMP)

@@ -282,8 +282,8 @@ def provenance_page() -> str:
     every = quick | recipes.get("results", set())
 
     def total(scripts: set[str]) -> str:
-        seconds = sum(wall for script, wall in walls.values() if script in scripts)
-        return f"{seconds / 60:.0f} minutes"
+        minutes = round(sum(wall for script, wall in walls.values() if script in scripts) / 60)
+        return f"about {minutes} minute{'' if minutes == 1 else 's'}"
 
     return "\n".join([
         "# Results provenance", "",
