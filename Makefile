@@ -45,7 +45,8 @@ docs-serve: $(STAMP)
 
 # Regenerate the published results under docs/results/ (each file names its command, commit,
 # date, machine and wall time). results-quick: the simulator's tables, minutes on 2 cores;
-# results: everything, peers and accuracy runs included (see docs/results.md for the times).
+# results: everything, peers and accuracy runs included (docs/reference/results-provenance
+# lists the times; Fashion-MNIST needs Debian's dataset-fashion-mnist package).
 results-quick: $(STAMP)
 	$(PY) benchmarks/sparse_gains.py --publish
 	$(PY) benchmarks/mapping_gains.py --publish
