@@ -54,6 +54,16 @@ LAYERS = [GemmLayer("conv", "conv", P=9, K=147, N=64),
           GemmLayer("fc", "linear", P=1, K=600, N=300)]  # > 256 rows: two chunks
 
 
+def _fresh_python(script: str, folder: Path) -> str:
+    """What ``script`` prints in a fresh interpreter run from ``folder`` with this checkout on
+    its path (it must exit 0)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=folder, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
 @pytest.mark.parametrize(("scheme", "density", "nm", "block"), [
     ("unstructured", 0.3, (2, 4), 32), ("nm", 0.5, (2, 4), 32), ("nm", 0.125, (2, 4), 32),
     ("block", 0.25, (2, 4), 8), ("block", 0.6, (2, 4), 32), ("hybrid", 0.25, (2, 4), 16),
@@ -110,12 +120,9 @@ def test_run_on_topology_and_pruned_file_imports_no_torch(tmp_path: Path) -> Non
         "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "print('TORCH', loaded, 'CODES', codes)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "TORCH [] CODES [0, 0]" in done.stdout, done.stdout + done.stderr
-    assert "the N:M column of" in done.stdout and "the real masks of" in done.stdout
+    out = _fresh_python(script, tmp_path)
+    assert "TORCH [] CODES [0, 0]" in out
+    assert "the N:M column of" in out and "the real masks of" in out
 
 
 def test_importing_the_packages_and_their_exports_imports_no_torch(tmp_path: Path) -> None:
@@ -129,8 +136,4 @@ def test_importing_the_packages_and_their_exports_imports_no_torch(tmp_path: Pat
         "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "print('TORCH', loaded, 'DASK', 'dask' in sys.modules)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "TORCH [] DASK False" in done.stdout, done.stdout + done.stderr
+    assert "TORCH [] DASK False" in _fresh_python(script, tmp_path)
