@@ -193,3 +193,19 @@ def test_every_published_figure_is_shown_and_every_shown_figure_exists() -> None
     published = {p.resolve() for p in (RESULTS / "figures").glob("*.png")}
     unshown = sorted(p.name for p in published - shown)
     assert not unshown, f"figures published but on no page: {unshown}"
+
+
+def test_figures_go_to_the_results_folder_or_the_local_one(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    published = publish.Results("x", "cmd", publish=True, folder=tmp_path / "results",
+                                local=tmp_path / "local")
+    assert published.figure(plt.figure(), "f") == tmp_path / "results" / "figures" / "f.png"
+    local = publish.Results("x", "cmd", publish=False, folder=tmp_path / "results",
+                            local=tmp_path / "local")
+    assert local.figure(plt.figure(), "g") == tmp_path / "local" / "g.png"
+    assert (tmp_path / "local" / "g.pdf").is_file()
+    nowhere = publish.Results("x", "cmd", publish=False, folder=tmp_path / "results")
+    assert nowhere.figure(plt.figure(), "h") is None
+    assert sorted(p.name for p in tmp_path.rglob("*.*")) == ["f.png", "g.pdf", "g.png"]
+    assert not plt.get_fignums()  # every figure closed
