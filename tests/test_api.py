@@ -95,8 +95,10 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bars_show_only_on_a_terminal_when_asked(capsys) -> None:
-    """capsys's stderr is no terminal, like a log redirected to a file."""
+def test_progress_bars_show_only_on_a_terminal_when_asked(capsys, monkeypatch) -> None:
+    """capsys's stderr is no terminal, like a log redirected to a file. (CI sets TQDM_DISABLE,
+    which would hide the terminal's bar too: this test is about the terminal.)"""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     assert progress_bar(range(2), True).disable
     assert not progress_bar(range(2), True, file=_Terminal()).disable
     assert progress_bar(range(2), False, file=_Terminal()).disable
