@@ -209,3 +209,16 @@ def test_figures_go_to_the_results_folder_or_the_local_one(tmp_path: Path) -> No
     assert nowhere.figure(plt.figure(), "h") is None
     assert sorted(p.name for p in tmp_path.rglob("*.*")) == ["f.png", "g.pdf", "g.png"]
     assert not plt.get_fignums()  # every figure closed
+
+
+def test_make_docs_without_the_docs_extra_names_it() -> None:
+    """An interpreter that cannot import MkDocs (here: this one without its site-packages)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    done = subprocess.run(["make", "-s", "docs", f"PY={sys.executable} -S", "STAMP=Makefile"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "the docs need the 'docs' extra: pip install -e '.[docs]'" in done.stderr
