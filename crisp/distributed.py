@@ -19,6 +19,7 @@ when no group is active (one process), so a single-process run is unchanged:
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -81,6 +82,10 @@ def session(runtime: Runtime) -> Iterator[None]:
         yield
     finally:
         if created and active():
+            # Free DDP wrappers still held in reference cycles while their group exists: freed
+            # at interpreter exit, after the group, they aborted a torchrun rank now and then
+            # ("terminate called without an active exception", exit -6).
+            gc.collect()
             dist.destroy_process_group()
 
 
