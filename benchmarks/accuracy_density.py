@@ -37,7 +37,7 @@ from crisp.io import write_atomic
 from crisp.models import build_model, input_shape
 from crisp.pruner import SCHEMES, PruneConfig, prune
 from crisp.train import TrainConfig
-from crisp_sim.publish import Results, script_command
+from crisp_sim.publish import Results, markdown_table, script_command
 
 
 def measure(model: nn.Module, user_train: Dataset, user_test: Dataset, ids: list[int],
@@ -153,22 +153,21 @@ def main(argv: list[str] | None = None) -> int:
                 "Top-1/top-5: user-class accuracy on the classes' test images; latency and "
                 "energy: one inference of the pruned file on the simulated array; seconds: "
                 "pruning and fine-tuning wall time.")
-    results.add(markdown_table(table))
+    results.add(runs_table(table))
     results.figure(plots.accuracy_pareto(table.rename(columns={"top1": "accuracy"}), context),
                    "accuracy_density")
     results.write()
     return 0
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def runs_table(table: pd.DataFrame) -> str:
     """The runs as a Markdown table."""
-    lines = ["| classes | scheme | density | top-1 % | top-5 % | latency µs | energy µJ | rounds "
-             "| seconds |", "|" + " --- |" * 9]
-    for r in table.itertuples():
-        lines.append(f"| {r.classes} | {r.scheme} | {r.density:.3f} | {r.top1:.1f} | "
-                     f"{r.top5:.1f} | {r.latency_us:.1f} | {r.energy_uj:.1f} | {r.rounds} | "
-                     f"{r.seconds:.0f} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["classes", "scheme", "density", "top-1 %", "top-5 %", "latency µs", "energy µJ",
+         "rounds", "seconds"],
+        ([r.classes, r.scheme, f"{r.density:.3f}", f"{r.top1:.1f}", f"{r.top5:.1f}",
+          f"{r.latency_us:.1f}", f"{r.energy_uj:.1f}", r.rounds, f"{r.seconds:.0f}"]
+         for r in table.itertuples()))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ from crisp.io import write_atomic
 from crisp.models import build_model, input_shape
 from crisp.pruner import SCHEMES, PruneConfig
 from crisp.train import TrainConfig
-from crisp_sim.publish import Results, script_command
+from crisp_sim.publish import Results, markdown_table, script_command
 
 #: Each setting's defaults (flags override them).
 SETTINGS: dict[str, dict[str, object]] = {
@@ -228,8 +228,7 @@ def wide_table(table: pd.DataFrame) -> str:
     cells ``top-1 % @ latency µs, energy µJ (d measured density)``; dense and nm (one run each,
     at their own density) in the first column."""
     targets = sorted({t for t in table.target if t < 0.5}, reverse=True)
-    head = ["classes", "scheme"] + [f"target {t:g}" for t in targets]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    rows = []
 
     def cell(r: object) -> str:
         return (f"{r.top1:.1f} % @ {r.latency_us:.1f} µs, {r.energy_uj:.0f} µJ "
@@ -245,8 +244,8 @@ def wide_table(table: pd.DataFrame) -> str:
         else:
             cells = [cell(by_target[t]) if t in by_target else "" for t in targets]
         cells += [""] * (len(targets) - len(cells))
-        lines.append(f"| {count} | {scheme} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([count, scheme, *cells])
+    return markdown_table(["classes", "scheme", *(f"target {t:g}" for t in targets)], rows)
 
 
 #: Published columns of the iso-accuracy tables: header and format of each.
@@ -269,11 +268,9 @@ def markdown(frame: pd.DataFrame) -> str:
             return "–"
         return COLUMNS[column][1].format(v)
 
-    lines = ["| " + " | ".join(COLUMNS[c][0] for c in frame.columns) + " |",
-             "|" + " --- |" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(c, v) for c, v in zip(frame.columns, row, strict=True))
-              + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+    return markdown_table([COLUMNS[c][0] for c in frame.columns],
+                          ([cell(c, v) for c, v in zip(frame.columns, row, strict=True)]
+                           for row in frame.itertuples(index=False)))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ from accel_sim.hardware import load_hardware, with_overrides
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
 from accel_sim.sparsity import synthetic_network
-from crisp_sim.publish import Results, script_command
+from crisp_sim.publish import Results, markdown_table, script_command
 
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 SETTINGS = (("scalesim", 8), ("scalesim", 32), ("best", 32))
@@ -68,20 +68,19 @@ def run(model: str, density: float) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def tables(totals: pd.DataFrame) -> str:
     """The two Markdown tables (deterministic: no wall times)."""
-    lines = ["| mapping | psum bits | scheme | latency µs | compute cycles | total cycles | "
-             "DRAM MB | DRAM ÷ floor | bound | energy µJ |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in totals.itertuples():
-        lines.append(f"| {r.mapping} | {r.psum_bits} | {r.scheme} | {r.latency_us:,.0f} | "
-                     f"{r.compute_cycles:,} | {r.total_cycles:,} | {r.dram_MB:.1f} | "
-                     f"{r.over_floor:.2f} | {r.bound} | {r.energy_uJ:,.0f} |")
-    lines += ["", "| mapping | psum bits | hybrid ÷ channel latency | hybrid ÷ block latency |",
-              "| --- | --- | --- | --- |"]
+    settings = markdown_table(
+        ["mapping", "psum bits", "scheme", "latency µs", "compute cycles", "total cycles",
+         "DRAM MB", "DRAM ÷ floor", "bound", "energy µJ"],
+        ([r.mapping, r.psum_bits, r.scheme, f"{r.latency_us:,.0f}", f"{r.compute_cycles:,}",
+          f"{r.total_cycles:,}", f"{r.dram_MB:.1f}", f"{r.over_floor:.2f}", r.bound,
+          f"{r.energy_uJ:,.0f}"] for r in totals.itertuples()))
+    ratios = []
     for (mapping, psum), part in totals.groupby(["mapping", "psum_bits"], sort=False):
         lat = part.set_index("scheme").latency_us
-        lines.append(f"| {mapping} | {psum} | {lat.hybrid / lat.channel:.2f} | "
-                     f"{lat.hybrid / lat.block:.2f} |")
-    return "\n".join(lines)
+        ratios.append([mapping, psum, f"{lat.hybrid / lat.channel:.2f}",
+                       f"{lat.hybrid / lat.block:.2f}"])
+    return settings + "\n\n" + markdown_table(
+        ["mapping", "psum bits", "hybrid ÷ channel latency", "hybrid ÷ block latency"], ratios)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,7 +34,7 @@ import pandas as pd
 from accel_sim import plots
 from accel_sim.sweep import grid, run_sweep
 from crisp.schedule import default_density
-from crisp_sim.publish import Results, script_command
+from crisp_sim.publish import Results, markdown_table, script_command
 
 MODELS = ("resnet50", "vgg16_bn", "mobilenet_v2")
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
@@ -78,9 +78,7 @@ def classes_text(counts: tuple[int, ...]) -> str:
 
 def scheme_figures(out: Path, results: Results, scheduler: str | None) -> None:
     """Sweep 1: the figures per distinct density and the table of hybrid's reductions."""
-    lines = ["| classes | density | model | hybrid latency µs | "
-             + " | ".join(f"{b} ÷ hybrid" for b in BASELINES) + " |",
-             "|" + " --- |" * (4 + len(BASELINES))]
+    rows = []
     for density, counts in class_groups().items():
         tag = "_".join(map(str, counts))
         df = run_sweep(grid(MODELS, SCHEMES, [density], [(32, 32)], blocks=(BLOCK,)),
@@ -94,15 +92,16 @@ def scheme_figures(out: Path, results: Results, scheduler: str | None) -> None:
         for model, part in table.groupby("model", sort=False):
             by = part.set_index("vs")
             cells = [f"{by.latency_x[b]:.2f}x / {by.energy_x[b]:.2f}x" for b in BASELINES]
-            lines.append(f"| {', '.join(map(str, counts))} | {density:.2f} | {model} | "
-                         f"{by.hybrid_latency_us.iloc[0]:,.0f} | " + " | ".join(cells) + " |")
+            rows.append([", ".join(map(str, counts)), f"{density:.2f}", model,
+                         f"{by.hybrid_latency_us.iloc[0]:,.0f}", *cells])
     results.add(f"Hybrid (2:4 + {BLOCK}x{BLOCK} blocks) against each baseline on `edge-32x32` "
                 "(32x32 WS, 2:4 multiplexers, block skipping, 16 B/cycle DRAM), synthetic masks "
                 "(seed 0), every scheme mapped at its best, at the density the paper's schedule "
                 "reaches for the class count; N:M only is 2:4 (density 0.5). Cells: baseline "
                 "latency ÷ hybrid latency / baseline energy ÷ hybrid energy (above 1: hybrid is "
                 "faster / uses less energy).")
-    results.add("\n".join(lines))
+    results.add(markdown_table(["classes", "density", "model", "hybrid latency µs",
+                                *(f"{b} ÷ hybrid" for b in BASELINES)], rows))
 
 
 def array_figures(out: Path, results: Results, scheduler: str | None) -> None:
@@ -114,14 +113,11 @@ def array_figures(out: Path, results: Results, scheduler: str | None) -> None:
         results.figure(plots.utilization_heatmap(df, scheme), f"utilization_{scheme}")
     totals = plots.network_totals(df, ["scheme", "rows", "cols"])
     latency = totals.pivot_table(index=["rows", "cols"], columns="scheme", values="latency_us")
-    lines = ["| array | " + " | ".join(f"{s} µs" for s in SCHEMES) + " |",
-             "|" + " --- |" * (1 + len(SCHEMES))]
-    for (rows, cols), row in latency.iterrows():
-        lines.append(f"| {rows}x{cols} | " + " | ".join(f"{row[s]:,.1f}" for s in SCHEMES)
-                     + " |")
+    rows = [[f"{r}x{c}", *(f"{row[s]:,.1f}" for s in SCHEMES)]
+            for (r, c), row in latency.iterrows()]
     results.add(f"ResNet-50 at 25 % density on WS arrays (B = {BLOCK}, SRAMs and DRAM bandwidth "
                 "scaled with the array side from `edge-32x32`): latency per inference.")
-    results.add("\n".join(lines))
+    results.add(markdown_table(["array", *(f"{s} µs" for s in SCHEMES)], rows))
 
 
 def codesign_figure(out: Path, results: Results, scheduler: str | None) -> None:

@@ -38,7 +38,7 @@ from crisp.data import load_dataset
 from crisp.errors import exit_on_user_error
 from crisp.io import write_atomic
 from crisp.models import build_model
-from crisp_sim.publish import Results, script_command
+from crisp_sim.publish import Results, markdown_table, script_command
 
 
 def make_folder(root: Path, classes: int, train: int, val: int, size: int, seed: int) -> None:
@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.batch_size}, on {device} (amp {rt['amp']}, {torch.get_num_threads()} CPU "
                 f"threads, world size {record['world_size']}). Wall seconds from the run's "
                 "record.")
-    results.add("\n".join(["| step | seconds |", "| --- | --- |",
-                           *(f"| {name} | {value:.2f} |" for name, value in rows),
-                           f"| total | {sum(v for _, v in rows):.2f} |"]))
+    results.add(markdown_table(["step", "seconds"],
+                               [*((name, f"{value:.2f}") for name, value in rows),
+                                ("total", f"{sum(v for _, v in rows):.2f}")]))
     results.write()
     return 0
 

@@ -25,7 +25,7 @@ from accel_sim.hardware import build_hardware, parse_array
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
 from accel_sim.workload import write_topology_csv
-from crisp_sim.publish import Results, script_command
+from crisp_sim.publish import Results, markdown_table, script_command
 
 SCALESIM_VERSION = "3.0.0"
 REQUIREMENTS = [f"scalesim=={SCALESIM_VERSION}", "numpy<2.3"]
@@ -162,21 +162,19 @@ def main(argv: list[str] | None = None) -> None:
             ref["layer"] = [la.name for la in layers for _ in range(la.groups)]
             theirs = ref.groupby("layer", sort=False)["Total Cycles"].sum()
             for la in layers:
-                cycles.append(f"| {array} | {dataflow} | {la.name} | {la.P} | {la.K} | {la.N} | "
-                              f"{int(theirs[la.name]):,} | {int(ours[la.name]):,} | "
-                              f"{'yes' if theirs[la.name] == ours[la.name] else '**no**'} |")
+                cycles.append([array, dataflow, la.name, la.P, la.K, la.N,
+                               f"{int(theirs[la.name]):,}", f"{int(ours[la.name]):,}",
+                               "yes" if theirs[la.name] == ours[la.name] else "**no**"])
             equal = sum(int(theirs[la.name] == ours[la.name]) for la in layers)
-            walls.append(f"| {array} | {dataflow} | {kib} | {equal} of {len(layers)} | "
-                         f"{int(theirs.sum()):,} | {int(ours.sum()):,} | {ref_wall:.1f} s | "
-                         f"{wall * 1e3:.1f} ms |")
+            walls.append([array, dataflow, kib, f"{equal} of {len(layers)}",
+                          f"{int(theirs.sum()):,}", f"{int(ours.sum()):,}", f"{ref_wall:.1f} s",
+                          f"{wall * 1e3:.1f} ms"])
     if len(layers) <= 8:
-        results.add("\n".join(["| array | dataflow | layer | P | K | N | SCALE-Sim cycles | "
-                               "our cycles | equal |",
-                               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-                               *cycles]))
-    results.add("\n".join(["| array | dataflow | SRAM KiB each | layers equal | SCALE-Sim "
-                           "cycles | our cycles | SCALE-Sim wall | our wall (warm) |",
-                           "| --- | --- | --- | --- | --- | --- | --- | --- |", *walls]))
+        results.add(markdown_table(["array", "dataflow", "layer", "P", "K", "N",
+                                    "SCALE-Sim cycles", "our cycles", "equal"], cycles))
+    results.add(markdown_table(["array", "dataflow", "SRAM KiB each", "layers equal",
+                                "SCALE-Sim cycles", "our cycles", "SCALE-Sim wall",
+                                "our wall (warm)"], walls))
     results.write()
 
 

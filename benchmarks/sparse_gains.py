@@ -19,7 +19,7 @@ from accel_sim.hardware import load_hardware
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
 from accel_sim.sparsity import synthetic_network
-from crisp_sim.publish import Results, script_command
+from crisp_sim.publish import Results, markdown_table, script_command
 
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 DENSITIES = (0.5, 0.25, 0.125, 0.0625)
@@ -42,10 +42,7 @@ def table(model: str, mapping: str = "best") -> str:
     """One network's Markdown table (deterministic: no wall times)."""
     layers = load_layers(model)
     arrays = [load_hardware(p) for p in PRESETS]
-    lines = [f"#### {model}", "",
-             "| array | density | " + " | ".join(f"{s} µs / µJ" for s in SCHEMES)
-             + " | dense ÷ hybrid | unstructured ÷ hybrid | channel ÷ hybrid |",
-             "|" + " --- |" * (len(SCHEMES) + 5)]
+    rows = []
     for density in DENSITIES:
         nets = {s: synthetic_network(layers, s, density, seed=0, block=BLOCK) for s in SCHEMES}
         for hw in arrays:
@@ -56,8 +53,10 @@ def table(model: str, mapping: str = "best") -> str:
             hyb = totals["hybrid"].total_cycles
             ratios = [f"{totals[b].total_cycles / hyb:.2f}x"
                       for b in ("dense", "unstructured", "channel")]
-            lines.append(f"| {hw.name} | {density:.2%} | " + " | ".join(cells + ratios) + " |")
-    return "\n".join(lines)
+            rows.append([hw.name, f"{density:.2%}", *cells, *ratios])
+    head = ["array", "density", *(f"{s} µs / µJ" for s in SCHEMES),
+            *(f"{b} ÷ hybrid" for b in ("dense", "unstructured", "channel"))]
+    return f"#### {model}\n\n" + markdown_table(head, rows)
 
 
 def main(argv: list[str] | None = None) -> None:

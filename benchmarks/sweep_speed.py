@@ -37,16 +37,15 @@ import time
 from accel_sim.mapper import MAPPINGS, clear_memo
 from accel_sim.sweep import SweepRun, evaluate_group, execute_sweep, grid, local_cluster
 from crisp.errors import UserError
-from crisp_sim.publish import Results, script_command
+from crisp_sim.publish import Results, markdown_table, script_command
 
 MODELS = ("resnet50", "vgg16_bn", "mobilenet_v2")
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 ARRAYS = [(s, s) for s in (8, 16, 32, 64, 128, 256)] + [(8, 32), (32, 8), (64, 256), (256, 64)]
 DATAFLOWS = ("ws", "os", "is")
 BLOCK = 32
-HEADER = ("| mapping | workers | wall | points/s | client's own code | CPU: client process | "
-          "CPU: workers | stolen by the host | tasks |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+HEADER = ("mapping", "workers", "wall", "points/s", "client's own code", "CPU: client process",
+          "CPU: workers", "stolen by the host", "tasks")
 
 
 def _cpu() -> float:
@@ -109,12 +108,12 @@ def measure(address: str, points: list, progress: bool
 
 
 def row(mapping: str, workers: str, run: SweepRun, client_cpu: float, worker_cpu: float,
-        stolen: float | None) -> str:
-    """One Markdown row of the table."""
+        stolen: float | None) -> list[str]:
+    """One row of the table (`HEADER`)."""
     steal = "unknown" if stolen is None else f"{stolen:.1f} s"
-    return (f"| {mapping} | {workers} | {run.wall_s:.1f} s | {run.points / run.wall_s:.1f} | "
-            f"{run.client_s:.2f} s ({run.client_s / run.wall_s:.1%}) | {client_cpu:.1f} s | "
-            f"{worker_cpu:.1f} s | {steal} | {run.tasks} |")
+    return [mapping, workers, f"{run.wall_s:.1f} s", f"{run.points / run.wall_s:.1f}",
+            f"{run.client_s:.2f} s ({run.client_s / run.wall_s:.1%})", f"{client_cpu:.1f} s",
+            f"{worker_cpu:.1f} s", steal, str(run.tasks)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,14 +155,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.scheduler:
             rows.append(row(mapping, args.scheduler, *measure(args.scheduler, points,
                                                                args.progress)))
-            print(rows[-1], flush=True)
+            print(" | ".join(rows[-1]), flush=True)
             continue
         for count in (int(w) for w in args.workers.split(",")):
             with local_cluster(count) as cluster:
                 rows.append(row(mapping, str(count), *measure(cluster.scheduler_address, points,
                                                               args.progress)))
-            print(rows[-1], flush=True)
-    results.add(HEADER + "\n" + "\n".join(rows))
+            print(" | ".join(rows[-1]), flush=True)
+    results.add(markdown_table(HEADER, rows))
     results.write()
 
 

@@ -38,7 +38,7 @@ from accel_sim.sources import load_layers
 from accel_sim.workload import GemmLayer
 from crisp.errors import UserError
 from crisp.io import write_atomic
-from crisp_sim.publish import Results, script_command
+from crisp_sim.publish import Results, markdown_table, script_command
 
 ZIGZAG_VERSION = "3.9.1"
 REQUIREMENTS = [f"zigzag-dse=={ZIGZAG_VERSION}", "six"]  # 3.9.1 imports six undeclared
@@ -338,7 +338,7 @@ def markdown(table: pd.DataFrame, top: int) -> str:
             + ["ZigZag kcycles"] + [f"ours {n} kcycles" for n in ours]
             + ([f"ours {last} mapping"] if f"{last}_mapping" in table else [])
             + ["ZigZag loops above the SRAMs"])
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    rows = []
     for _, row in shown.iterrows():
         ops = " / ".join(f"{row[f'zz_dram_{op}_read_bytes'] / 1e6:.2f}" for op in "IW")
         out = (row.zz_dram_O_read_bytes + row.zz_dram_O_write_bytes) / 1e6
@@ -351,8 +351,8 @@ def markdown(table: pd.DataFrame, top: int) -> str:
             cells.append(str(row[f"{last}_mapping"]) if row.layer != "total" else "")
         loops = row.zz_dram_loops if isinstance(row.zz_dram_loops, str) else ""
         cells.append(loops.replace(" | ", "; "))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(head, rows)
 
 
 def agreement(table: pd.DataFrame, name: str = "best", tolerance: float = 0.01) -> str:
