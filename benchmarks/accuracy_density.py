@@ -47,8 +47,10 @@ def measure(model: nn.Module, user_train: Dataset, user_test: Dataset, ids: list
     ``path`` and simulate it with its real masks on ``hw``.
 
     Returns:
-        one row: classes, scheme, density, top1/top5 (%), top1_before, latency_us, energy_uj
-        (microjoules), rounds and seconds (wall time of the pruning and fine-tuning).
+        one row: classes, scheme, density, top1/top5 (%, test images), val_top1 (%, the
+        validation images held out of fine-tuning), predicted (distinct classes predicted on the
+        test images), warnings (rounds that did not recover), top1_before, latency_us,
+        energy_uj (microjoules), rounds and seconds (wall time of the pruning and fine-tuning).
     """
     start = time.perf_counter()
     result = prune(model, user_train, user_test, ids, config, seed=seed)
@@ -57,7 +59,8 @@ def measure(model: nn.Module, user_train: Dataset, user_test: Dataset, ids: list
                     config.block, shape)
     final = result.final
     return {"classes": len(ids), "scheme": config.scheme, "density": final["density"],
-            "top1": final["top1"], "top5": final["top5"],
+            "top1": final["top1"], "top5": final["top5"], "val_top1": final["val_top1"],
+            "predicted": final["predicted"], "warnings": len(result.record["warnings"]),
             "top1_before": result.record["before"]["top1"], **simulate_file(path, hw),
             "rounds": len(result.record["rounds"]), "seconds": seconds}
 
@@ -70,9 +73,10 @@ def simulate_file(path: Path, hw: HardwareSpec) -> dict[str, float]:
     return {"latency_us": sim.latency_us, "energy_uj": sim.energy_total_pj / 1e6}
 
 
-def user_data(train: Dataset, test: Dataset, count: int, n_per_class: int,
+def user_data(train: Dataset, test: Dataset, count: int | list[int], n_per_class: int,
               seed: int) -> tuple[Dataset, Dataset, list[int]]:
-    """``count`` user classes drawn from ``seed``: their train and test images as tensors."""
+    """``count`` user classes drawn from ``seed`` (or the given class ids): their train images
+    (``n_per_class`` a class, drawn from ``seed``) and test images as tensors."""
     user_train, ids = user_subset(train, count, n_per_class, seed)
     user_test, _ = user_subset(test, ids, None, seed)
     return in_memory(user_train), in_memory(user_test), ids

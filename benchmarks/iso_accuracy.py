@@ -2,36 +2,45 @@
 
 For each number of user classes (drawn from ``--seed``) the dense checkpoint is pruned with
 each scheme (dense, unstructured, channel, nm, block, hybrid) at a ladder of global densities
-with fine-tuning (`crisp.pruner.prune`, through `accuracy_density.measure`), every
-pruned model is written in the compressed format and simulated from that file with its real
-masks on the default accelerator (``--hw``, edge-32x32, with the simulator's default mapping).
-``dense`` (fine-tuned on the user's classes, same settings) and ``nm`` (2:4 fixes the density)
-run once per class count.
+with fine-tuning (`crisp.pruner.prune`, through `accuracy_density.measure`, with the recovery of
+`crisp.recovery`), every pruned model is written in the compressed format and simulated from
+that file with its real masks on the default accelerator (``--hw``, edge-32x32, with the
+simulator's default mapping). ``dense`` (fine-tuned on the user's classes as long as the longest
+hybrid run, same recovery) and ``nm`` (2:4 fixes the density) run once per class count and seed.
 
-Iso-accuracy: per class count and scheme, the lowest simulated latency, and separately the
-lowest energy, among the runs whose user-class top-1 is within ``--tolerance`` (1) point of
-the dense model's (the ``dense`` row of that class count); then hybrid's speed-up and energy
-saving over every baseline at those points (baseline / hybrid; > 1 means hybrid is better).
-Accuracy is the full head's (arg-max over all classes, as the paper's code).
+Every point runs with ``--seeds`` seeds (default 3: ``--seed``, ``--seed + 1``, ...), each
+drawing its own user images, data order, validation split and masks' ties (the user classes stay
+those drawn from ``--seed``); the tables give the mean and the standard deviation over the seeds.
+
+Iso-accuracy: per class count and scheme, the point (scheme and target density) with the lowest
+mean simulated latency, and separately the lowest mean energy, among the points whose mean
+*validation* top-1 (images held out of fine-tuning) is within ``--tolerance`` (1) point of the
+dense point's; the test top-1 is only reported. Then hybrid's speed-up and energy saving over
+every baseline at those points, seed by seed (baseline / hybrid; > 1 means hybrid is better),
+mean and spread. Accuracy is the full head's (arg-max over all classes, as the paper's code).
 
 Settings (``--setting``; any flag overrides them):
 
 * ``cpu``: ``resnet_small`` on ``glyph100-hard``, 1/5/10 classes, densities 0.25/0.1/0.04,
-  3 fine-tuning epochs a round, schedule step 0.5, 64 images per class: 42 runs, made to
-  finish in about half an hour on 2 idle cores.
+  3 fine-tuning epochs a round, schedule step 0.5, 64 images per class: 42 runs a seed.
 * ``fashion``: ``resnet_small`` trained on all 10 Fashion-MNIST classes (Debian's
   ``dataset-fashion-mnist``), 1/2/5 user classes, else as ``cpu``.
 * ``full``: ``resnet18_cifar`` on ``glyph100-hard``, 4 epochs a round, step 0.1, 256 images a
   class, a longer ladder: for a GPU (hours on a CPU).
 
-The table is written after every run (``--out``, JSON; default
-``runs/iso_accuracy/<setting>.json``) and a rerun skips the runs already in it, so an interrupted
-benchmark resumes where it stopped. ``--publish`` writes ``docs/results/iso_accuracy_<data>.md``
-(every run, the iso-accuracy points and hybrid's gains there) and the figure
-``docs/results/figures/iso_accuracy_<data>.png``: accuracy against simulated latency per scheme
-(each class count a panel) with the iso-accuracy line.
+The recovery flags of ``crisp prune`` apply (``--no-distill``, ``--no-recalibrate``, ...); a run
+without distillation or recalibration gets a suffix (``_no-distill``, ``_no-recalibrate``,
+``_no-recovery``) on its table, runs folder and published files, so the variants sit side by side.
 
-Run: ``.venv/bin/python benchmarks/iso_accuracy.py --setting cpu --threads 1 --publish``.
+The table is written after every run (``--out``, JSON; default
+``runs/iso_accuracy/<setting>[suffix].json``) and a rerun skips the runs already in it, so an
+interrupted benchmark resumes where it stopped. ``--publish`` writes
+``docs/results/iso_accuracy_<data>[suffix].md`` (every point, the iso-accuracy points and
+hybrid's gains there) and the figure ``docs/results/figures/iso_accuracy_<data>[suffix].png``:
+test accuracy against simulated latency per scheme with error bars (each class count a panel).
+
+Run: ``.venv/bin/python benchmarks/iso_accuracy.py --setting cpu --threads 2 --publish``, then
+the same with ``--no-distill --no-recalibrate``.
 """
 
 from __future__ import annotations
@@ -50,11 +59,13 @@ from matplotlib import ticker
 
 from accel_sim import plots
 from accel_sim.hardware import load_hardware
-from crisp.data import default_image_size, load_dataset
+from crisp.cli import add_recovery
+from crisp.data import default_image_size, load_dataset, user_subset
 from crisp.errors import UserError, exit_on_user_error
 from crisp.io import write_atomic
 from crisp.models import build_model, input_shape
 from crisp.pruner import SCHEMES, PruneConfig
+from crisp.recovery import RecoveryConfig
 from crisp.train import TrainConfig
 from crisp_sim.publish import Results, markdown_table, script_command
 
@@ -75,7 +86,7 @@ SETTINGS: dict[str, dict[str, object]] = {
 ROW_ORDER = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 #: The schemes that run at every density of the ladder (the others run once).
 LADDER_SCHEMES = ("unstructured", "channel", "block", "hybrid")
-_KEY = ("classes", "scheme", "target")
+_KEY = ("classes", "scheme", "target", "seed")
 
 
 def planned_runs(schemes: list[str], densities: list[float]) -> list[tuple[str, float]]:
@@ -91,68 +102,125 @@ def planned_runs(schemes: list[str], densities: list[float]) -> list[tuple[str, 
     return runs
 
 
+#: Measured per run and averaged over the seeds of a point (mean and standard deviation).
+MEASURES = ("top1", "val_top1", "latency_us", "energy_uj", "density", "seconds")
+
+
+def aggregate(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per point (class count, scheme, target density): the seeds' mean of every
+    `MEASURES` column (its own name), their sample standard deviation (``<name>_std``, 0 for one
+    seed), ``seeds`` (how many) and ``collapsed`` (runs that give every test image of several
+    classes the same class)."""
+    rows = []
+    for (count, scheme, target), part in table.groupby(["classes", "scheme", "target"],
+                                                       sort=True):
+        row = {"classes": count, "scheme": scheme, "target": target, "seeds": len(part)}
+        for name in MEASURES:
+            values = part[name].astype(float)
+            row[name] = float(values.mean())
+            row[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        predicted = part["predicted"] if "predicted" in part else pd.Series(2, index=part.index)
+        row["collapsed"] = int(((predicted == 1) & (part.classes > 1)).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def iso_points(table: pd.DataFrame, tolerance: float = 1.0) -> pd.DataFrame:
-    """Per class count and scheme: the lowest latency and lowest energy whose top-1 is within
-    ``tolerance`` points of the ``dense`` row's top-1 (NaN when no run of the scheme is).
+    """Per class count and scheme: the fastest and the most frugal point whose mean
+    *validation* top-1 is within ``tolerance`` points of the dense point's (NaN when none is).
+
+    The choice reads only the validation images; the test top-1 is reported beside it.
 
     Returns:
-        columns classes, scheme, dense_top1, runs (how many), iso_runs (within tolerance),
-        latency_us, latency_top1, latency_density (the fastest iso run), energy_uj,
-        energy_top1, energy_density (the most frugal iso run).
+        columns classes, scheme, dense_val (the dense point's mean validation top-1), dense_top1
+        (its mean test top-1), runs (points), iso_runs (points within tolerance), and for
+        ``latency`` and ``energy`` each: ``latency_us`` / ``energy_uj`` (mean) and ``_std``, the
+        point's ``_target`` and ``_density``, its test ``_top1`` and ``_top1_std``.
     """
+    points = aggregate(table)
     rows = []
-    for count, part in table.groupby("classes", sort=True):
+    for count, part in points.groupby("classes", sort=True):
         dense = part[part.scheme == "dense"]
         if dense.empty:
             raise UserError(f"no dense run for {count} classes: the iso line needs one")
-        reference = float(dense.top1.iloc[0])
+        reference = float(dense.val_top1.iloc[0])
         for scheme in [s for s in SCHEMES[::-1] if s in set(part.scheme)]:
             runs = part[part.scheme == scheme]
-            ok = runs[runs.top1 >= reference - tolerance]
-            row = {"classes": count, "scheme": scheme, "dense_top1": reference,
-                   "runs": len(runs), "iso_runs": len(ok)}
+            ok = runs[runs.val_top1 >= reference - tolerance]
+            row = {"classes": count, "scheme": scheme, "dense_val": reference,
+                   "dense_top1": float(dense.top1.iloc[0]), "runs": len(runs),
+                   "iso_runs": len(ok)}
             for metric in ("latency_us", "energy_uj"):
                 name = metric.split("_")[0]
-                if ok.empty:
-                    row.update({metric: np.nan, f"{name}_top1": np.nan,
-                                f"{name}_density": np.nan})
-                else:
-                    best = ok.loc[ok[metric].idxmin()]
-                    row.update({metric: float(best[metric]), f"{name}_top1": float(best.top1),
-                                f"{name}_density": float(best.density)})
+                best = ok.loc[ok[metric].idxmin()] if len(ok) else None
+                row.update({
+                    metric: np.nan if best is None else float(best[metric]),
+                    f"{metric}_std": np.nan if best is None else float(best[f"{metric}_std"]),
+                    f"{name}_target": np.nan if best is None else float(best.target),
+                    f"{name}_density": np.nan if best is None else float(best.density),
+                    f"{name}_top1": np.nan if best is None else float(best.top1),
+                    f"{name}_top1_std": np.nan if best is None else float(best.top1_std),
+                })
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def hybrid_gains(points: pd.DataFrame) -> pd.DataFrame:
+def hybrid_gains(table: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """Hybrid's speed-up (baseline latency / hybrid latency) and energy saving (baseline energy
-    / hybrid energy) at iso-accuracy over every other scheme, per class count (NaN where
-    either side has no run within the tolerance)."""
+    / hybrid energy) at the iso-accuracy points of ``points``, per class count and baseline.
+
+    Each ratio is taken seed by seed (the runs of ``table`` at the two chosen points with the
+    same seed) and reported as mean ``speedup`` / ``energy_saving`` and standard deviation
+    (``_std``); NaN where either side has no point within the tolerance.
+    """
     rows = []
     for count, part in points.groupby("classes", sort=True):
         hybrid = part[part.scheme == "hybrid"]
         if hybrid.empty:
             continue
-        lat, en = float(hybrid.latency_us.iloc[0]), float(hybrid.energy_uj.iloc[0])
+        hybrid = hybrid.iloc[0]
+        runs = table[table.classes == count]
         for _, base in part[part.scheme != "hybrid"].iterrows():
-            rows.append({"classes": count, "baseline": base.scheme,
-                         "speedup": base.latency_us / lat, "energy_saving": base.energy_uj / en})
+            row = {"classes": count, "baseline": base.scheme}
+            for metric, name, ratio in (("latency_us", "latency", "speedup"),
+                                        ("energy_uj", "energy", "energy_saving")):
+                ratios = _seed_ratios(runs, base.scheme, base[f"{name}_target"],
+                                      hybrid[f"{name}_target"], metric)
+                row[ratio] = float(ratios.mean()) if len(ratios) else np.nan
+                row[f"{ratio}_std"] = float(ratios.std(ddof=1)) if len(ratios) > 1 else (
+                    0.0 if len(ratios) else np.nan)
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _seed_ratios(runs: pd.DataFrame, scheme: str, base_target: float, hybrid_target: float,
+                 metric: str) -> pd.Series:
+    """``metric`` of ``scheme`` at ``base_target`` over hybrid's at ``hybrid_target``, per seed
+    (empty when either target is NaN)."""
+    if np.isnan(base_target) or np.isnan(hybrid_target):
+        return pd.Series(dtype=float)
+    base = runs[(runs.scheme == scheme) & (runs.target == base_target)].set_index("seed")[metric]
+    hyb = runs[(runs.scheme == "hybrid") & (runs.target == hybrid_target)].set_index("seed")[
+        metric]
+    return (base / hyb).dropna()
+
+
 def figure(table: pd.DataFrame, tolerance: float = 1.0, context: str = "") -> plt.Figure:
-    """Accuracy against simulated latency per scheme, one panel per class count, with each
-    scheme's Pareto front and the iso-accuracy line (dense top-1 minus ``tolerance``);
-    ``context`` (model, data, array, fine-tuning) is the figure's title."""
-    counts = sorted(table.classes.unique())
+    """Test top-1 against simulated latency per scheme, one panel per class count: each point the
+    mean over the seeds with error bars of one standard deviation both ways, each scheme's Pareto
+    front, and the dense point's mean test top-1 less ``tolerance`` (dashed); ``context`` (model,
+    data, array, fine-tuning, seeds) is the figure's title."""
+    points = aggregate(table)
+    counts = sorted(points.classes.unique())
     with plt.rc_context(plots._STYLE):
         fig, axes = plt.subplots(1, len(counts), figsize=(2.3 * len(counts), 2.1), squeeze=False)
         for ax, count in zip(axes[0], counts, strict=True):
-            part = table[table.classes == count]
+            part = points[points.classes == count]
             for scheme in [s for s in SCHEMES[::-1] if s in set(part.scheme)]:
                 sub = part[part.scheme == scheme]
                 color = plots.SCHEME_COLORS.get(scheme)
-                ax.scatter(sub.latency_us, sub.top1, s=9, color=color)
+                ax.errorbar(sub.latency_us, sub.top1, xerr=sub.latency_us_std, yerr=sub.top1_std,
+                            fmt="o", ms=2, lw=0.6, capsize=1, color=color)
                 front = plots.pareto_front(sub, "latency_us", "top1")
                 ax.plot(front.latency_us, front.top1, lw=0.8, color=color, label=scheme)
             line = float(part[part.scheme == "dense"].top1.iloc[0]) - tolerance
@@ -163,10 +231,11 @@ def figure(table: pd.DataFrame, tolerance: float = 1.0, context: str = "") -> pl
             ax.set_xticks([10, 20, 40, 60])
             ax.set_title(f"{count} user class{'es' if count > 1 else ''}")
             ax.set_xlabel("simulated latency (µs)")
-        axes[0][0].set_ylabel("user-class top-1 (%)")
+        axes[0][0].set_ylabel("user-class test top-1 (%)")
         axes[0][-1].legend(frameon=False, fontsize=5, loc="lower right")
         if context:
-            fig.suptitle(f"{context}; dashed: dense top-1 - {tolerance:g} point", fontsize=6)
+            fig.suptitle(f"{context}\nmean ± 1 s.d. over seeds; dashed: dense top-1 - "
+                         f"{tolerance:g} point", fontsize=6)
         fig.tight_layout()
     return fig
 
@@ -188,8 +257,23 @@ def _write(path: Path | None, settings: dict[str, object], rows: list[dict[str, 
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
+def seeds(args: argparse.Namespace) -> list[int]:
+    """The run's seeds: ``--seed``, ``--seed + 1``, ... (``--seeds`` of them)."""
+    return list(range(args.seed, args.seed + args.seeds))
+
+
+def run_path(args: argparse.Namespace, count: int, scheme: str, density: float,
+             seed: int) -> Path:
+    """Where one run's compressed file lives."""
+    return args.runs / f"{args.model}_{count}cls_{scheme}_{density}_seed{seed}.safetensors"
+
+
 def run(args: argparse.Namespace) -> pd.DataFrame:
-    """Every planned run not already in ``--out``; the table is rewritten after each run."""
+    """Every planned run not already in ``--out``; the table is rewritten after each run.
+
+    The user's classes of a class count are drawn from ``--seed``; every seed of `seeds` draws
+    its own user images, data order, validation split and masks' ties.
+    """
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     rows = _load_rows(args.out)
     done = {tuple(r[k] for k in _KEY) for r in rows}
@@ -201,43 +285,67 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     shape = input_shape(args.model)
     if side is not None:
         shape = (shape[0], side, side)
+    recovery = recovery_config(args)
     for count in args.class_counts:
-        todo = [(s, d) for s, d in planned_runs(args.schemes, args.densities)
-                if (count, s, d) not in done]
-        if not todo:
-            continue
-        user_train, user_test, ids = user_data(train, test, count, args.n_per_class, args.seed)
-        for scheme, density in todo:
-            config = PruneConfig(scheme=scheme, density=density, n=2, m=4, block=args.block,
-                                 step=args.step, epochs=args.epochs, head="full",
-                                 train=TrainConfig(batch_size=args.batch_size))
-            path = args.runs / f"{args.model}_{count}cls_{scheme}_{density}.safetensors"
-            row = measure(model, user_train, user_test, ids, config, hw, path, shape, args.seed)
-            rows.append({**row, "target": density, "class_ids": ids})
-            _write(args.out, settings, rows)
-            print(pd.DataFrame(rows[-1:]).drop(columns="class_ids").to_string(
-                index=False, header=len(rows) == 1), file=sys.stderr, flush=True)
+        _, ids = user_subset(train, count, args.n_per_class, args.seed)
+        for seed in seeds(args):
+            todo = [(s, d) for s, d in planned_runs(args.schemes, args.densities)
+                    if (count, s, d, seed) not in done]
+            if not todo:
+                continue
+            user_train, user_test, _ = user_data(train, test, ids, args.n_per_class, seed)
+            for scheme, density in todo:
+                # dense is fine-tuned as long as the longest hybrid run (the ladder's lowest
+                # density): its fine-tuning sets the iso line
+                config = PruneConfig(scheme=scheme, n=2, m=4, block=args.block,
+                                     density=min(args.densities) if scheme == "dense" else density,
+                                     step=args.step, epochs=args.epochs, head="full",
+                                     train=TrainConfig(batch_size=args.batch_size),
+                                     recovery=recovery)
+                row = measure(model, user_train, user_test, ids, config, hw,
+                              run_path(args, count, scheme, density, seed), shape, seed)
+                rows.append({**row, "target": density, "seed": seed, "class_ids": ids})
+                _write(args.out, settings, rows)
+                print(pd.DataFrame(rows[-1:]).drop(columns="class_ids").to_string(
+                    index=False, header=len(rows) == 1), file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
-    wanted = {(c, s, d) for c in args.class_counts
+    wanted = {(c, s, d, seed) for c in args.class_counts for seed in seeds(args)
               for s, d in planned_runs(args.schemes, args.densities)}
     return table[[tuple(r) in wanted for r in table[list(_KEY)].itertuples(index=False)]]
 
 
+def recovery_config(args: argparse.Namespace) -> RecoveryConfig:
+    """The fine-tuning recovery the flags ask for (`crisp.cli.add_recovery`)."""
+    return RecoveryConfig(distill=args.distill, temperature=args.temperature,
+                          distill_weight=args.distill_weight, recalibrate=args.recalibrate,
+                          balanced=args.balanced, val_share=args.val_share)
+
+
+def variant(args: argparse.Namespace) -> str:
+    """The file-name suffix of a run without part of the recovery: ``""`` (distillation and
+    recalibration), ``"_no-distill"``, ``"_no-recalibrate"`` or ``"_no-recovery"`` (neither)."""
+    return {(True, True): "", (False, True): "_no-distill", (True, False): "_no-recalibrate",
+            (False, False): "_no-recovery"}[(args.distill, args.recalibrate)]
+
+
 def wide_table(table: pd.DataFrame) -> str:
-    """Every run as Markdown: a row per (class count, scheme), a column per target density,
-    cells ``top-1 % @ latency µs, energy µJ (d measured density)``; dense and nm (one run each,
-    at their own density) in the first column."""
-    targets = sorted({t for t in table.target if t < 0.5}, reverse=True)
+    """Every point as Markdown: a row per (class count, scheme), a column per target density,
+    cells ``test top-1 % ± s.d. @ latency µs, energy µJ (d measured density)`` (means over the
+    seeds); dense and nm (one point each, at their own density) in the first column; a point
+    with collapsed runs (one class predicted for several) says how many."""
+    points = aggregate(table)
+    targets = sorted({t for t in points.target if t < 0.5}, reverse=True)
     rows = []
 
     def cell(r: object) -> str:
-        return (f"{r.top1:.1f} % @ {r.latency_us:.1f} µs, {r.energy_uj:.0f} µJ "
-                f"(d {r.density:.3f})")
+        text = (f"{r.top1:.1f} ± {r.top1_std:.1f} % @ {r.latency_us:.1f} µs, "
+                f"{r.energy_uj:.0f} µJ (d {r.density:.3f})")
+        return text + (f", {r.collapsed} collapsed" if r.collapsed else "")
 
     order = {scheme: i for i, scheme in enumerate(ROW_ORDER)}
-    table = table.sort_values(["classes", "scheme"], key=lambda c: c.map(order) if
-                              c.name == "scheme" else c, kind="stable")
-    for (count, scheme), part in table.groupby(["classes", "scheme"], sort=False):
+    points = points.sort_values(["classes", "scheme"], key=lambda c: c.map(order) if
+                                c.name == "scheme" else c, kind="stable")
+    for (count, scheme), part in points.groupby(["classes", "scheme"], sort=False):
         by_target = {r.target: r for r in part.itertuples()}
         if min(by_target) >= 0.5:  # dense, nm
             cells = [cell(r) for r in by_target.values()]
@@ -248,29 +356,36 @@ def wide_table(table: pd.DataFrame) -> str:
     return markdown_table(["classes", "scheme", *(f"target {t:g}" for t in targets)], rows)
 
 
-#: Published columns of the iso-accuracy tables: header and format of each.
+#: Published columns of the iso-accuracy tables: header and format of each (a column with a
+#: ``<name>_std`` partner in the frame is shown as ``mean ± s.d.``).
 COLUMNS = {
     "classes": ("classes", "{}"), "scheme": ("scheme", "{}"), "baseline": ("baseline", "{}"),
-    "dense_top1": ("dense top-1 %", "{:.1f}"), "runs": ("runs", "{}"),
-    "iso_runs": ("runs within tolerance", "{}"),
-    "latency_us": ("fastest: latency µs", "{:.1f}"), "latency_top1": ("its top-1 %", "{:.1f}"),
+    "dense_val": ("dense validation top-1 %", "{:.1f}"),
+    "dense_top1": ("dense test top-1 %", "{:.1f}"), "runs": ("points", "{}"),
+    "iso_runs": ("points within tolerance", "{}"),
+    "latency_us": ("fastest: latency µs", "{:.1f}"), "latency_top1": ("its test top-1 %", "{:.1f}"),
     "latency_density": ("its density", "{:.3f}"),
-    "energy_uj": ("most frugal: energy µJ", "{:.1f}"), "energy_top1": ("its top-1 %", "{:.1f}"),
-    "energy_density": ("its density", "{:.3f}"),
+    "energy_uj": ("most frugal: energy µJ", "{:.1f}"),
+    "energy_top1": ("its test top-1 %", "{:.1f}"), "energy_density": ("its density", "{:.3f}"),
     "speedup": ("latency ÷ hybrid's", "{:.2f}x"), "energy_saving": ("energy ÷ hybrid's", "{:.2f}x"),
 }
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    """An iso-accuracy frame as a Markdown table (:data:`COLUMNS`; NaN shown as a dash)."""
-    def cell(column: str, v: object) -> str:
+def markdown(frame: pd.DataFrame, columns: list[str]) -> str:
+    """``columns`` of an iso-accuracy frame as a Markdown table (`COLUMNS`; ``mean ± s.d.``
+    where the frame has ``<column>_std``; NaN shown as a dash)."""
+    def cell(row: pd.Series, column: str) -> str:
+        v = row[column]
         if isinstance(v, float) and np.isnan(v):
             return "–"
-        return COLUMNS[column][1].format(v)
+        fmt = COLUMNS[column][1]
+        text = fmt.format(v)
+        if f"{column}_std" in row.index:
+            text += " ± " + fmt.format(row[f"{column}_std"]).removesuffix("x")
+        return text
 
-    return markdown_table([COLUMNS[c][0] for c in frame.columns],
-                          ([cell(c, v) for c, v in zip(frame.columns, row, strict=True)]
-                           for row in frame.itertuples(index=False)))
+    return markdown_table([COLUMNS[c][0] for c in columns],
+                          ([cell(row, c) for c in columns] for _, row in frame.iterrows()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,7 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch (default 32)")
     p.add_argument("--tolerance", type=float, default=1.0,
                    help="iso-accuracy: points of top-1 below dense allowed (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="draws the user classes; the first of the seeds (default 0)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="seeds per point: SEED, SEED+1, ... (user images, data order, "
+                   "validation split, masks' ties; default 3)")
+    add_recovery(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--hw", default="edge-32x32", help="accelerator preset or .toml")
     p.add_argument("--runs", type=Path, default=None,
@@ -299,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="table (JSON), rewritten after every run; a rerun resumes from it")
     p.add_argument("--publish", action="store_true",
-                   help="write docs/results/iso_accuracy_<data>.md and its figure")
+                   help="write docs/results/iso_accuracy_<data>[_no-...].md and its figure")
     p.add_argument("--resimulate", action="store_true",
                    help="prune nothing: simulate the compressed files of the runs in --out again "
                    "with the current simulator and rewrite their latency and energy")
@@ -314,8 +434,7 @@ def resimulate(args: argparse.Namespace) -> pd.DataFrame:
         raise UserError(f"--resimulate: no table at {args.out}")
     hw = load_hardware(args.hw)
     for row in rows:
-        stem = f"{args.model}_{row['classes']}cls_{row['scheme']}_{row['target']}"
-        path = args.runs / f"{stem}.safetensors"
+        path = run_path(args, row["classes"], row["scheme"], row["target"], row["seed"])
         if not path.is_file():
             raise UserError(f"--resimulate: {path} is missing: rerun without --resimulate")
         row.update(simulate_file(path, hw))
@@ -331,13 +450,17 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in SETTINGS[args.setting].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    name = f"{args.setting}{variant(args)}"
     if args.runs is None:
-        args.runs = Path("runs/iso_accuracy") / args.setting
+        args.runs = Path("runs/iso_accuracy") / name
     if args.out is None:
-        args.out = Path("runs/iso_accuracy") / f"{args.setting}.json"
-    results = Results(f"iso_accuracy_{args.data}", script_command(), args.publish)
+        args.out = Path("runs/iso_accuracy") / f"{name}.json"
+    results = Results(f"iso_accuracy_{args.data}{variant(args)}", script_command(), args.publish)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds}: allowed 1 or more")
+    recovery_config(args)  # bad recovery flags fail here, before any work
     args.class_counts = [int(c) for c in str(args.class_counts).split(",")]
     args.schemes = str(args.schemes).split(",")
     unknown = sorted(set(args.schemes) - set(SCHEMES))
@@ -346,33 +469,47 @@ def main(argv: list[str] | None = None) -> int:
                         "dense included (it sets the iso-accuracy line)")
     args.densities = [float(d) for d in str(args.densities).split(",")]
     table = resimulate(args) if args.resimulate else run(args)
-    fmt = {"float_format": lambda v: f"{v:.3f}", "index": False}
-    print(table.drop(columns="class_ids").sort_values(["classes", "scheme", "density"])
-          .to_string(**fmt))
-    points = iso_points(table, args.tolerance)
-    gains = hybrid_gains(points)
-    hw = load_hardware(args.hw)
-    context = (f"{args.model} on {args.data}, {hw.name} ({hw.array.rows}x{hw.array.cols} "
-               f"{hw.array.dataflow.upper()}), {args.epochs} epochs a round, "
-               f"{args.n_per_class} images a class")
-    results.add(f"{context}; step {args.step}, block {args.block}, full head, seed {args.seed}. "
-                "Each cell: user-class top-1 @ simulated latency, energy per inference "
-                "(d: measured global density).")
-    results.add(wide_table(table.sort_values(["classes", "target"])))
-    results.add(f"Iso-accuracy: per class count and scheme, the fastest and the most frugal run "
-                f"whose top-1 is within {args.tolerance:g} point of the fine-tuned dense model's "
-                "(a dash: no run is).")
-    results.add(markdown(points[["classes", "scheme", "dense_top1", "runs", "iso_runs",
-                                 "latency_us", "latency_top1", "latency_density", "energy_uj",
-                                 "energy_top1", "energy_density"]]))
-    if len(gains):
-        results.add("Hybrid at iso-accuracy: the baseline's latency and energy over hybrid's "
-                    "(above 1: hybrid is faster or uses less energy; a dash where either has no "
-                    "run within the tolerance).")
-        results.add(markdown(gains))
-    results.figure(figure(table, args.tolerance, context), f"iso_accuracy_{args.data}")
+    print(aggregate(table).to_string(float_format=lambda v: f"{v:.3f}", index=False))
+    publish(results, args, table)
     results.write()
     return 0
+
+
+def publish(results: Results, args: argparse.Namespace, table: pd.DataFrame) -> None:
+    """Add the run's tables and figure to ``results``."""
+    points = iso_points(table, args.tolerance)
+    gains = hybrid_gains(table, points)
+    hw = load_hardware(args.hw)
+    rec = recovery_config(args)
+    recovery = ", ".join([f"distillation T={rec.temperature:g} w={rec.distill_weight:g}"
+                          if rec.distill else "no distillation",
+                          "BatchNorm recalibration" if rec.recalibrate else "no recalibration"])
+    context = (f"{args.model} on {args.data}, {hw.name} ({hw.array.rows}x{hw.array.cols} "
+               f"{hw.array.dataflow.upper()}), {args.epochs} epochs a round, "
+               f"{args.n_per_class} images a class, {recovery}, {args.seeds} seeds")
+    collapsed = int(aggregate(table).collapsed.sum())
+    results.add(f"{context}; step {args.step}, block {args.block}, full head, classes drawn "
+                f"from seed {args.seed}, seeds {', '.join(map(str, seeds(args)))} (user images, "
+                f"data order, a validation split of {rec.val_share:g} of each class's images, "
+                "masks' ties). Each cell: user-class test top-1 (mean ± standard deviation over "
+                "the seeds) @ simulated latency, energy per inference (d: measured global "
+                f"density). Runs that predict a single class for several: {collapsed} of "
+                f"{len(table)}.")
+    results.add(wide_table(table))
+    results.add(f"Iso-accuracy: per class count and scheme, the fastest and the most frugal point "
+                f"whose mean validation top-1 is within {args.tolerance:g} point of the "
+                "fine-tuned dense model's (the choice reads only the validation images; the test "
+                "top-1 is reported beside it; a dash: no point is).")
+    results.add(markdown(points, ["classes", "scheme", "dense_val", "dense_top1", "runs",
+                                  "iso_runs", "latency_us", "latency_top1", "latency_density",
+                                  "energy_uj", "energy_top1", "energy_density"]))
+    if len(gains):
+        results.add("Hybrid at iso-accuracy: the baseline's latency and energy over hybrid's, "
+                    "seed by seed, mean ± standard deviation (above 1: hybrid is faster or uses "
+                    "less energy; a dash where either has no point within the tolerance).")
+        results.add(markdown(gains, ["classes", "baseline", "speedup", "energy_saving"]))
+    results.figure(figure(table, args.tolerance, context),
+                   f"iso_accuracy_{args.data}{variant(args)}")
 
 
 if __name__ == "__main__":

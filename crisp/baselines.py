@@ -12,7 +12,8 @@
   epochs as the hybrid run would take (rounds of ``schedule(target, n/m, step)`` times epochs per
   round), so every model sees the same user-class training.
 
-The two model-level baselines return ``(model, rounds, extra)``: the model, one metrics dict per
+The two model-level baselines recover like every scheme (`crisp.finetune.Recovery`) and
+return ``(model, rounds, extra)``: the model, one metrics dict per
 round and extra record fields. This module does not import `crisp.pruner` (which dispatches
 to it); both read their settings from `crisp.config`.
 """
@@ -26,14 +27,13 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
-from torch.utils.data import Dataset
 
 from crisp import distributed
 from crisp import masks as mk
 from crisp.config import PruneConfig
-from crisp.devices import Runtime
+from crisp.finetune import Recovery
 from crisp.schedule import schedule
-from crisp.train import evaluate, train_epochs, user_batches
+from crisp.train import user_batches
 
 Rounds = list[dict[str, object]]
 
@@ -109,30 +109,27 @@ def channel_ratio(
 
 
 def _round_metrics(
-    t: int, goal: float, model: nn.Module, total: int, loss: float, metrics: dict[str, float]
+    t: int, goal: float, model: nn.Module, total: int, metrics: dict[str, object]
 ) -> dict[str, object]:
     return {"round": t, "target_density": goal, "density": round(gemm_weights(model) / total, 6),
-            "train_loss": loss, **metrics}
+            **metrics}
 
 
 def channel_prune(
     model: nn.Module,
-    train_data: Dataset,
-    test_data: Dataset,
+    recovery: Recovery,
     classes: list[int],
     config: PruneConfig,
-    generator: torch.Generator,
-    label_map: torch.Tensor | None,
-    runtime: Runtime | None = None,
 ) -> tuple[nn.Module, Rounds, dict[str, object]]:
     """Class-aware channel pruning to the target density in ``schedule(target, 1, step)`` rounds.
 
     Before each round the Taylor importance sees ``|W * dL/dW|`` summed over one pass of the
-    user-class data; each round removes channels, then fine-tunes ``config.epochs`` epochs. The
-    density is the remaining weights over the original ones. Under ``torchrun`` the gradients
-    behind the importance are summed over the ranks before each step, so all ranks remove the
-    same channels.
+    user-class data; each round removes channels, then recovers (``recovery``: fine-tunes
+    ``config.epochs`` epochs). The density is the remaining weights over the original ones.
+    Under ``torchrun`` the gradients behind the importance are summed over the ranks before each
+    step, so all ranks remove the same channels.
     """
+    train_data, runtime = recovery.train, recovery.runtime
     model.eval()
     example = next(iter(user_batches(train_data, 1, torch.Generator().manual_seed(0), None,
                                      runtime, shard=False)))[0]
@@ -146,16 +143,15 @@ def channel_prune(
     for t, goal in enumerate(densities):
         model.eval()
         model.zero_grad(set_to_none=True)
-        batches = user_batches(train_data, config.batch_size_grad, generator, label_map, runtime)
+        batches = user_batches(train_data, config.batch_size_grad, recovery.generator,
+                               recovery.label_map, runtime)
         for images, labels in batches:
             F.cross_entropy(model(images), labels).backward()
         distributed.all_reduce_grads(model)
         pruner.step()
         model.zero_grad(set_to_none=True)
-        loss = train_epochs(model, train_data, config.fine_tune(), generator, label_map,
-                            desc=f"channel round {t}/{len(densities) - 1}", runtime=runtime)
-        rounds.append(_round_metrics(t, goal, model, total, loss,
-                                     evaluate(model, test_data, label_map, runtime=runtime)))
+        metrics = recovery.round(model, t, f"channel round {t}/{len(densities) - 1}")
+        rounds.append(_round_metrics(t, goal, model, total, metrics))
     extra = {"schedule": densities, "channel_ratio": ratio,
              "layer_shapes": {n: list(m.weight.shape) for n, m in mk.gemm_layers(model).items()}}
     return model, rounds, extra
@@ -169,21 +165,14 @@ def dense_epochs(config: PruneConfig, num_classes: int) -> int:
 
 def dense_finetune(
     model: nn.Module,
-    train_data: Dataset,
-    test_data: Dataset,
+    recovery: Recovery,
     classes: list[int],
     config: PruneConfig,
-    generator: torch.Generator,
-    label_map: torch.Tensor | None,
-    runtime: Runtime | None = None,
 ) -> tuple[nn.Module, Rounds, dict[str, object]]:
-    """The dense model fine-tuned on the user's classes for `dense_epochs` epochs."""
+    """The dense model fine-tuned on the user's classes for `dense_epochs` epochs (with the
+    same ``recovery`` as every scheme)."""
     epochs = dense_epochs(config, len(classes))
-    tune = config.fine_tune()
-    tune = type(tune)(**{**tune.as_dict(), "epochs": epochs})
     total = gemm_weights(model)
-    loss = train_epochs(model, train_data, tune, generator, label_map, desc="dense fine-tune",
-                        runtime=runtime)
-    rounds = [_round_metrics(0, 1.0, model, total, loss,
-                             evaluate(model, test_data, label_map, runtime=runtime))]
+    metrics = recovery.round(model, 0, "dense fine-tune", epochs=epochs)
+    rounds = [_round_metrics(0, 1.0, model, total, metrics)]
     return model, rounds, {"schedule": [1.0], "epochs": epochs}

@@ -37,6 +37,7 @@ from crisp.io import write_atomic
 from crisp.models import build_model, input_shape, read_torch_dict
 from crisp.pattern_core import DEFAULT_BLOCK
 from crisp.pruner import HEADS, SCHEMES, PruneConfig, prune
+from crisp.recovery import RecoveryConfig
 from crisp.train import TrainConfig, evaluate, train_epochs
 
 #: Committed dense checkpoints, ``<model>_<data>.pt`` with a ``.json`` record beside each.
@@ -186,9 +187,32 @@ def _train(args: argparse.Namespace, rt: Runtime) -> int:
 def _prune_config(args: argparse.Namespace) -> PruneConfig:
     n, m = parse_nm(args.nm)
     train = TrainConfig(lr=args.lr, batch_size=args.batch_size)
+    recovery = RecoveryConfig(distill=args.distill, temperature=args.temperature,
+                              distill_weight=args.distill_weight, recalibrate=args.recalibrate,
+                              balanced=args.balanced, val_share=args.val_share)
     return PruneConfig(scheme=args.scheme, density=args.density, n=n, m=m, block=args.block,
                        step=args.step, epochs=args.epochs, head=args.head,
-                       exclude_first=not args.include_first, train=train)
+                       exclude_first=not args.include_first, train=train, recovery=recovery)
+
+
+def add_recovery(p: argparse.ArgumentParser) -> None:
+    """The recovery flags of a pruning run (`crisp.recovery.RecoveryConfig`), defaults from it."""
+    d = RecoveryConfig()
+    p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=d.distill,
+                   help="distil from the dense model while fine-tuning (default on)")
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help=f"distillation temperature, > 0 (default {d.temperature:g})")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                   help="share of the distillation term in the loss, in [0, 1] (default "
+                   f"{d.distill_weight:g})")
+    p.add_argument("--recalibrate", action=argparse.BooleanOptionalAction, default=d.recalibrate,
+                   help="re-estimate BatchNorm statistics after every mask change and after "
+                   "fine-tuning (default on)")
+    p.add_argument("--balanced", action=argparse.BooleanOptionalAction, default=d.balanced,
+                   help="class-balanced fine-tuning batches (default on)")
+    p.add_argument("--val-share", type=float, default=d.val_share,
+                   help="share of each class's training images held out for validation, in "
+                   f"(0, 0.5] (default {d.val_share:g})")
 
 
 def _dense_source(args: argparse.Namespace) -> str | None:
@@ -255,9 +279,12 @@ def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
                  lambda tmp: tmp.write_text(json.dumps(result.record, indent=2) + "\n"))
     final = result.final
     print(f"{config.scheme}: density {final['density']:.4f}, user-class top-1 "
-          f"{final['top1']:.2f}% top-5 {final['top5']:.2f}% (before pruning "
-          f"{result.record['before']['top1']:.2f}%); compressed {sizes['total_bytes']} bytes "
-          f"vs dense {sizes['dense_bytes']}")
+          f"{final['top1']:.2f}% top-5 {final['top5']:.2f}% (validation {final['val_top1']:.2f}%; "
+          f"before pruning {result.record['before']['top1']:.2f}%); compressed "
+          f"{sizes['total_bytes']} bytes vs dense {sizes['dense_bytes']}")
+    if result.record["warnings"]:
+        print(f"{len(result.record['warnings'])} round(s) did not recover (the warnings above, "
+              "kept in record.json): more images, epochs or a higher density may help")
     print(f"wrote {out}/model.pt, pruned.safetensors, record.json")
     return 0
 
@@ -403,7 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the start density removed per round (default 0.1)")
     p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs per round (default 1)")
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak lr (default 0.01)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="fine-tuning batch (default 64; smaller where an epoch would take fewer "
+                   "than 8 steps)")
+    add_recovery(p)
     p.add_argument("--head", default="full", choices=HEADS,
                    help="full: keep all classes (default, as the paper); shrink: user's only")
     p.add_argument("--include-first", action="store_true", help="prune the first conv too")

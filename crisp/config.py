@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from crisp.errors import UserError
 from crisp.pattern_core import DEFAULT_BLOCK
 from crisp.patterns import check_block, check_nm
+from crisp.recovery import RecoveryConfig
 from crisp.schedule import check_density, default_density
 from crisp.train import TrainConfig
 
@@ -41,7 +42,10 @@ class PruneConfig:
         exclude_first: leave the first conv dense.
         head_pattern: the classifier's pattern; None = ``nm`` for hybrid/nm, ``dense`` for block,
             ``unstructured`` for unstructured.
-        train: optimiser settings of the fine-tuning (its ``epochs`` field is ignored).
+        train: optimiser settings of the fine-tuning (its ``epochs`` field is ignored, its
+            ``balanced`` comes from ``recovery``).
+        recovery: distillation, BatchNorm recalibration, balanced batches and the validation
+            split of every fine-tuning round (`crisp.recovery.RecoveryConfig`).
         batch_size_grad: minibatch size of the gradient pass before pruning.
     """
 
@@ -56,6 +60,7 @@ class PruneConfig:
     exclude_first: bool = True
     head_pattern: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     batch_size_grad: int = 64
 
     def __post_init__(self) -> None:
@@ -82,8 +87,9 @@ class PruneConfig:
         )
 
     def fine_tune(self) -> TrainConfig:
-        """The optimiser settings with this run's epochs per round."""
-        return TrainConfig(**{**self.train.as_dict(), "epochs": self.epochs})
+        """The optimiser settings with this run's epochs per round and batch balance."""
+        return TrainConfig(**{**self.train.as_dict(), "epochs": self.epochs,
+                              "balanced": self.recovery.balanced})
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready settings."""

@@ -42,6 +42,7 @@ from crisp.config import (  # noqa: F401  (SCHEMES, HEADS, PATTERNS, PruneConfig
 )
 from crisp.devices import Runtime, as_runtime
 from crisp.errors import UserError
+from crisp.finetune import Recovery
 from crisp.patterns import (
     bitmap_of,
     block_bitmap,
@@ -52,7 +53,7 @@ from crisp.patterns import (
 )
 from crisp.saliency import GradientMeter, gradient_pass, saliency
 from crisp.schedule import schedule
-from crisp.train import evaluate, train_epochs, user_batches
+from crisp.train import user_batches
 
 
 @dataclass(frozen=True)
@@ -313,26 +314,30 @@ def prune(
         raise UserError(f"class id {bad[0]} out of range: allowed 0..{num_outputs - 1}")
     distributed.agree({"classes": classes, "seed": seed, "config": config.as_dict(),
                        "train_images": len(train_data), "test_images": len(test_data)})
-    label_map = shrink_head(model, classes) if config.head == "shrink" else None
     rt.place(model)
+    recovery = Recovery(model, train_data, test_data, classes, config, generator, seed,
+                        runtime=rt)
+    label_map = shrink_head(model, classes) if config.head == "shrink" else None
+    recovery.label_map = label_map
+    train_data = recovery.train  # fine-tuning and saliency never see the validation images
     record: dict[str, object] = {
-        "format": "crisp-prune-record/1",
+        "format": "crisp-prune-record/2",
         "seed": seed,
         "classes": classes,
         "config": config.as_dict(),
         "target_density": config.target(len(classes)),
+        "split": {"train": len(recovery.train), "val": len(recovery.val),
+                  "test": len(test_data)},
         "world_size": distributed.world_size(),
         "runtime": rt.as_dict(),
     }
-    before = evaluate(model, test_data, label_map, runtime=rt)
-    record["before"] = before
+    record["before"] = recovery.start(model)
     if config.scheme in ("channel", "dense"):
         run = baselines.channel_prune if config.scheme == "channel" else baselines.dense_finetune
-        model, rounds, extra = run(
-            model, train_data, test_data, classes, config, generator, label_map, rt
-        )
+        model, rounds, extra = run(model, recovery, classes, config)
         record.update(extra)
         record["rounds"] = rounds
+        record["warnings"] = recovery.warnings
         return PruneResult(_to_cpu(model), {}, record, label_map)
     plans = plan_layers(model, config.scheme, config.exclude_first, config.head_pattern)
     record["plan"] = {n: asdict(p) for n, p in plans.items()}
@@ -358,26 +363,25 @@ def prune(
         densities = densities[1:]  # no fine pattern: nothing to prune or tune at the start density
     record["schedule"] = densities
     rounds = []
-    tune = config.fine_tune()
     for t, goal in enumerate(densities):
         clock = time.perf_counter()
         decisions = {} if goal >= start and t == 0 else pruner.shrink_to(goal)
         digest = distributed.check_identical(mk.get_masks(model), f"masks after round {t}")
         pruner.meter.reset()
-        loss = train_epochs(model, train_data, tune, generator, label_map, pruner.meter.update,
-                            desc=f"{config.scheme} round {t}/{len(densities) - 1}", runtime=rt)
+        metrics = recovery.round(model, t, f"{config.scheme} round {t}/{len(densities) - 1}",
+                                 after_backward=pruner.meter.update)
         if pruner.meter.batches == 0:  # no fine-tuning: next round reuses a fresh gradient pass
             gradients()
-        metrics = evaluate(model, test_data, label_map, runtime=rt)
         rounds.append({
             "round": t, "target_density": goal, "density": round(mk.density(model), 6),
-            "train_loss": loss, **metrics, **decisions, "layer_density": _layer_densities(model),
+            **metrics, **decisions, "layer_density": _layer_densities(model),
             "mask_sha256": digest,
         })
         timing["rounds"].append(time.perf_counter() - clock)  # evaluate() ends with a device sync
     final_masks = {n: m.cpu() for n, m in mk.get_masks(model).items()}
     mk.squash(model)
     record["rounds"] = rounds
+    record["warnings"] = recovery.warnings
     record["seconds"] = timing  # wall clock: gradient pass, then each round (prune + tune + eval)
     return PruneResult(_to_cpu(model), final_masks, record, label_map)
 

@@ -29,6 +29,7 @@ from crisp import distributed
 from crisp.console import progress_bar
 from crisp.devices import Runtime, as_runtime
 from crisp.errors import UserError
+from crisp.recovery import BalancedSampler, Distiller, labels_of
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class TrainConfig:
         warmup: fraction of the steps spent in linear warm-up, in [0, 1).
         batch_size: images per step.
         augment: random 4-pixel shifts (zero padding) of the training images; no flips (glyphs).
+        balanced: class-balanced batches (`crisp.recovery.BalancedSampler`) instead of a plain
+            shuffle.
     """
 
     epochs: int = 1
@@ -52,6 +55,7 @@ class TrainConfig:
     warmup: float = 0.1
     batch_size: int = 64
     augment: bool = False
+    balanced: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -165,8 +169,10 @@ def train_epochs(
     after_backward: Callable[[], None] | None = None,
     desc: str = "train",
     runtime: Runtime | None = None,
+    distiller: Distiller | None = None,
 ) -> float:
-    """Train ``model`` in place for ``config.epochs`` epochs of cross-entropy.
+    """Train ``model`` in place for ``config.epochs`` epochs of cross-entropy (or of
+    ``distiller``'s loss).
 
     Args:
         dataset: ``(image [C, H, W], class id)`` samples.
@@ -178,6 +184,7 @@ def train_epochs(
         runtime: device, autocast, workers (None: the CPU). Under ``torchrun`` the model trains
             in ``DistributedDataParallel`` (``config.batch_size`` images per rank and step) and
             every rank ends with rank 0's buffers (BatchNorm statistics).
+        distiller: mixes distillation from a dense teacher into the loss (None: cross-entropy).
 
     Returns:
         mean training loss over the last epoch, over all ranks (nan when ``epochs`` is 0).
@@ -185,7 +192,11 @@ def train_epochs(
     if config.epochs == 0:
         return math.nan
     rt = as_runtime(runtime)
-    sampler = _sampler(dataset, generator)
+    if config.balanced:
+        sampler = BalancedSampler(labels_of(dataset), generator, distributed.rank(),
+                                  distributed.world_size())
+    else:
+        sampler = _sampler(dataset, generator)
     data = loader(dataset, config.batch_size, True, generator, rt, sampler)
     total = config.epochs * len(data)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -201,7 +212,7 @@ def train_epochs(
     seen = 0
     try:
         for epoch in range(config.epochs):
-            if sampler is not None:
+            if isinstance(sampler, DistributedSampler):
                 sampler.set_epoch(epoch)
             loss_sum.zero_()
             seen = 0
@@ -210,7 +221,9 @@ def train_epochs(
                     images = _shift(images, generator)
                 opt.zero_grad(set_to_none=True)
                 with rt.autocast():
-                    loss = F.cross_entropy(net(images), labels)
+                    logits = net(images)
+                    loss = (F.cross_entropy(logits, labels) if distiller is None
+                            else distiller.loss(logits, images, labels))
                 loss.backward()
                 if after_backward is not None:
                     after_backward()
@@ -237,28 +250,40 @@ def evaluate(
     batch_size: int = 256,
     runtime: Runtime | None = None,
 ) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (percent) and mean cross-entropy of ``model`` on ``dataset``.
+    """Top-1 / top-5 accuracy (percent), mean cross-entropy and the number of distinct predicted
+    classes (``predicted``) of ``model`` on ``dataset``.
 
     With the full head the arg-max runs over all classes; with a shrunk head over the user's.
-    Under ``torchrun`` each rank scores a disjoint shard and the counts are added (exact).
+    ``predicted`` is 1 when the model gives every image the same class (a collapse, unless the
+    data holds one class). Under ``torchrun`` each rank scores a disjoint shard and the counts are
+    added (exact).
     """
     rt = as_runtime(runtime)
     model.eval()
     # correct top-1, correct top-5, loss sum, images: summed on the device, read once at the end
     sums = torch.zeros(4, dtype=torch.float64, device=rt.device)
+    votes: torch.Tensor | None = None  # images given each class, on the device
     data = loader(distributed.shard(dataset), batch_size, False, torch.Generator(), rt)
     for images, labels in _batches(data, label_map, rt):
         with rt.autocast():
             logits = model(images)
         logits = logits.float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        if votes is None:
+            votes = torch.zeros(logits.shape[1], dtype=torch.float64, device=rt.device)
+        votes += torch.bincount(top[:, 0], minlength=logits.shape[1]).double()
         sums += torch.stack([
             (top[:, 0] == labels).sum().double(),
             (top == labels[:, None]).any(dim=1).sum().double(),
             F.cross_entropy(logits, labels, reduction="sum").double(),
             torch.tensor(float(len(labels)), dtype=torch.float64, device=rt.device),
         ])
-    correct1, correct5, loss_sum, seen = distributed.all_reduce_sum(sums.cpu()).tolist()
+    if votes is None:  # this rank's shard is empty: its votes are the other ranks'
+        head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        votes = torch.zeros(head.out_features, dtype=torch.float64, device=rt.device)
+    totals = distributed.all_reduce_sum(torch.cat([sums, votes]).cpu())
+    correct1, correct5, loss_sum, seen = totals[:4].tolist()
     if seen == 0:
         raise UserError("evaluation data set is empty")
-    return {"top1": 100 * correct1 / seen, "top5": 100 * correct5 / seen, "loss": loss_sum / seen}
+    return {"top1": 100 * correct1 / seen, "top5": 100 * correct5 / seen, "loss": loss_sum / seen,
+            "predicted": int(torch.count_nonzero(totals[4:]))}
