@@ -244,7 +244,11 @@ def _load_rows(path: Path | None) -> list[dict[str, object]]:
     if path is None or not path.is_file():
         return []
     try:
-        return list(json.loads(path.read_text())["rows"])
+        rows = list(json.loads(path.read_text())["rows"])
+        missing = [key for key in _KEY if any(key not in row for row in rows)]
+        if missing:  # a table without seeds is an older one
+            raise KeyError(missing[0])
+        return rows
     except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"--out {path} is not a table this benchmark wrote ({err}): move it "
                         "away or pick another --out") from None
