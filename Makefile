@@ -60,8 +60,12 @@ results: results-quick
 	$(PY) benchmarks/zigzag_crosscheck.py --publish
 	$(PY) benchmarks/sweep_speed.py --workers 1,2 --mappings best,scalesim --publish
 	$(PY) benchmarks/accuracy_density.py --epochs 3 --publish
-	$(PY) benchmarks/iso_accuracy.py --setting cpu --publish
-	$(PY) benchmarks/iso_accuracy.py --setting fashion --publish
+	$(PY) benchmarks/recovery.py --publish
+	$(PY) benchmarks/iso_accuracy.py --setting cpu --threads 2 --publish
+	$(PY) benchmarks/iso_accuracy.py --setting cpu --threads 2 --no-distill --no-recalibrate --publish
+	$(PY) benchmarks/iso_accuracy.py --setting fashion --threads 2 --publish
+	$(PY) benchmarks/iso_accuracy.py --setting fashion --threads 2 --no-distill --no-recalibrate \
+	  --publish
 	$(PY) benchmarks/prune_round_time.py --model resnet18_cifar --data glyph100-hard \
 	  --classes 10 --n-per-class 256 --device cpu --workers 0 --publish
 

@@ -106,11 +106,16 @@ def test_balanced_batches_hold_every_class_in_proportion(counts: list[int], batc
     assert set().union(*map(set, shares)) == set(range(total))  # padding only repeats
     order = list(BalancedSampler(labels, torch.Generator().manual_seed(seed)))
     assert sorted(order) == list(range(total))  # one process: a permutation
-    for start in range(0, total, batch):
+    seen = torch.zeros(classes)
+    for length, index in enumerate(order, start=1):  # every prefix: a shuffle drifts far more
+        seen[labels[index]] += 1
+        for c, n in enumerate(counts):
+            assert abs(float(seen[c]) - length * n / total) < 1 + classes * n / total
+    for start in range(0, total, batch):  # so every batch (a difference of two prefixes)
         window = labels[order[start:start + batch]]
         for c, n in enumerate(counts):
             expected = len(window) * n / total
-            assert abs(int((window == c).sum()) - expected) <= 2 + 2 * classes * n / total
+            assert abs(int((window == c).sum()) - expected) < 2 + 2 * classes * n / total
 
 
 def test_balanced_order_is_seeded() -> None:
@@ -171,6 +176,24 @@ def test_recalibration_sets_the_statistics_of_the_data_and_nothing_else() -> Non
     assert not net.training and bn.momentum == 0.1  # mode and momentum restored
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())
     assert recalibrate_batchnorm(nn.Linear(2, 2), data) == 0
+
+
+def test_a_round_ends_with_statistics_recalibrated_on_the_fine_tuning_images() -> None:
+    from crisp.finetune import Recovery
+    from crisp.pruner import PruneConfig
+    from crisp.train import TrainConfig
+
+    net = _net()
+    data = _labelled([12, 12, 12, 12, 12])
+    config = PruneConfig(scheme="dense", epochs=2, train=TrainConfig(lr=0.05, batch_size=8))
+    recovery = Recovery(net, data, data, [0, 1, 2, 3, 4], config, torch.Generator()
+                        .manual_seed(0), seed=0)
+    metrics = recovery.round(net, 0, "dense")
+    assert metrics["batch_size"] == 6  # 45 fine-tuning images, at least 8 steps an epoch
+    assert len(recovery.train) == 45 and len(recovery.val) == 15  # ceil(0.2 * 12) a class
+    kept = [t.clone() for t in (net[1].running_mean, net[1].running_var)]
+    recalibrate_batchnorm(net, recovery.train, batch_size=config.train.batch_size)
+    assert torch.equal(kept[0], net[1].running_mean) and torch.equal(kept[1], net[1].running_var)
 
 
 def test_check_round_reports_each_failure_with_its_numbers() -> None:
