@@ -49,6 +49,8 @@ def test_iso_points_pick_the_cheapest_point_within_tolerance_on_validation() -> 
     assert (hybrid.latency_us, hybrid.latency_density, hybrid.iso_runs) == (20.0, 0.1, 2)
     assert hybrid.energy_uj == 40.0 and hybrid.dense_val == 90.0 and hybrid.dense_top1 == 88.0
     assert hybrid.latency_top1 == 87.0  # the test top-1 is reported beside the choice
+    assert hybrid.lowest_density == 0.1 and points.loc[(1, "channel")].lowest_density == 0.25
+    assert np.isnan(points.loc[(1, "block")].lowest_density)
     assert points.loc[(1, "channel")].latency_us == 22.0  # the 10 us run is 2 points below
     assert np.isnan(points.loc[(1, "block")].latency_us)
     assert points.loc[(1, "dense")].latency_us == 60.0
