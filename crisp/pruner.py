@@ -12,7 +12,9 @@ The mask schemes (``hybrid``, ``nm``, ``block``, ``unstructured``) share one loo
 4. each later round t lowers the global density to ``schedule(...)[t]``: for block layers one
    global threshold on the block-rank scores (`select_block_ranks`), for ``unstructured``
    one global threshold on the weight scores; masks only shrink;
-5. fine-tune after every round, gathering the next round's gradients on the way.
+5. recover after every round (`crisp.finetune.Recovery`: BatchNorm recalibration,
+   distillation from the dense model, class-balanced batches, a check on held-out validation
+   images), gathering the next round's gradients on the way.
 
 ``channel`` and ``dense`` are in `crisp.baselines` (which never imports this module); the
 settings are `crisp.config.PruneConfig`, re-exported here. Densities are always global:
@@ -288,9 +290,11 @@ def prune(
 
     Args:
         model: a trained classifier over all classes.
-        train_data: the user-class training images ``(image [C, H, W], class id)`` (gradients and
-            fine-tuning use only these).
-        test_data: user-class test images for the per-round metrics.
+        train_data: the user-class training images ``(image [C, H, W], class id)``; a seeded
+            share (``config.recovery.val_share``) of each class is held out for validation, the
+            rest feed the gradients and the fine-tuning (`crisp.finetune.Recovery`).
+        test_data: user-class test images for the per-round metrics (reported, never used for a
+            choice).
         classes: the user's class ids.
         config: the scheme and its settings.
         seed: seeds every random choice (data order, augmentation; ``torch.manual_seed`` too).
