@@ -30,7 +30,10 @@ Settings (``--setting``; any flag overrides them):
 
 The recovery flags of ``crisp prune`` apply (``--no-distill``, ``--no-recalibrate``, ...); a run
 without distillation or recalibration gets a suffix (``_no-distill``, ``_no-recalibrate``,
-``_no-recovery``) on its table, runs folder and published files, so the variants sit side by side.
+``_no-distill_no-recalibrate``) on its table, runs folder and published files, so the variants
+sit side by side. Only those two flags name a variant: a run with another ``--temperature``,
+``--distill-weight``, ``--val-share`` or ``--no-balanced`` needs its own ``--out`` and ``--runs``
+(and should not be published over the default one); the table keeps the settings it ran with.
 
 The table is written after every run (``--out``, JSON; default
 ``runs/iso_accuracy/<setting>[suffix].json``) and a rerun skips the runs already in it, so an
@@ -329,9 +332,10 @@ def recovery_config(args: argparse.Namespace) -> RecoveryConfig:
 
 def variant(args: argparse.Namespace) -> str:
     """The file-name suffix of a run without part of the recovery: ``""`` (distillation and
-    recalibration), ``"_no-distill"``, ``"_no-recalibrate"`` or ``"_no-recovery"`` (neither)."""
+    recalibration), ``"_no-distill"``, ``"_no-recalibrate"`` or
+    ``"_no-distill_no-recalibrate"`` (neither; balanced batches and the validation split stay)."""
     return {(True, True): "", (False, True): "_no-distill", (True, False): "_no-recalibrate",
-            (False, False): "_no-recovery"}[(args.distill, args.recalibrate)]
+            (False, False): "_no-distill_no-recalibrate"}[(args.distill, args.recalibrate)]
 
 
 def wide_table(table: pd.DataFrame) -> str:

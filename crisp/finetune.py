@@ -11,6 +11,7 @@ baselines (`crisp.baselines`) both drive it.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 
@@ -93,7 +94,8 @@ class Recovery:
             and ``warning`` (None when the recovery held).
         """
         tune = self.config.fine_tune()
-        batch = self.config.recovery.batch_size(tune.batch_size, len(self.train))
+        share = math.ceil(len(self.train) / distributed.world_size())  # this rank's images
+        batch = self.config.recovery.batch_size(tune.batch_size, share)
         tune = type(tune)(**{**tune.as_dict(), "batch_size": batch,
                              **({} if epochs is None else {"epochs": epochs})})
         self.recalibrate(model)

@@ -127,7 +127,7 @@ def test_variant_names_the_missing_parts_of_the_recovery() -> None:
     assert (args.seeds, args.distill, args.recalibrate) == (3, True, True)
     assert iso_accuracy.variant(args) == ""
     args = iso_accuracy.build_parser().parse_args(["--no-distill", "--no-recalibrate"])
-    assert iso_accuracy.variant(args) == "_no-recovery"
+    assert iso_accuracy.variant(args) == "_no-distill_no-recalibrate"
     assert iso_accuracy.variant(iso_accuracy.build_parser().parse_args(["--no-distill"])) == (
         "_no-distill")
 

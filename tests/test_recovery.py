@@ -198,6 +198,8 @@ def test_a_round_ends_with_statistics_recalibrated_on_the_fine_tuning_images() -
 
 def test_check_round_reports_each_failure_with_its_numbers() -> None:
     assert check_round(1, 0.5, 0.4, 90.0, 88.0, 5.0, predicted=3, classes=3) is None
+    assert check_round(1, 0.5, 0.52, 90.0, 88.0, 5.0, predicted=3, classes=3) is None  # noise
+    assert "0.500 -> 0.530" in check_round(1, 0.5, 0.53, 90.0, 88.0, 5.0, predicted=3, classes=3)
     text = check_round(2, 0.5, 0.9, 90.0, 50.0, 5.0, predicted=1, classes=3)
     assert text.startswith("round 2: recovery failed:")
     assert "validation loss 0.500 -> 0.900" in text and "90.0% -> 50.0%" in text
