@@ -4,13 +4,14 @@ The setting of a new user trying the demo with few images: ``resnet_small`` on t
 ``glyph100``, 3 user classes (drawn from ``--seed``), 32 training images a class, one fine-tuning
 epoch a round, schedule step 0.25, target density 0.25 and ``crisp prune``'s fine-tuning batch
 (64). Every scheme is pruned under five recoveries (`VARIANTS`): ``plain`` (shuffled batches
-of 64, 2 steps a round, nothing else), ``none`` (class-balanced batches, at least 8 steps an
-epoch), then recalibration only, distillation only, and both (the default), with ``--seeds``
-seeds (user images, data order, validation split, masks' ties; default 3). The validation split
-is held out in all five.
+of 64, 2 steps a round, nothing else), ``batches`` (class-balanced batches, at least 8 steps an
+epoch), then with recalibration, with distillation, and with both (``all``, the default), with
+``--seeds`` seeds (user images, data order, validation split, masks' ties; default 3). The
+validation split is held out in all five.
 
 The table gives, per scheme and recovery, the user-class test top-1 (mean ± standard deviation
-over the seeds), the runs that collapsed (one class predicted for all three), the runs with a
+over the seeds), the runs that collapsed (one class predicted for every user class), the runs
+with a
 recovery warning and the mean wall time of a run; the figure draws the top-1 with its spread.
 ``--publish`` writes ``docs/results/recovery.md`` and ``docs/results/figures/recovery.png``.
 
@@ -40,14 +41,15 @@ from crisp.train import TrainConfig
 from crisp_sim.publish import Results, markdown_table, script_command
 
 #: The recoveries compared, by name. ``plain``: the fine-tuning without any recovery (shuffled
-#: batches of the configured size, however few steps they make); the others keep class-balanced
-#: batches of at least 8 steps an epoch and add recalibration, distillation or both (the default).
+#: batches of the configured size, however few steps they make); ``batches``: class-balanced
+#: batches of at least 8 steps an epoch; then with recalibration, distillation, or both (``all``,
+#: `crisp prune`'s default).
 VARIANTS = {
     "plain": RecoveryConfig(distill=False, recalibrate=False, balanced=False, min_steps=1),
-    "none": RecoveryConfig(distill=False, recalibrate=False),
-    "recalibrate": RecoveryConfig(distill=False),
-    "distill": RecoveryConfig(recalibrate=False),
-    "both": RecoveryConfig(),
+    "batches": RecoveryConfig(distill=False, recalibrate=False),
+    "batches + recalibrate": RecoveryConfig(distill=False),
+    "batches + distill": RecoveryConfig(recalibrate=False),
+    "all (default)": RecoveryConfig(),
 }
 
 
@@ -165,19 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     frame = summary(table)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     context = (f"resnet_small on {args.data}, {args.classes} user classes, {args.n_per_class} "
-               f"images a class, {args.epochs} epoch a round, step {args.step}, target density "
-               f"{args.density}, {args.seeds} seeds")
+               f"images a class, {args.epochs} epoch{'s' if args.epochs != 1 else ''} a round, "
+               f"step {args.step}, target density {args.density}, {args.seeds} seeds")
     d = RecoveryConfig()
     results.add(f"{context}; distillation T={d.temperature:g}, weight {d.distill_weight:g}; "
                 f"a validation split of {d.val_share:g} of each class's images in every column; "
-                f"plain: shuffled batches of {args.batch_size}; the other columns: class-balanced "
-                f"batches of at least {d.min_steps} steps an epoch, with recalibration, "
+                f"plain: shuffled batches of {args.batch_size}; batches: class-balanced batches of "
+                f"at least {d.min_steps} steps an epoch, then with BatchNorm recalibration, "
                 "distillation, or both. Each cell: user-class test top-1, mean ± "
                 "standard deviation over the seeds; collapsed: runs predicting one class for "
                 "every test image; warned: runs with a round that did not recover (the pruner's "
                 "warning).")
     results.add(markdown(frame))
-    results.add("Wall time of one pruning run (all schemes and seeds, 2 threads):")
+    results.add(f"Wall time of one pruning run (all schemes and seeds, {args.threads} torch "
+                "threads):")
     results.add(timing(table))
     results.figure(figure(frame, context), "recovery")
     results.write()
