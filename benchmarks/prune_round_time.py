@@ -3,9 +3,9 @@
 Runs ``crisp prune`` (hybrid 2:4 + 16x16 blocks, schedule [0.5, 0.45]: round 0 applies N:M, round
 1 lowers the density with blocks; one fine-tuning epoch after each) and prints the seconds of the
 gradient pass, the N:M selection and each round (selection + recovery: recalibration,
-fine-tuning, evaluation) from the
-run's ``record.json``. The dense weights do not change the time: without ``--checkpoint`` (and no
-committed checkpoint for the model and data) a freshly initialised model is pruned.
+fine-tuning, evaluation) from the run's ``record.json``. The dense weights do not change the
+time: without ``--checkpoint`` (and no committed checkpoint for the model and data) a freshly
+initialised model is pruned.
 
 ``--make-folder PATH`` first writes an ImageNet-style folder (``train/<class>/*.png`` and
 ``val/<class>/*.png``) of generated images: coloured shapes on a gradient, one colour scheme per
