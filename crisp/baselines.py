@@ -10,7 +10,8 @@
   by bisection so that the remaining Conv2d/Linear weights match the target density.
 - **dense** (`dense_finetune`): no pruning, fine-tuned on the user's classes for as many
   epochs as the hybrid run would take (rounds of ``schedule(target, n/m, step)`` times epochs per
-  round), so every model sees the same user-class training.
+  round), so every model sees the same user-class training; without distillation or
+  recalibration, which only make up for pruning.
 
 The two model-level baselines recover like every scheme (`crisp.finetune.Recovery`) and
 return ``(model, rounds, extra)``: the model, one metrics dict per
@@ -169,10 +170,11 @@ def dense_finetune(
     classes: list[int],
     config: PruneConfig,
 ) -> tuple[nn.Module, Rounds, dict[str, object]]:
-    """The dense model fine-tuned on the user's classes for `dense_epochs` epochs (with the
-    same ``recovery`` as every scheme)."""
+    """The dense model fine-tuned on the user's classes for `dense_epochs` epochs, with the
+    batches and validation of every scheme but neither recalibration nor distillation (nothing
+    is pruned: `crisp.finetune.Recovery.round` with ``pruned=False`` says why)."""
     epochs = dense_epochs(config, len(classes))
     total = gemm_weights(model)
-    metrics = recovery.round(model, 0, "dense fine-tune", epochs=epochs)
+    metrics = recovery.round(model, 0, "dense fine-tune", epochs=epochs, pruned=False)
     rounds = [_round_metrics(0, 1.0, model, total, metrics)]
     return model, rounds, {"schedule": [1.0], "epochs": epochs}

@@ -196,6 +196,23 @@ def test_a_round_ends_with_statistics_recalibrated_on_the_fine_tuning_images() -
     assert torch.equal(kept[0], net[1].running_mean) and torch.equal(kept[1], net[1].running_var)
 
 
+def test_only_pruned_models_are_distilled_and_recalibrated() -> None:
+    from crisp.pruner import PruneConfig, prune
+    from crisp.train import TrainConfig
+
+    data = _labelled([10, 10, 10, 10, 10])
+    for scheme, pruned in (("dense", False), ("unstructured", True)):
+        config = PruneConfig(scheme=scheme, density=0.5, step=0.5, block=4,
+                             exclude_first=False, train=TrainConfig(batch_size=8))
+        rounds = prune(_net(), data, data, [0, 1, 2, 3, 4], config).record["rounds"]
+        assert {(r["distilled"], r["recalibrated"]) for r in rounds} == {(pruned, pruned)}
+    config = PruneConfig(scheme="unstructured", density=0.5, step=0.5, block=4,
+                         exclude_first=False,
+                         recovery=RecoveryConfig(distill=False, recalibrate=False))
+    rounds = prune(_net(), data, data, [0, 1, 2, 3, 4], config).record["rounds"]
+    assert {(r["distilled"], r["recalibrated"]) for r in rounds} == {(False, False)}
+
+
 def test_check_round_reports_each_failure_with_its_numbers() -> None:
     assert check_round(1, 0.5, 0.4, 90.0, 88.0, 5.0, predicted=3, classes=3) is None
     assert check_round(1, 0.5, 0.52, 90.0, 88.0, 5.0, predicted=3, classes=3) is None  # noise
