@@ -83,14 +83,18 @@ class RecoveryConfig:
     min_steps: int = 8
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise UserError(f"distillation temperature {self.temperature!r} must be > 0")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature > 0):
+            raise UserError(f"distillation temperature {self.temperature!r} must be a finite "
+                            "number > 0")
         if not (isinstance(self.distill_weight, (int, float)) and 0 <= self.distill_weight <= 1):
             raise UserError(f"distillation weight {self.distill_weight!r} must be in [0, 1]")
         if not (isinstance(self.val_share, (int, float)) and 0 < self.val_share <= 0.5):
             raise UserError(f"validation share {self.val_share!r} must be in (0, 0.5]")
-        if not (isinstance(self.warn_margin, (int, float)) and self.warn_margin >= 0):
-            raise UserError(f"warning margin {self.warn_margin!r} must be >= 0 points")
+        if not (isinstance(self.warn_margin, (int, float)) and math.isfinite(self.warn_margin)
+                and self.warn_margin >= 0):
+            raise UserError(f"warning margin {self.warn_margin!r} must be a finite number >= 0 "
+                            "points")
         if not (isinstance(self.min_steps, int) and self.min_steps >= 1):
             raise UserError(f"minimum steps per epoch {self.min_steps!r} must be an integer >= 1")
 

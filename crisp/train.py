@@ -60,8 +60,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0:
             raise UserError(f"epochs {self.epochs} must be >= 0")
-        if self.lr <= 0:
-            raise UserError(f"learning rate {self.lr} must be > 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"learning rate {self.lr} must be a finite number > 0")
         if not 0 <= self.warmup < 1:
             raise UserError(f"warm-up fraction {self.warmup} must be in [0, 1)")
         if self.batch_size < 1:
@@ -188,6 +188,9 @@ def train_epochs(
 
     Returns:
         mean training loss over the last epoch, over all ranks (nan when ``epochs`` is 0).
+
+    Raises:
+        UserError: a step's loss, or a weight at the end, is not finite (names the step).
     """
     if config.epochs == 0:
         return math.nan
@@ -224,6 +227,10 @@ def train_epochs(
                     logits = net(images)
                     loss = (F.cross_entropy(logits, labels) if distiller is None
                             else distiller.loss(logits, images, labels))
+                if not bool(torch.isfinite(loss)):  # one device sync a step: cheap beside it
+                    raise UserError(f"{desc}: the loss is {float(loss.detach())} at step "
+                                    f"{bar.n + 1} of {total}: training diverged; lower the "
+                                    f"learning rate ({config.lr:g})")
                 loss.backward()
                 if after_backward is not None:
                     after_backward()
@@ -236,6 +243,10 @@ def train_epochs(
                     bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}")
     finally:
         bar.close()
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise UserError(f"{desc}: weight {bad[0]} is not finite after {total} steps: training "
+                        f"diverged; lower the learning rate ({config.lr:g})")
     distributed.broadcast_state(model)
     totals = distributed.all_reduce_sum(
         torch.tensor([float(loss_sum), seen], dtype=torch.float64))

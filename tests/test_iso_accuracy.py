@@ -134,7 +134,7 @@ def test_variant_names_the_missing_parts_of_the_recovery() -> None:
 
 @pytest.mark.parametrize("flags, message", [
     (["--seeds", "0"], "--seeds 0: allowed 1 or more"),
-    (["--temperature", "0"], "temperature 0.0 must be > 0"),
+    (["--temperature", "0"], "temperature 0.0 must be a finite number > 0"),
     (["--distill-weight", "1.5"], "distillation weight 1.5 must be in [0, 1]"),
     (["--val-share", "0.6"], "validation share 0.6 must be in (0, 0.5]"),
 ])

@@ -34,13 +34,15 @@ def _labelled(counts: list[int]) -> TensorDataset:
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"temperature": 0.0}, "distillation temperature 0.0 must be > 0"),
-    ({"temperature": -1}, "distillation temperature -1 must be > 0"),
+    ({"temperature": 0.0}, "distillation temperature 0.0 must be a finite number > 0"),
+    ({"temperature": -1}, "distillation temperature -1 must be a finite number > 0"),
     ({"distill_weight": 1.01}, "distillation weight 1.01 must be in [0, 1]"),
     ({"distill_weight": -0.1}, "distillation weight -0.1 must be in [0, 1]"),
     ({"val_share": 0.0}, "validation share 0.0 must be in (0, 0.5]"),
     ({"val_share": 0.51}, "validation share 0.51 must be in (0, 0.5]"),
     ({"min_steps": 0}, "minimum steps per epoch 0 must be an integer >= 1"),
+    ({"temperature": math.inf}, "distillation temperature inf must be a finite number > 0"),
+    ({"warn_margin": math.nan}, "warning margin nan must be a finite number >= 0 points"),
 ])
 def test_bad_recovery_settings_raise_one_line(kw: dict[str, object], message: str) -> None:
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(")):
@@ -49,10 +51,12 @@ def test_bad_recovery_settings_raise_one_line(kw: dict[str, object], message: st
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--temperature", "0"], "error: distillation temperature 0.0 must be > 0"),
+    (["--temperature", "0"], "error: distillation temperature 0.0 must be a finite number > 0"),
     (["--distill-weight", "2"], "error: distillation weight 2.0 must be in [0, 1]"),
     (["--val-share", "0"], "error: validation share 0.0 must be in (0, 0.5]"),
     (["--n-per-class", "1"], "error: validation share 0.2 leaves class"),
+    (["--lr", "nan"], "error: learning rate nan must be a finite number > 0"),
+    (["--lr", "inf"], "error: learning rate inf must be a finite number > 0"),
 ])
 def test_prune_cli_rejects_bad_recovery_with_exit_2(flags: list[str], message: str, capsys,
                                                     tmp_path) -> None:
@@ -270,3 +274,34 @@ def test_demo_small_setting_collapses_without_recovery_and_not_with_it(
     else:
         assert final["predicted"] >= 3 and final["top1"] > 80
         assert result.record["warnings"] == [] and warned == ""
+
+
+def test_a_diverging_fine_tuning_stops_with_one_line_naming_the_step() -> None:
+    from crisp.train import TrainConfig, train_epochs
+
+    data = _labelled([8, 8])
+    with pytest.raises(UserError, match=r"^x round 1/2: the loss is (nan|inf) at step \d+ of 4: "
+                       r"training diverged; lower the learning rate \(1e\+30\)$"):
+        train_epochs(_net(), data, TrainConfig(epochs=1, lr=1e30, batch_size=4),
+                     torch.Generator().manual_seed(0), desc="x round 1/2")
+    net = _net()
+    with torch.no_grad():
+        net[5].weight[0, 0] = math.nan  # a weight gone bad: the loss is nan at the first step
+    with pytest.raises(UserError, match="at step 1 of 4"):
+        train_epochs(net, data, TrainConfig(epochs=1, batch_size=4),
+                     torch.Generator().manual_seed(0), desc="x")
+
+
+def test_a_weight_gone_bad_in_the_last_step_is_caught_before_anything_is_written() -> None:
+    from crisp.train import TrainConfig, train_epochs
+
+    net, calls = _net(), []
+
+    def poison_last_step() -> None:  # a gradient of inf in the last of 4 steps
+        calls.append(1)
+        if len(calls) == 4:
+            net[5].weight.grad.fill_(math.inf)
+
+    with pytest.raises(UserError, match=r"^x: weight 5\.weight is not finite after 4 steps"):
+        train_epochs(net, _labelled([8, 8]), TrainConfig(epochs=1, batch_size=4),
+                     torch.Generator().manual_seed(0), after_backward=poison_last_step, desc="x")
