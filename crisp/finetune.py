@@ -22,7 +22,13 @@ from torch.utils.data import Dataset
 from crisp import distributed
 from crisp.config import PruneConfig
 from crisp.devices import Runtime, as_runtime
-from crisp.recovery import Distiller, check_round, recalibrate_batchnorm, split_validation
+from crisp.recovery import (
+    Distiller,
+    balanced_subset,
+    check_round,
+    recalibrate_batchnorm,
+    split_validation,
+)
 from crisp.train import evaluate, train_epochs
 
 
@@ -48,6 +54,7 @@ class Recovery:
         rec = config.recovery
         self.config = config
         self.train, self.val = split_validation(train_data, rec.val_share, seed)
+        self.calibration = balanced_subset(self.train, rec.recalibration_images, seed)
         self.test = test_data
         self.generator = generator
         self.label_map = label_map
@@ -73,8 +80,10 @@ class Recovery:
         return before
 
     def recalibrate(self, model: nn.Module) -> None:
-        """Re-estimate BatchNorm statistics on the fine-tuning images."""
-        recalibrate_batchnorm(model, self.train, self.runtime, self.config.train.batch_size)
+        """Re-estimate BatchNorm statistics on the fine-tuning images (at most
+        ``recovery.recalibration_images`` of them, `crisp.recovery.balanced_subset`)."""
+        recalibrate_batchnorm(model, self.calibration, self.runtime,
+                              self.config.train.batch_size)
 
     def round(self, model: nn.Module, t: int, desc: str, epochs: int | None = None,
               after_backward: Callable[[], None] | None = None, pruned: bool = True

@@ -15,7 +15,8 @@ first three can be switched off from the command line (``--no-distill``, ``--no-
 - **BatchNorm recalibration** (`recalibrate_batchnorm`): after every mask change (and channel
   removal) and after fine-tuning, every BatchNorm's running mean and variance are re-estimated
   from the user-class training images (a cumulative average over one pass in train mode, no
-  gradient step). Pruning changes every activation's scale; without it the running statistics,
+  gradient step; at most ``recalibration_images`` of them, class-balanced). Pruning changes
+  every activation's scale; without it the running statistics,
   which evaluation uses (and the eval-mode gradient passes: the first saliency pass, one after a
   round without fine-tuning, channel pruning's Taylor importance), stay the dense model's, and a
   few fine-tuning steps in train mode move them only part of the way.
@@ -71,6 +72,10 @@ class RecoveryConfig:
             previous round's gets a warning (default 5).
         min_steps: the fewest optimiser steps an epoch of fine-tuning takes (>= 1, default 8):
             the batch shrinks below the configured one where the data is small.
+        recalibration_images: the most fine-tuning images a recalibration reads (>= 1, default
+            512: BatchNorm statistics settle within a few hundred images, and two passes a
+            round over thousands would cost more than the fine-tuning's extra teacher pass);
+            a larger set gives a class-balanced subset of this size, drawn once a run.
     """
 
     distill: bool = True
@@ -81,6 +86,7 @@ class RecoveryConfig:
     val_share: float = 0.2
     warn_margin: float = 5.0
     min_steps: int = 8
+    recalibration_images: int = 512
 
     def __post_init__(self) -> None:
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
@@ -97,6 +103,9 @@ class RecoveryConfig:
                             "points")
         if not (isinstance(self.min_steps, int) and self.min_steps >= 1):
             raise UserError(f"minimum steps per epoch {self.min_steps!r} must be an integer >= 1")
+        if not (isinstance(self.recalibration_images, int) and self.recalibration_images >= 1):
+            raise UserError(f"recalibration images {self.recalibration_images!r} must be an "
+                            "integer >= 1")
 
     def batch_size(self, batch_size: int, images: int) -> int:
         """The fine-tuning batch: ``batch_size``, or fewer images so that ``images`` take at least
@@ -147,6 +156,15 @@ def split_validation(dataset: Dataset, share: float, seed: int) -> tuple[Dataset
     val[held] = True
     return (Subset(dataset, torch.nonzero(keep).flatten().tolist()),
             Subset(dataset, torch.nonzero(val).flatten().tolist()))
+
+
+def balanced_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
+    """At most ``size`` samples of ``dataset``, every class in proportion, in the data set's
+    order (all of it, as it is, when it holds no more); drawn from ``seed``."""
+    if len(dataset) <= size:
+        return dataset
+    order = list(BalancedSampler(labels_of(dataset), torch.Generator().manual_seed(seed)))
+    return Subset(dataset, sorted(order[:size]))
 
 
 class BalancedSampler(Sampler[int]):

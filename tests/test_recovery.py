@@ -20,6 +20,7 @@ from crisp.recovery import (
     BalancedSampler,
     Distiller,
     RecoveryConfig,
+    balanced_subset,
     check_round,
     labels_of,
     recalibrate_batchnorm,
@@ -43,6 +44,7 @@ def _labelled(counts: list[int]) -> TensorDataset:
     ({"min_steps": 0}, "minimum steps per epoch 0 must be an integer >= 1"),
     ({"temperature": math.inf}, "distillation temperature inf must be a finite number > 0"),
     ({"warn_margin": math.nan}, "warning margin nan must be a finite number >= 0 points"),
+    ({"recalibration_images": 0}, "recalibration images 0 must be an integer >= 1"),
 ])
 def test_bad_recovery_settings_raise_one_line(kw: dict[str, object], message: str) -> None:
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(")):
@@ -120,6 +122,17 @@ def test_balanced_batches_hold_every_class_in_proportion(counts: list[int], batc
         for c, n in enumerate(counts):
             expected = len(window) * n / total
             assert abs(int((window == c).sum()) - expected) < 2 + 2 * classes * n / total
+
+
+def test_recalibration_reads_a_balanced_subset_in_data_order() -> None:
+    data = _labelled([300, 100, 200])
+    small = balanced_subset(data, 600, seed=0)
+    assert small is data  # no larger than the cap: all of it, as it is
+    part = balanced_subset(data, 60, seed=0)
+    assert part.indices == sorted(part.indices) and len(part.indices) == 60
+    assert torch.bincount(labels_of(part)).tolist() == [30, 10, 20]
+    assert balanced_subset(data, 60, seed=0).indices == part.indices
+    assert balanced_subset(data, 60, seed=1).indices != part.indices
 
 
 def test_balanced_order_is_seeded() -> None:
