@@ -62,13 +62,12 @@ from matplotlib import ticker
 
 from accel_sim import plots
 from accel_sim.hardware import load_hardware
-from crisp.cli import add_recovery
+from crisp.cli import add_recovery, recovery_config
 from crisp.data import default_image_size, load_dataset, user_subset
 from crisp.errors import UserError, exit_on_user_error
 from crisp.io import write_atomic
 from crisp.models import build_model, input_shape
 from crisp.pruner import SCHEMES, PruneConfig
-from crisp.recovery import RecoveryConfig
 from crisp.train import TrainConfig
 from crisp_sim.publish import Results, markdown_table, script_command
 
@@ -122,8 +121,7 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
             values = part[name].astype(float)
             row[name] = float(values.mean())
             row[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        predicted = part["predicted"] if "predicted" in part else pd.Series(2, index=part.index)
-        row["collapsed"] = int(((predicted == 1) & (part.classes > 1)).sum())
+        row["collapsed"] = int(((part.predicted == 1) & (part.classes > 1)).sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -321,13 +319,6 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     wanted = {(c, s, d, seed) for c in args.class_counts for seed in seeds(args)
               for s, d in planned_runs(args.schemes, args.densities)}
     return table[[tuple(r) in wanted for r in table[list(_KEY)].itertuples(index=False)]]
-
-
-def recovery_config(args: argparse.Namespace) -> RecoveryConfig:
-    """The fine-tuning recovery the flags ask for (`crisp.cli.add_recovery`)."""
-    return RecoveryConfig(distill=args.distill, temperature=args.temperature,
-                          distill_weight=args.distill_weight, recalibrate=args.recalibrate,
-                          balanced=args.balanced, val_share=args.val_share)
 
 
 def variant(args: argparse.Namespace) -> str:

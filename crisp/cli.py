@@ -36,7 +36,7 @@ from crisp.errors import UserError, command_line
 from crisp.io import write_atomic
 from crisp.models import build_model, input_shape, read_torch_dict
 from crisp.pattern_core import DEFAULT_BLOCK
-from crisp.pruner import HEADS, SCHEMES, PruneConfig, prune
+from crisp.pruner import HEADS, SCHEMES, PruneConfig, head_label_map, prune
 from crisp.recovery import RecoveryConfig
 from crisp.train import TrainConfig, evaluate, train_epochs
 
@@ -187,12 +187,17 @@ def _train(args: argparse.Namespace, rt: Runtime) -> int:
 def _prune_config(args: argparse.Namespace) -> PruneConfig:
     n, m = parse_nm(args.nm)
     train = TrainConfig(lr=args.lr, batch_size=args.batch_size)
-    recovery = RecoveryConfig(distill=args.distill, temperature=args.temperature,
-                              distill_weight=args.distill_weight, recalibrate=args.recalibrate,
-                              balanced=args.balanced, val_share=args.val_share)
     return PruneConfig(scheme=args.scheme, density=args.density, n=n, m=m, block=args.block,
                        step=args.step, epochs=args.epochs, head=args.head,
-                       exclude_first=not args.include_first, train=train, recovery=recovery)
+                       exclude_first=not args.include_first, train=train,
+                       recovery=recovery_config(args))
+
+
+def recovery_config(args: argparse.Namespace) -> RecoveryConfig:
+    """The recovery the `add_recovery` flags ask for (checked: a bad value is a UserError)."""
+    return RecoveryConfig(distill=args.distill, temperature=args.temperature,
+                          distill_weight=args.distill_weight, recalibrate=args.recalibrate,
+                          balanced=args.balanced, val_share=args.val_share)
 
 
 def add_recovery(p: argparse.ArgumentParser) -> None:
@@ -351,8 +356,7 @@ def _eval(args: argparse.Namespace, rt: Runtime) -> int:
     if meta.get("head") == "shrink" or head_out == len(ids) < 100:
         if head_out != len(ids):
             raise UserError(f"the checkpoint's head has {head_out} outputs, not {len(ids)} classes")
-        label_map = torch.full((max(ids) + 1,), -1, dtype=torch.long)
-        label_map[torch.tensor(ids)] = torch.arange(len(ids))
+        label_map = head_label_map(ids, max(ids) + 1)
     distributed.agree({"data": args.data, "data_seed": args.data_seed, "classes": ids})
     metrics = evaluate(rt.place(model), test, label_map, runtime=rt)
     say(f"classes {ids}: user-class top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% "

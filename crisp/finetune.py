@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -62,7 +63,7 @@ class Recovery:
         index = torch.tensor(classes) if config.head == "shrink" else None
         self.distiller = (Distiller(teacher, rec.temperature, rec.distill_weight, index)
                           if rec.distill else None)
-        self.classes = len(classes)
+        self.num_classes = len(classes)
         self.previous_top1 = float("nan")
         self.warnings: list[str] = []
 
@@ -112,8 +113,7 @@ class Recovery:
         tune = self.config.fine_tune()
         share = math.ceil(len(self.train) / distributed.world_size())  # this rank's images
         batch = self.config.recovery.batch_size(tune.batch_size, share)
-        tune = type(tune)(**{**tune.as_dict(), "batch_size": batch,
-                             **({} if epochs is None else {"epochs": epochs})})
+        tune = replace(tune, batch_size=batch, epochs=tune.epochs if epochs is None else epochs)
         recalibrate = pruned and self.config.recovery.recalibrate
         if recalibrate:
             self.recalibrate(model)
@@ -126,7 +126,7 @@ class Recovery:
         metrics = self.scores(model)
         warning = check_round(t, start["loss"], metrics["val_loss"], self.previous_top1,
                               metrics["val_top1"], self.config.recovery.warn_margin,
-                              metrics["val_predicted"], self.classes)
+                              metrics["val_predicted"], self.num_classes)
         self.previous_top1 = metrics["val_top1"]
         if warning is not None:
             warning = f"{self.config.scheme} {warning}"

@@ -98,11 +98,19 @@ class PruneResult:
         return self.record["rounds"][-1]
 
 
+def head_label_map(classes: list[int], outputs: int) -> torch.Tensor:
+    """Class id -> head index of a head shrunk to ``classes``: a long tensor of ``outputs``
+    entries, -1 for the other classes."""
+    label_map = torch.full((outputs,), -1, dtype=torch.long)
+    label_map[torch.tensor(classes)] = torch.arange(len(classes))
+    return label_map
+
+
 def shrink_head(model: nn.Module, classes: list[int]) -> torch.Tensor:
     """Cut the classifier to the rows of ``classes`` (in that order), in place.
 
     Returns:
-        ``label_map``: a long tensor indexed by original class id, the head index or -1.
+        ``label_map``: `head_label_map` of ``classes``.
     """
     name = mk.classifier_name(model)
     old: nn.Linear = model.get_submodule(name)
@@ -115,9 +123,7 @@ def shrink_head(model: nn.Module, classes: list[int]) -> torch.Tensor:
             new.bias.copy_(old.bias[index])
     parent, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, new)
-    label_map = torch.full((old.out_features,), -1, dtype=torch.long)
-    label_map[index.cpu()] = torch.arange(len(classes))
-    return label_map
+    return head_label_map(classes, old.out_features)
 
 
 def plan_layers(
@@ -319,10 +325,12 @@ def prune(
     distributed.agree({"classes": classes, "seed": seed, "config": config.as_dict(),
                        "train_images": len(train_data), "test_images": len(test_data)})
     rt.place(model)
+    label_map = head_label_map(classes, num_outputs) if config.head == "shrink" else None
+    # the teacher is the dense model with its full head: the recovery copies it before shrinking
     recovery = Recovery(model, train_data, test_data, classes, config, generator, seed,
-                        runtime=rt)
-    label_map = shrink_head(model, classes) if config.head == "shrink" else None
-    recovery.label_map = label_map
+                        label_map, rt)
+    if label_map is not None:
+        shrink_head(model, classes)
     train_data = recovery.train  # fine-tuning and saliency never see the validation images
     record: dict[str, object] = {
         "format": "crisp-prune-record/2",

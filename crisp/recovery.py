@@ -150,12 +150,10 @@ def split_validation(dataset: Dataset, share: float, seed: int) -> tuple[Dataset
                             f"images (it has {len(members)}): give it at least 2 images")
         order = torch.randperm(len(members), generator=generator)
         held += members[order[:count]].tolist()
-    keep = torch.ones(len(labels), dtype=torch.bool)
-    keep[held] = False
-    val = torch.zeros(len(labels), dtype=torch.bool)
-    val[held] = True
-    return (Subset(dataset, torch.nonzero(keep).flatten().tolist()),
-            Subset(dataset, torch.nonzero(val).flatten().tolist()))
+    is_val = torch.zeros(len(labels), dtype=torch.bool)
+    is_val[held] = True
+    return (Subset(dataset, torch.nonzero(~is_val).flatten().tolist()),
+            Subset(dataset, torch.nonzero(is_val).flatten().tolist()))
 
 
 def balanced_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
@@ -278,8 +276,7 @@ LOSS_TOLERANCE = 0.05
 
 
 def check_round(t: int, loss_start: float, loss_end: float, top1_previous: float,
-                top1_now: float, margin: float, predicted: int = 2, classes: int = 1
-                ) -> str | None:
+                top1_now: float, margin: float, predicted: int, classes: int) -> str | None:
     """Why round ``t``'s recovery failed, as one line with the numbers, or None when it did not.
 
     Args:

@@ -29,6 +29,7 @@ from crisp import distributed
 from crisp.console import progress_bar
 from crisp.devices import Runtime, as_runtime
 from crisp.errors import UserError
+from crisp.masks import classifier_name
 from crisp.recovery import BalancedSampler, Distiller, labels_of
 
 
@@ -273,25 +274,21 @@ def evaluate(
     model.eval()
     # correct top-1, correct top-5, loss sum, images: summed on the device, read once at the end
     sums = torch.zeros(4, dtype=torch.float64, device=rt.device)
-    votes: torch.Tensor | None = None  # images given each class, on the device
+    outputs = model.get_submodule(classifier_name(model)).out_features
+    votes = torch.zeros(outputs, dtype=torch.float64, device=rt.device)  # images per class
     data = loader(distributed.shard(dataset), batch_size, False, torch.Generator(), rt)
     for images, labels in _batches(data, label_map, rt):
         with rt.autocast():
             logits = model(images)
         logits = logits.float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        if votes is None:
-            votes = torch.zeros(logits.shape[1], dtype=torch.float64, device=rt.device)
-        votes += torch.bincount(top[:, 0], minlength=logits.shape[1]).double()
+        votes += torch.bincount(top[:, 0], minlength=outputs).double()
         sums += torch.stack([
             (top[:, 0] == labels).sum().double(),
             (top == labels[:, None]).any(dim=1).sum().double(),
             F.cross_entropy(logits, labels, reduction="sum").double(),
             torch.tensor(float(len(labels)), dtype=torch.float64, device=rt.device),
         ])
-    if votes is None:  # this rank's shard is empty: its votes are the other ranks'
-        head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-        votes = torch.zeros(head.out_features, dtype=torch.float64, device=rt.device)
     totals = distributed.all_reduce_sum(torch.cat([sums, votes]).cpu())
     correct1, correct5, loss_sum, seen = totals[:4].tolist()
     if seen == 0:
