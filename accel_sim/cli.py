@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from accel_sim.hardware import (
+    SCHEMA,
     HardwareSpec,
     load_energy,
     load_hardware,
@@ -19,15 +20,16 @@ from accel_sim.hardware import (
     with_overrides,
 )
 from accel_sim.mapper import check_choice
-from accel_sim.report import summary, write_frame
+from accel_sim.report import FRAME_SUFFIXES, summary, write_frame
 from accel_sim.simulate import compare, parse_schemes, simulate
 from accel_sim.sources import load_layers, load_workload
 from accel_sim.sparsity import synthetic_network
 from accel_sim.sweep import grid, run_sweep
 from accel_sim.workload import GemmLayer, layers_frame
+from crisp import ranges
 from crisp.console import add_version
-from crisp.errors import UserError, command_line
-from crisp.io import write_atomic
+from crisp.errors import Parser, UserError, command_line
+from crisp.io import check_output_dir, check_output_file
 from crisp.pattern_core import DEFAULT_BLOCK
 
 
@@ -39,10 +41,11 @@ def _add_source(p: argparse.ArgumentParser, pruned: bool = True) -> None:
         help=f"{models}, a SCALE-Sim topology .csv or a pruned .safetensors from 'crisp prune'"
         if pruned else f"{models} or a SCALE-Sim topology .csv",
     )
-    p.add_argument("--batch", type=int, default=1, help="samples per inference (default 1)")
+    p.add_argument("--batch", type=ranges.BATCH.flag("--batch"), default=1,
+                   help="samples per inference (default 1)")
     p.add_argument(
         "--resolution",
-        type=int,
+        type=ranges.RESOLUTION.flag("--resolution"),
         default=None,
         help="input height=width in pixels (default: the model's own, 224 or 32)",
     )
@@ -51,14 +54,21 @@ def _add_source(p: argparse.ArgumentParser, pruned: bool = True) -> None:
                    help="load torchvision's weights (needs them in the torch hub cache offline)")
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    """Before any work: refuse a ``--out`` table that cannot be written (SOURCE and
+    ``--checkpoint`` are checked where they are read, `accel_sim.sources.load_workload`)."""
+    if args.out:
+        check_output_file(args.out, FRAME_SUFFIXES)
+
+
 def _cmd_layers(args: argparse.Namespace) -> int:
+    _check_paths(args)
     frame = layers_frame(load_layers(args.source, args.batch, args.resolution, args.checkpoint,
-                       args.pretrained))
+                                     args.pretrained, weights=False))
     print(frame.to_string(index=False))
     print(f"{len(frame)} layers, {frame.macs.sum() / 1e9:.3f} GMACs")
     if args.out:
-        write_atomic(Path(args.out), lambda tmp: frame.to_csv(tmp, index=False))
-        print(f"wrote {args.out}")
+        print(f"wrote {write_frame(frame, args.out)}")
     return 0
 
 
@@ -68,18 +78,21 @@ def _add_hardware(p: argparse.ArgumentParser) -> None:
                    "SCALE-Sim .cfg (default edge-32x32)")
     p.add_argument("--array", default=None, help="override the array size, e.g. 32x32")
     p.add_argument("--dataflow", default=None, help="override the dataflow: ws, os or is")
-    p.add_argument("--bandwidth", type=float, default=None,
+    p.add_argument("--bandwidth", default=None,
+                   type=SCHEMA["memory"]["dram_bytes_per_cycle"].flag("--bandwidth"),
                    help="override the DRAM bandwidth (bytes per cycle)")
-    p.add_argument("--psum-bits", type=int, default=None,
+    p.add_argument("--psum-bits", type=SCHEMA["array"]["psum_bits"].flag("--psum-bits"),
+                   default=None,
                    help="override the partial-sum (accumulator) width in bits (default 32)")
     p.add_argument("--energy", default=None, help="a TOML energy table ([energy] section)")
     _add_mapping(p)
-    p.add_argument("--density", type=float, default=0.5,
+    p.add_argument("--density", type=ranges.DENSITY.flag("--density"), default=0.5,
                    help="fraction of weights kept by synthetic masks (default 0.5)")
     p.add_argument("--nm", default="2:4", help="N:M pattern of the hybrid scheme (default 2:4)")
-    p.add_argument("--block", type=int, default=DEFAULT_BLOCK,
+    p.add_argument("--block", type=ranges.BLOCK.flag("--block"), default=DEFAULT_BLOCK,
                    help=f"block size B of the synthetic masks (default {DEFAULT_BLOCK})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic masks (default 0)")
+    p.add_argument("--seed", type=ranges.SEED.flag("--seed"), default=0,
+                   help="seed of the synthetic masks (default 0)")
     p.add_argument("--out", default=None, help="also write the table (.csv or .parquet)")
 
 
@@ -104,7 +117,7 @@ def _layers(args: argparse.Namespace) -> list[GemmLayer]:
         raise UserError(f"{args.source} holds one pruned network: simulate it with "
                         "'accel-sim run'; compare takes a model name or topology")
     return load_layers(args.source, args.batch, args.resolution, args.checkpoint,
-                       args.pretrained)
+                       args.pretrained, weights=False)
 
 
 def _nm(args: argparse.Namespace) -> tuple[int, int]:
@@ -115,9 +128,11 @@ def _nm(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    _check_paths(args)
     hw = _hardware(args)
     layers, descriptors = load_workload(args.source, args.batch, args.resolution,
-                                        args.checkpoint, args.pretrained, seed=args.seed)
+                                        args.checkpoint, args.pretrained, seed=args.seed,
+                                        weights=False)
     if descriptors is None:
         layers, descriptors = synthetic_network(layers, args.scheme, args.density, args.seed,
                                                 _nm(args), args.block)
@@ -138,6 +153,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    _check_paths(args)
     hw = _hardware(args)
     schemes = parse_schemes(args.schemes)
     result = compare(_layers(args), hw, schemes, args.density, args.seed, _nm(args), args.block,
@@ -163,15 +179,20 @@ def _csv(text: str, kind: type = str) -> list:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from accel_sim.plots import sweep_figures  # matplotlib: only the sweep draws figures
 
-    check_choice(args.mapping, args.objective)
-    points = grid(
-        _csv(args.models), parse_schemes(args.schemes), _csv(args.densities, float),
-        [parse_array(a) for a in _csv(args.arrays)], _csv(args.dataflows), _csv(args.blocks, int),
+    check_output_dir(args.out)
+    points = grid(  # every point checked here, before any cluster starts
+        _csv(args.models), parse_schemes(args.schemes),
+        [ranges.DENSITY.parse(d, "--densities") for d in _csv(args.densities)],
+        [parse_array(a) for a in _csv(args.arrays)], _csv(args.dataflows),
+        [ranges.BLOCK.parse(b, "--blocks") for b in _csv(args.blocks)],
         scale_memory=args.scale_memory, nm=args.nm, hw=args.hw, batch=args.batch, seed=args.seed,
         mapping=args.mapping, objective=args.objective,
     )
     print(f"{len(points)} design points -> {args.out}")
-    frame = run_sweep(points, args.out, args.scheduler, args.workers)
+    try:
+        frame = run_sweep(points, args.out, args.scheduler, args.workers)
+    except KeyboardInterrupt:  # the finished batches are stored; the cluster is closed
+        raise KeyboardInterrupt("interrupted: re-run the same command to resume") from None
     figures = [] if args.no_figures else sweep_figures(frame, Path(args.out) / "figures")
     print(f"{len(frame)} rows in {Path(args.out) / 'results.parquet'}; figures: "
           + (", ".join(str(f) for f in figures) or "none"))
@@ -179,12 +200,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="accel-sim", description=__doc__.splitlines()[0])
+    parser = Parser(prog="accel-sim", description=__doc__.splitlines()[0])
     add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("layers", help="print a network's GEMM layers (P, K, N, groups, ...)")
     _add_source(p)
-    p.add_argument("--out", default=None, help="also write the table as CSV")
+    p.add_argument("--out", default=None, help="also write the table (.csv or .parquet)")
     p.set_defaults(func=_cmd_layers)
     p = sub.add_parser("run", help="simulate a network on an array: cycles, accesses, energy")
     _add_source(p)
@@ -218,14 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "KiB and 64 B/cycle at 128x128); default: on for a preset, off for a .toml or "
                    ".cfg file, whose memory is then used as written. The results record the "
                    "memory each point ran with")
-    p.add_argument("--batch", type=int, default=1, help="samples per inference")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic masks")
+    p.add_argument("--batch", type=ranges.BATCH.flag("--batch"), default=1,
+                   help="samples per inference")
+    p.add_argument("--seed", type=ranges.SEED.flag("--seed"), default=0,
+                   help="seed of the synthetic masks")
     _add_mapping(p)
     p.add_argument("--out", default="runs/sweep", help="result folder (resumes if it exists)")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="LocalCluster workers (default: cores)")
+    p.add_argument("--workers", type=ranges.SWEEP_WORKERS.flag("--workers"), default=None,
+                   help="LocalCluster workers, at least 1 (default: cores)")
     p.add_argument("--no-figures", action="store_true", help="write the table only")
     p.set_defaults(func=_cmd_sweep)
     return parser

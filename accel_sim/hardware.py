@@ -29,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from accel_sim.workload import MAX_ARRAY_SIDE
 from crisp.errors import UserError
+from crisp.io import read_text
+from crisp.ranges import Range
 
 DATAFLOWS = ("ws", "os", "is")
 WORD_BITS = (8, 16, 32)
@@ -61,8 +64,8 @@ class ArraySpec:
     """The systolic array.
 
     Attributes:
-        rows: PE rows R (>= 1).
-        cols: PE columns C (>= 1).
+        rows: PE rows R.
+        cols: PE columns C.
         dataflow: ``ws`` (weight stationary), ``os`` (output stationary) or ``is`` (input
             stationary).
         word_bits: operand width in bits (8, 16 or 32).
@@ -192,6 +195,29 @@ class HardwareSpec:
         return math.ceil(self.array.rows * m / n)
 
 
+_SIDE = Range(int, 1, MAX_ARRAY_SIDE, unit="PEs")
+_KIB = Range(float, 0, 2**24, low_open=True, unit="KiB")
+_PJ = Range(float, 0, 1e9, unit="pJ")
+SCHEMA: dict[str, dict[str, Range]] = {
+    "array": {"rows": _SIDE, "cols": _SIDE, "word_bits": Range(int, 8, 32, unit="bits"),
+              "clock_mhz": Range(float, 0, 1e6, low_open=True, unit="MHz"),
+              "psum_bits": Range(int, 8, 64, unit="bits")},
+    "memory": {"ifmap_sram_kib": _KIB, "filter_sram_kib": _KIB, "ofmap_sram_kib": _KIB,
+               "dram_bytes_per_cycle": Range(float, 2**-12, 2**20, infinite=True,
+                                             unit="bytes/cycle"),
+               "ifmap_words_per_cycle": Range(int, 1, 2**20, unit="words/cycle")},
+    "energy": {f.name: Range(float, 0, 1e6, unit="mW") if f.name == "leakage_mw" else _PJ
+               for f in fields(EnergyTable)},
+}
+"""The allowed range of every numeric key of a hardware description, by section and key: what
+`build_hardware` enforces and what the docs' key reference lists. Finite everywhere but the
+DRAM bandwidth (``inf`` = ideal memory); bounds keep every count the engine makes below 2**62
+(array sides up to `accel_sim.workload.MAX_ARRAY_SIDE`, bandwidth at least 2**-12 byte per
+cycle: see `accel_sim.workload.MAX_MACS`), and the others are far beyond any real design
+(16 GiB of SRAM, 1 THz, 1 uJ per action). ``word_bits`` must also be one of 8, 16, 32 and
+``psum_bits`` a multiple of 8 of at least ``word_bits``."""
+
+
 def sram_pj_per_word(size_kib: float, word_bits: int) -> float:
     """SRAM access energy per word (pJ), interpolated from Horowitz' 64-bit read figures.
 
@@ -243,25 +269,18 @@ def parse_array(text: str) -> tuple[int, int]:
     """``"32x32"`` -> (32, 32).
 
     Raises:
-        UserError: not ``RxC`` with positive integers.
+        UserError: not ``RxC`` with integers in 1..`accel_sim.workload.MAX_ARRAY_SIDE`.
     """
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
-        raise UserError(f"array {text!r} is not ROWSxCOLS with ROWS, COLS >= 1 (e.g. 32x32)")
-    return int(parts[0]), int(parts[1])
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise UserError(f"array {text!r} is not ROWSxCOLS (e.g. 32x32)")
+    rows, cols = (_SIDE.check(int(p), f"array {text!r}: side") for p in parts)
+    return rows, cols
 
 
-def _number(section: str, key: str, value: Any, kind: type, minimum: float, strict: bool) -> Any:
-    """``value`` converted to ``kind``; UserError unless it is a number >= (or >) ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"[{section}] {key} = {value!r} is not a number")
-    if kind is int and value != int(value):
-        raise UserError(f"[{section}] {key} = {value!r} must be an integer")
-    bad = value <= minimum if strict else value < minimum
-    if bad or math.isnan(value):
-        op = ">" if strict else ">="
-        raise UserError(f"[{section}] {key} = {value!r} must be {op} {minimum:g}")
-    return kind(value)
+def _number(section: str, key: str, value: Any) -> Any:
+    """``value`` checked against ``SCHEMA[section][key]`` (a UserError naming the key if not)."""
+    return SCHEMA[section][key].check(value, f"[{section}] {key}")
 
 
 def _flag(section: str, key: str, value: Any) -> bool:
@@ -283,18 +302,18 @@ def _build_array(data: dict[str, Any]) -> ArraySpec:
     dataflow = str(data.get("dataflow", d.dataflow)).lower()
     if dataflow not in DATAFLOWS:
         raise UserError(f"[array] dataflow = {dataflow!r}: allowed {', '.join(DATAFLOWS)}")
-    word_bits = _number("array", "word_bits", data.get("word_bits", d.word_bits), int, 1, False)
+    word_bits = _number("array", "word_bits", data.get("word_bits", d.word_bits))
     if word_bits not in WORD_BITS:
         raise UserError(f"[array] word_bits = {word_bits}: allowed 8, 16, 32")
-    psum_bits = _number("array", "psum_bits", data.get("psum_bits", d.psum_bits), int, 1, False)
+    psum_bits = _number("array", "psum_bits", data.get("psum_bits", d.psum_bits))
     if psum_bits < word_bits or psum_bits % 8:
         raise UserError(f"[array] psum_bits = {psum_bits}: allowed a multiple of 8 that is at "
                         f"least word_bits ({word_bits})")
     return ArraySpec(
-        rows=_number("array", "rows", data.get("rows", d.rows), int, 1, False),
-        cols=_number("array", "cols", data.get("cols", d.cols), int, 1, False),
+        rows=_number("array", "rows", data.get("rows", d.rows)),
+        cols=_number("array", "cols", data.get("cols", d.cols)),
         dataflow=dataflow, word_bits=word_bits,
-        clock_mhz=_number("array", "clock_mhz", data.get("clock_mhz", d.clock_mhz), float, 0, True),
+        clock_mhz=_number("array", "clock_mhz", data.get("clock_mhz", d.clock_mhz)),
         psum_bits=psum_bits,
     )
 
@@ -302,19 +321,13 @@ def _build_array(data: dict[str, Any]) -> ArraySpec:
 def _build_memory(data: dict[str, Any]) -> MemorySpec:
     _check_keys("memory", data, tuple(f.name for f in fields(MemorySpec)))
     d = MemorySpec()
-    kib = {
-        k: _number("memory", k, data.get(k, getattr(d, k)), float, 0, True)
-        for k in ("ifmap_sram_kib", "filter_sram_kib", "ofmap_sram_kib")
-    }
     edge = data.get("ifmap_words_per_cycle")
     return MemorySpec(
-        **kib,
-        dram_bytes_per_cycle=_number(
-            "memory", "dram_bytes_per_cycle",
-            data.get("dram_bytes_per_cycle", d.dram_bytes_per_cycle), float, 0, True,
-        ),
+        **{k: _number("memory", k, data.get(k, getattr(d, k)))
+           for k in ("ifmap_sram_kib", "filter_sram_kib", "ofmap_sram_kib",
+                     "dram_bytes_per_cycle")},
         ifmap_words_per_cycle=None if edge is None
-        else _number("memory", "ifmap_words_per_cycle", edge, int, 1, False),
+        else _number("memory", "ifmap_words_per_cycle", edge),
     )
 
 
@@ -335,7 +348,7 @@ def _build_energy(data: dict[str, Any]) -> EnergyTable:
         raise UserError(
             f"[energy] table is missing field {missing[0]!r} (all of: {', '.join(names)})"
         )
-    return EnergyTable(**{n: _number("energy", n, data[n], float, 0, False) for n in names})
+    return EnergyTable(**{n: _number("energy", n, data[n]) for n in names})
 
 
 def build_hardware(data: dict[str, Any], origin: str = "<dict>") -> HardwareSpec:
@@ -395,7 +408,7 @@ def _read_scalesim_cfg(path: Path) -> dict[str, Any]:
     """A SCALE-Sim ``.cfg`` in the TOML layout (its Bandwidth is in words per cycle)."""
     cfg = configparser.ConfigParser()
     try:
-        cfg.read(path)
+        cfg.read_string(read_text(path, "hardware file"), str(path))
     except configparser.Error as err:
         raise UserError(f"{path}: not a valid SCALE-Sim config: {err}") from None
     if not cfg.has_section("architecture_presets"):
@@ -432,11 +445,12 @@ def load_hardware(name_or_path: str | Path) -> HardwareSpec:
     text = str(name_or_path)
     path = Path(text)
     if path.suffix in (".toml", ".cfg"):
-        if not path.is_file():
-            raise UserError(f"hardware file {path} does not exist")
-        if path.suffix == ".cfg":
-            return build_hardware(_read_scalesim_cfg(path), text)
-        return build_hardware(_read_toml(path.read_text(), text), text)
+        data = (_read_scalesim_cfg(path) if path.suffix == ".cfg"
+                else _read_toml(read_text(path, "hardware file"), text))
+        try:
+            return build_hardware(data, text)
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
     if text not in presets():
         raise UserError(
             f"unknown hardware {text!r}: allowed a .toml or .cfg file or a preset "
@@ -453,9 +467,7 @@ def load_energy(path: str | Path) -> EnergyTable:
         UserError: missing file, no ``[energy]`` section, a missing or negative field.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"energy table {path} does not exist")
-    data = _read_toml(path.read_text(), str(path))
+    data = _read_toml(read_text(path, "energy table"), str(path))
     if "energy" not in data:
         raise UserError(f"{path}: no [energy] section")
     return _build_energy(data["energy"])

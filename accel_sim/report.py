@@ -11,7 +11,7 @@ from accel_sim.energy import COMPONENTS
 from accel_sim.engine import LayerRun
 from accel_sim.workload import GemmLayer
 from crisp.errors import UserError
-from crisp.io import write_atomic
+from crisp.io import check_output_file, write_atomic
 
 _LABELS = ("layer", "kind", "scheme", "mapping")
 _ENERGY_FIELDS = tuple((f"energy_{c}_pj", c) for c in COMPONENTS)  # (field, component)
@@ -318,15 +318,18 @@ def summary(frame: pd.DataFrame, columns: tuple[str, ...] = SUMMARY_COLUMNS) -> 
     return shown.to_string(index=False)
 
 
+#: The table formats `write_frame` writes, by suffix.
+FRAME_SUFFIXES = (".csv", ".parquet")
+
+
 def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write ``frame`` as CSV (``.csv``) or Parquet (``.parquet``), atomically.
 
     Raises:
-        UserError: any other extension.
+        UserError: any other extension, or a path that cannot be written
+            (`crisp.io.check_output_file`, which the command lines call before the work).
     """
-    path = Path(path)
+    path = check_output_file(path, FRAME_SUFFIXES)
     if path.suffix == ".csv":
         return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
-    if path.suffix == ".parquet":
-        return write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
-    raise UserError(f"output {path}: unknown extension {path.suffix!r}: allowed .csv, .parquet")
+    return write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))

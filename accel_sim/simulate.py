@@ -6,6 +6,7 @@ sweeps can fan them out to worker processes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -56,7 +57,8 @@ def simulate(
 
     Raises:
         UserError: no layers, a descriptor for an unknown layer, a mask of the wrong shape, an
-            SRAM too small for one fold, an unknown mapping or objective.
+            SRAM too small for one fold, an unknown mapping or objective, or a network and
+            array whose counts could pass `COUNT_LIMIT` (`check_count_bound`).
     """
     check_choice(mapping, objective)
     if not layers:
@@ -65,11 +67,51 @@ def simulate(
     unknown = sorted(set(sparsity) - {layer.name for layer in layers})
     if unknown:
         raise UserError(f"sparsity given for unknown layer {unknown[0]!r}")
+    check_count_bound(layers, hw)
     bar = progress_bar(layers, progress, desc=hw.name, unit="layer", delay=1, leave=False)
     return Report(hw.name, tuple(
         simulate_layer(layer, hw, sparsity.get(layer.name, DENSE), mapping, objective)
         for layer in bar
     ))
+
+
+COUNT_LIMIT = 2**62
+"""Largest cycle or action count a simulation may reach: int64 holds 2**63 - 1, and a network's
+totals are sums of its layers'."""
+
+
+def count_bound(layer: GemmLayer, hw: HardwareSpec) -> float:
+    """An upper bound on any cycle or action count of ``layer`` on ``hw``, whatever its mapping
+    and sparsity.
+
+    A layer makes at most ``M = P*K*N*groups`` MAC slots in at most M folds. Each fold costs at
+    most its steps plus a fill of ``2R + C`` cycles and an input-edge stall of
+    ``ceil(16 R / edge)`` cycles per step (16 = the largest M/N ratio of N:M multiplexers;
+    ``edge`` = `HardwareSpec.edge_words_per_cycle`); DRAM moves at most 64 bytes per MAC slot (see
+    `accel_sim.workload.MAX_MACS`), each costing ``1 / bandwidth`` stall cycles. Action counts
+    (at most 64 per MAC slot) lie below the same bound.
+    """
+    rows, cols = hw.array.rows, hw.array.cols
+    per_mac = 2 * rows + cols + 1 + math.ceil(16 * rows / hw.edge_words_per_cycle)
+    dram = 64 / hw.memory.dram_bytes_per_cycle
+    return float(layer.macs) * (max(per_mac, 64) + dram)
+
+
+def check_count_bound(layers: Sequence[GemmLayer], hw: HardwareSpec) -> None:
+    """Refuse a network whose counts on ``hw`` could pass `COUNT_LIMIT` (`count_bound` summed
+    over its layers), before anything is simulated: such counts would wrap around.
+
+    Raises:
+        UserError: naming the bound, the array and the bandwidth.
+    """
+    bound = sum(count_bound(layer, hw) for layer in layers)
+    if bound > COUNT_LIMIT:
+        raise UserError(
+            f"this network on a {hw.array.rows}x{hw.array.cols} array at "
+            f"{hw.memory.dram_bytes_per_cycle:g} bytes/cycle and "
+            f"{hw.edge_words_per_cycle} input-edge words/cycle could count up to {bound:.3g} "
+            f"cycles, above the simulator's 64-bit limit of 2**62: use a smaller array, a higher "
+            "bandwidth or smaller layers")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from accel_sim.sparsity import LayerSparsity, from_weight, topology_sparsity
 from accel_sim.workload import GemmLayer, read_topology
-from crisp import compressed_format
+from crisp import compressed_format, ranges, run_folder
 from crisp.errors import UserError
 
 
@@ -41,8 +41,10 @@ def load_layers(
             meta device (no memory, no initialisation) and its layers carry no weights.
 
     Raises:
-        UserError: unknown model name, bad topology file, compressed file or checkpoint, or
-            pretrained weights that are not available offline.
+        UserError: unknown model name, bad topology file, compressed file or checkpoint (also:
+            one of a run folder's files that does not match its manifest,
+            `crisp.run_folder.check_file`), or pretrained weights that are not available
+            offline.
     """
     return load_workload(source, batch, resolution, checkpoint, pretrained, weights=weights)[0]
 
@@ -76,8 +78,9 @@ def load_workload(
         (layers, descriptors keyed by layer name, or None for sources without sparsity: zoo
         models and topologies without a sparse entry).
     """
-    if batch < 1:
-        raise UserError(f"batch {batch} must be >= 1")
+    ranges.BATCH.check(batch, "batch")
+    run_folder.check_file(source)  # a file of a run folder must belong to its run
+    run_folder.check_file(checkpoint)
     if source.endswith(".csv"):
         layers, nm = read_topology(source)
         return layers, (topology_sparsity(layers, nm, seed) if nm else None)

@@ -18,14 +18,23 @@ tasks run on an embedded ``dask.distributed.LocalCluster`` (one single-threaded 
 core); ``scheduler="tcp://host:8786"`` sends the same sweep to an existing cluster, whose workers
 need not share the client's disk: results travel back to the client, which is the only writer.
 
+Checks: every point is checked where it is made (`DesignPoint`: its fields, its hardware), and
+the networks of a grid (`check_points`: the model lowers, its counts stay below the simulator's
+limit) by `grid` and again by `execute_sweep` for the points it runs, on the client before any
+cluster starts; a mistake is one `crisp.errors.UserError`.
+
 Storage (``out/``): the client appends each finished batch as one Parquet fragment
 ``parts/part-<hash>.parquet`` of a dataset directory, written atomically; the fragment's footer
 lists the points it holds (key and row count), so an interrupted sweep resumes where it stopped
-and loses nothing: points found in a fragment are not run again. Once every point is done, the
-rows are put in the order of the points asked for (this call's batches from memory, fragments
-of an earlier call read in one dataset scan) and written as ``results.parquet``: tidy, one row
-per design point and layer, the point's fields as columns, and the memory each point ran with
-(`MEMORY_COLUMNS`).
+and loses nothing: points found in a fragment are not run again. A point's key covers the
+contents of the files it reads (`DesignPoint.hw_sha256`, `DesignPoint.model_sha256`), so an
+edited hardware or topology file gives new points, never an earlier file's rows. A fragment
+that does not read back (empty, truncated, not Parquet, rows other than its footer lists) is
+moved to ``parts/corrupt/`` with a warning on stderr, and its points run again. The fragments of
+an earlier call that hold asked-for points are read (one dataset scan) before the cluster
+starts; once every point is done, the rows are put in the order of the points asked for and
+written as ``results.parquet``: tidy, one row per design point and layer, the point's fields as
+columns, and the memory each point ran with (`MEMORY_COLUMNS`).
 
 Memory scaling: by default a sweep over a shipped preset scales the preset's SRAMs and DRAM
 bandwidth with the array side (`DesignPoint.hardware`), and a sweep over a user's ``.toml``
@@ -45,10 +54,14 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
+from importlib import resources
 from itertools import product
 from pathlib import Path
 
@@ -59,24 +72,31 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from accel_sim.hardware import (
+    DATAFLOWS,
+    SCHEMA,
     HardwareSpec,
     build_hardware,
     describe,
     load_hardware,
+    parse_nm,
     presets,
     with_overrides,
 )
-from accel_sim.simulate import simulate
+from accel_sim.mapper import check_choice
+from accel_sim.simulate import check_count_bound, simulate
 from accel_sim.sources import load_layers
-from accel_sim.sparsity import LayerSparsity, synthetic_network
+from accel_sim.sparsity import SCHEMES, LayerSparsity, nm_for_density, synthetic_network
 from accel_sim.workload import GemmLayer
+from crisp import ranges
 from crisp.console import progress_bar
-from crisp.errors import UserError
+from crisp.errors import UserError, one_line
 from crisp.io import write_atomic
 from crisp.pattern_core import DEFAULT_BLOCK
 
 PARTS = "parts"
 """Folder (under a sweep's ``out``) of the Parquet fragments, one per finished batch."""
+CORRUPT = "corrupt"
+"""Folder (under ``out/parts``) where fragments that do not read back are moved, never deleted."""
 RESULTS = "results.parquet"
 """The sweep's final table (under ``out``)."""
 _TASKS_PER_WORKER = 8  # enough batches to keep every worker busy to the end, few enough that
@@ -89,10 +109,10 @@ DRAM bandwidth (bytes per cycle), after any scaling (`DesignPoint.hardware`)."""
 
 @dataclass(frozen=True)
 class DesignPoint:
-    """One simulation to run.
+    """One simulation to run, checked when made.
 
     Attributes:
-        model: zoo model name (or topology CSV path).
+        model: zoo model name (or SCALE-Sim topology ``.csv`` path).
         scheme: sparsity scheme (dense, unstructured, channel, nm, block, hybrid).
         density: fraction of weights kept (synthetic masks, see `accel_sim.sparsity`).
         rows, cols: array dimensions in PEs.
@@ -109,6 +129,17 @@ class DesignPoint:
         seed: seed of the synthetic masks.
         mapping: ``best`` (the mapper searches each layer) or ``scalesim`` (fixed schedule).
         objective: what ``best`` minimises: ``latency``, ``energy`` or ``edp``.
+        hw_sha256: SHA-256 (hex) of the bytes of ``hw`` (of a preset: its shipped TOML), read
+            when the point is made; part of the point's key, so an edited hardware file gives
+            new points, and a worker refuses to run a point whose file changed since.
+        model_sha256: SHA-256 (hex) of the bytes of the topology file ``model`` names, likewise;
+            empty for a zoo model (its layers come from the code).
+
+    Raises:
+        UserError: a field out of range (scheme, density, array side, dataflow, block, N:M,
+            batch, seed, mapping, objective; hybrid's block not a multiple of M; the ``nm``
+            scheme at a density no N:M pattern keeps), an unreadable file, or hardware that
+            does not load (`hardware`).
     """
 
     model: str
@@ -125,14 +156,39 @@ class DesignPoint:
     seed: int = 0
     mapping: str = "best"
     objective: str = "latency"
+    hw_sha256: str = field(init=False, repr=False)
+    model_sha256: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise UserError(f"scheme {self.scheme!r}: allowed {', '.join(SCHEMES)}")
+        ranges.DENSITY.check(self.density, "density")
+        for name in ("rows", "cols"):
+            SCHEMA["array"][name].check(getattr(self, name), name)
+        if self.dataflow not in DATAFLOWS:
+            raise UserError(f"dataflow {self.dataflow!r}: allowed {', '.join(DATAFLOWS)}")
+        ranges.BLOCK.check(self.block, "block")
+        nm = parse_nm(self.nm)
+        if nm is None:
+            raise UserError(f"nm {self.nm!r}: a sweep needs an N:M pattern such as 2:4")
+        if self.scheme == "hybrid" and self.block % nm[1]:
+            raise UserError(f"block {self.block}: hybrid {self.nm} needs a block size that is "
+                            f"a multiple of M={nm[1]}")
+        if self.scheme == "nm":
+            nm_for_density(self.density)
+        ranges.BATCH.check(self.batch, "batch")
+        ranges.SEED.check(self.seed, "seed")
+        check_choice(self.mapping, self.objective)
         if self.scale_memory is None:  # resolved once, so that the key holds the choice made
             object.__setattr__(self, "scale_memory", self.hw in presets())
+        object.__setattr__(self, "hw_sha256", input_sha256(self.hw, "hardware file"))
+        object.__setattr__(self, "model_sha256", input_sha256(self.model, "topology file"))
+        self.hardware()
 
     @functools.cached_property
     def key(self) -> str:
-        """A stable identifier of the point (hash of its fields)."""
+        """A stable identifier of the point (hash of its fields, the input files' contents
+        included)."""
         text = json.dumps(self.fields(), sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -141,9 +197,14 @@ class DesignPoint:
         return {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
 
     @property
+    def network(self) -> tuple[str, int, str]:
+        """Points with the same network share its lowered layers: the `lower` arguments."""
+        return self.model, self.batch, self.model_sha256
+
+    @property
     def group(self) -> tuple:
         """Points with the same group share the network and its masks."""
-        return (self.model, self.scheme, self.density, self.block, self.nm, self.batch, self.seed)
+        return (*self.network, self.scheme, self.density, self.block, self.nm, self.seed)
 
     def hardware(self) -> HardwareSpec:
         """The point's accelerator: ``hw`` with this array and dataflow.
@@ -155,13 +216,55 @@ class DesignPoint:
         the presets). Without it the memory is ``hw``'s as written, as ``accel-sim run --hw HW
         --array RxC`` uses it.
         """
-        return _hardware(self.hw, self.rows, self.cols, self.dataflow, self.scale_memory)
+        return _hardware(self.hw, self.hw_sha256, self.rows, self.cols, self.dataflow,
+                         self.scale_memory)
+
+
+_FILES = (".toml", ".cfg", ".csv")  # the inputs a point names by path (hardware, topology)
+
+
+def input_sha256(name: str, what: str) -> str:
+    """SHA-256 (hex) of what an input of a point reads: a file's bytes (hardware ``.toml`` or
+    ``.cfg``, topology ``.csv``) or a preset's shipped TOML; empty for any other name (a zoo
+    model, whose layers come from the code, or an unknown name, which its loader refuses).
+
+    Args:
+        what: what the file is, for the message (``hardware file``).
+
+    Raises:
+        UserError: a file that cannot be read.
+    """
+    if name.endswith(_FILES):
+        try:
+            data = Path(name).read_bytes()
+        except OSError as err:
+            raise UserError(f"{what} {name} cannot be read: {err.strerror or err}") from None
+    elif name in presets():
+        data = (resources.files("accel_sim") / "presets" / f"{name}.toml").read_bytes()
+    else:
+        return ""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _same_input(name: str, sha256: str, what: str) -> None:
+    """Refuse an input whose content is no longer the one a point was made with."""
+    if input_sha256(name, what) != sha256:
+        raise UserError(f"{what} {name} changed after the sweep's points were made: re-run the "
+                        "command to sweep its new content")
+
+
+@functools.lru_cache(maxsize=16)
+def _base_hardware(name: str, sha256: str) -> HardwareSpec:
+    """``name`` loaded, if its content still hashes to ``sha256`` (cached by content)."""
+    base = load_hardware(name)
+    _same_input(name, sha256, "hardware file")
+    return base
 
 
 @functools.lru_cache(maxsize=256)
-def _hardware(base_name: str, rows: int, cols: int, dataflow: str,
+def _hardware(base_name: str, sha256: str, rows: int, cols: int, dataflow: str,
               scale_memory: bool) -> HardwareSpec:
-    base = load_hardware(base_name)
+    base = _base_hardware(base_name, sha256)
     hw = with_overrides(base, array=f"{rows}x{cols}", dataflow=dataflow)
     if not scale_memory:
         return hw
@@ -185,7 +288,7 @@ def grid(
     scale_memory: bool | None = None,
     **common: object,
 ) -> list[DesignPoint]:
-    """The cross product of the given axes as design points.
+    """The cross product of the given axes as design points, every one checked.
 
     Dense runs once per array and dataflow (density 1); ``nm`` runs at the density of the ``nm``
     pattern (2:4: 0.5) whatever the density axis, since N:M alone fixes it.
@@ -196,7 +299,16 @@ def grid(
             ``edge-32x32``) is a shipped preset name, off for a ``.toml`` or ``.cfg`` file.
         common: the other `DesignPoint` fields, equal for every point (``nm``, ``hw``,
             ``batch``, ``seed``, ``mapping``, ``objective``).
+
+    Raises:
+        UserError: a density or block of the axes out of range, a point `DesignPoint`
+            refuses, or a network `check_points` refuses.
     """
+    for density in densities:  # even those no point keeps (dense, nm)
+        ranges.DENSITY.check(density, "density")
+    for block in blocks:
+        ranges.BLOCK.check(block, "block")
+    n, m = parse_nm(str(common.get("nm", "2:4"))) or (1, 1)  # none: every point refuses it
     points = []
     for model, scheme, density, (rows, cols), dataflow, block in product(
         models, schemes, densities, arrays, dataflows, blocks
@@ -204,30 +316,59 @@ def grid(
         if scheme == "dense":
             density = 1.0
         if scheme == "nm":  # N:M fixes the density: the hybrid's own pattern, alone
-            n, m = (int(v) for v in str(common.get("nm", "2:4")).split(":"))
             density = n / m
         if scheme not in ("block", "hybrid"):
             block = blocks[0]
         points.append(DesignPoint(model, scheme, density, rows, cols, dataflow, block,
                                   scale_memory=scale_memory, **common))
-    return list(dict.fromkeys(points))
+    points = list(dict.fromkeys(points))
+    check_points(points)
+    return points
+
+
+def check_points(points: Iterable[DesignPoint]) -> None:
+    """Refuse points whose network does not lower, or whose counts on their hardware could pass
+    the simulator's limit (`accel_sim.simulate.check_count_bound`): on the client, with shapes
+    only (a zoo model is built on PyTorch's meta device), before any cluster starts.
+
+    Raises:
+        UserError: an unknown model, a topology file that does not read (or that changed since
+            its points were made), a layer too large, or counts that could pass 2**62.
+    """
+    checked = set()
+    for point in points:
+        arguments = (point.network, point.hw, point.hw_sha256, point.rows, point.cols,
+                     point.scale_memory)
+        if arguments not in checked:
+            checked.add(arguments)
+            check_count_bound(lower(*point.network), point.hardware())
 
 
 Network = tuple[Sequence[GemmLayer], dict[str, LayerSparsity]]
 """Layers and their per-layer sparsity descriptors, as `simulate` takes them."""
 
 
-@functools.lru_cache(maxsize=4)
-def lower(model: str, batch: int) -> tuple[GemmLayer, ...]:
-    """The model's layers without their weights (synthetic masks need only shapes)."""
-    return tuple(load_layers(model, batch=batch, weights=False))
+@functools.lru_cache(maxsize=16)
+def lower(model: str, batch: int, sha256: str = "") -> tuple[GemmLayer, ...]:
+    """The model's layers without their weights (synthetic masks need only shapes).
+
+    Args:
+        sha256: the content the caller expects of a topology file ``model``
+            (`DesignPoint.model_sha256`, `input_sha256`); empty for a zoo model.
+
+    Raises:
+        UserError: see `accel_sim.sources.load_layers`; a topology file whose content is not
+            ``sha256``.
+    """
+    layers = tuple(load_layers(model, batch=batch, weights=False))
+    _same_input(model, sha256, "topology file")
+    return layers
 
 
 def draw(layers: Sequence[GemmLayer], point: DesignPoint) -> Network:
     """The synthetic masks of ``point``'s group (equal for every point of the group)."""
-    n, m = (int(v) for v in point.nm.split(":"))
     layers, descriptors = synthetic_network(list(layers), point.scheme, point.density,
-                                            point.seed, (n, m), point.block)
+                                            point.seed, parse_nm(point.nm), point.block)
     for layer in layers:  # once here, not once per worker that receives the masks
         descriptors[layer.name].summarize(layer)
     return layers, descriptors
@@ -261,17 +402,89 @@ def evaluate_batch(points: Sequence[DesignPoint], network: Network) -> pa.Table:
 
 def evaluate_group(points: Sequence[DesignPoint]) -> pa.Table:
     """Lower, draw the masks and simulate points of one group, in this process."""
-    return evaluate_batch(points, draw(lower(points[0].model, points[0].batch), points[0]))
+    return evaluate_batch(points, draw(lower(*points[0].network), points[0]))
+
+
+_UNREADABLE = (pa.ArrowException, OSError, ValueError, TypeError)  # what a bad fragment raises
 
 
 def _done(out: Path) -> dict[Path, list[tuple[str, int]]]:
-    """The fragments under ``out/parts`` and the (point key, rows) each holds, from footers."""
+    """The fragments under ``out/parts`` and the (point key, rows) each holds, from footers; a
+    fragment whose footer does not read is set aside (`_set_aside`)."""
     done = {}
     for path in sorted((out / PARTS).glob("part-*.parquet")):
-        meta = pq.read_schema(path).metadata or {}
-        if _POINTS_META in meta:
-            done[path] = [tuple(item) for item in json.loads(meta[_POINTS_META])]
+        try:
+            meta = pq.read_schema(path).metadata or {}
+            if _POINTS_META in meta:
+                done[path] = [(str(key), int(rows))
+                              for key, rows in json.loads(meta[_POINTS_META])]
+        except _UNREADABLE as err:
+            _set_aside(path, str(err))
     return done
+
+
+def _set_aside(path: Path, why: str) -> None:
+    """Move a fragment that does not read to ``parts/corrupt/`` under a name not taken there
+    (never deleting one), with one warning line on stderr; its points are then not done."""
+    folder = path.parent / CORRUPT
+    folder.mkdir(exist_ok=True)
+    target, copies = folder / path.name, 0
+    while target.exists():
+        copies += 1
+        target = folder / f"{path.stem}.{copies}{path.suffix}"
+    path.rename(target)
+    print(f"warning: sweep fragment {path} does not read ({one_line(why)}): moved to {target}, "
+          "its points run again", file=sys.stderr)
+
+
+def _read_parts(done: dict[Path, list[tuple[str, int]]],
+                points: Sequence[DesignPoint]) -> dict[Path, pa.Table]:
+    """The fragments of ``done`` that hold any of ``points``, read in one dataset scan (page
+    checksums verified). One that does not read, or whose rows are not the count its footer
+    lists, is set aside (`_set_aside`) and dropped from ``done``, so that its points run again.
+    """
+    wanted = {point.key for point in points}
+    paths = [path for path, listing in done.items() if any(key in wanted for key, _ in listing)]
+    problems: dict[Path, str] = {}
+    try:
+        tables = _scan(paths)
+    except _UNREADABLE:  # find the fragments that do not read, one by one
+        tables = {}
+        for path in paths:
+            try:
+                tables.update(_scan([path]))
+            except _UNREADABLE as err:
+                problems[path] = str(err)
+    for path in paths:
+        listed = sum(n for _, n in done[path])
+        rows = tables[path].num_rows if path in tables else 0
+        if path not in problems and rows != listed:
+            problems[path] = f"{rows} rows where its footer lists {listed}"
+    for path, why in problems.items():
+        _set_aside(path, why)
+        del done[path]
+        tables.pop(path, None)
+    return tables
+
+
+def _scan(paths: Sequence[Path]) -> dict[Path, pa.Table]:
+    """The rows of each fragment of ``paths`` (those that hold some), from one dataset scan.
+
+    Each scanned row's fragment comes from the scan itself (``__filename``), so the order in
+    which the scan yields fragments does not matter; within a fragment, rows keep their order.
+    """
+    if not paths:
+        return {}
+    parquet = pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(
+        page_checksum_verification=True))
+    dataset = pads.dataset([str(path) for path in paths], format=parquet)
+    scanned = dataset.to_table(columns=[*dataset.schema.names, "__filename"])
+    names, inverse, counts = np.unique(np.asarray(scanned.column("__filename").to_pylist()),
+                                       return_inverse=True, return_counts=True)
+    ordered = scanned.drop_columns("__filename").take(np.argsort(inverse, kind="stable"))
+    starts = np.cumsum(counts) - counts
+    return {Path(name): ordered.slice(first, count)
+            for name, first, count in zip(names, starts, counts, strict=True)}
 
 
 def _batches(points: Sequence[DesignPoint], per_batch: int) -> list[list[DesignPoint]]:
@@ -301,7 +514,7 @@ def _write_part(out: Path, table: pa.Table, points: Sequence[DesignPoint]) -> Pa
     table = table.replace_schema_metadata({_POINTS_META: json.dumps(listing).encode()})
     name = hashlib.sha1("".join(p.key for p in points).encode()).hexdigest()[:16]
     path = out / PARTS / f"part-{name}.parquet"
-    return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
 
 
 @dataclass
@@ -339,7 +552,8 @@ def execute_sweep(
     progress: bool = True,
     batch_points: int | None = None,
 ) -> SweepRun:
-    """Run every point not done yet on Dask, write the final table, and time the client.
+    """Check the points not done yet and run them on Dask, write the final table, and time the
+    client.
 
     Args:
         points: the design points (`grid`).
@@ -352,7 +566,9 @@ def execute_sweep(
             where mask groups are small: a batch holds points of one group).
 
     Raises:
-        UserError: no points, or the scheduler cannot be reached.
+        UserError: no points, ``workers`` or ``batch_points`` below 1, a point's network
+            `check_points` refuses (before any cluster starts), or the scheduler cannot be
+            reached.
     """
     from dask.distributed import Client, as_completed
 
@@ -362,15 +578,16 @@ def execute_sweep(
         raise UserError("the sweep has no design points")
     if batch_points is not None and batch_points < 1:
         raise UserError(f"batch_points {batch_points} must be at least 1")
+    if workers is not None:
+        ranges.SWEEP_WORKERS.check(workers, "workers")
     out = Path(out)
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     done = _done(out)
+    tables = _read_parts(done, points)  # then the fragments written by this call, as written
     have = {key for listing in done.values() for key, _ in listing}
     todo = list(dict.fromkeys(p for p in points if p.key not in have))
-    bar = progress_bar(progress=progress, total=len(points), initial=len(points) - len(todo),
-                       unit="point", desc="sweep")
+    check_points(todo)
     tasks = 0
-    held: dict[Path, pa.Table] = {}  # fragments written by this call, as written
     if todo:
         cluster, tick = None, time.perf_counter()
         if scheduler is None:
@@ -379,6 +596,8 @@ def execute_sweep(
             client = Client(cluster or scheduler, timeout="20s")
         except OSError as err:
             raise UserError(f"cannot reach the Dask scheduler {scheduler}: {err}") from None
+        bar = progress_bar(progress=progress, total=len(points), initial=len(points) - len(todo),
+                           unit="point", desc="sweep")
         try:
             cluster_s = time.perf_counter() - tick
             size = batch_points or max(1, -(-len(todo) // (_TASKS_PER_WORKER
@@ -396,18 +615,18 @@ def execute_sweep(
             futures = {}
             for batch in sorted(batches, key=lambda b: -rank[b[0].group]):
                 first = batch[0]
-                if (first.model, first.batch) in networks:
+                if first.network in networks:
                     pass
-                elif first.model.endswith(".csv"):  # a file here, maybe not on the workers
-                    networks[first.model, first.batch] = client.scatter(
-                        [lower(first.model, first.batch)], hash=False)[0]
+                elif first.model_sha256:  # a file here, maybe not on the workers
+                    networks[first.network] = client.scatter([lower(*first.network)],
+                                                             hash=False)[0]
                     tasks -= 1
                 else:
-                    networks[first.model, first.batch] = client.submit(
-                        lower, first.model, first.batch, pure=False, priority=2 * len(order) + 2)
+                    networks[first.network] = client.submit(
+                        lower, *first.network, pure=False, priority=2 * len(order) + 2)
                 if first.group not in masks:
                     masks[first.group] = client.submit(
-                        draw, networks[first.model, first.batch], first, pure=False,
+                        draw, networks[first.network], first, pure=False,
                         priority=rank[first.group])
                 futures[client.submit(evaluate_batch, batch, masks[first.group], pure=False,
                                       priority=rank[first.group] + 1)] = batch
@@ -424,16 +643,16 @@ def execute_sweep(
                 batch = futures.pop(future)
                 path = _write_part(out, table, batch)
                 done[path] = [(p.key, table.num_rows // len(batch)) for p in batch]
-                held[path] = table
+                tables[path] = table
                 bar.update(len(batch))
         finally:
+            bar.close()  # its line ends before anything else is printed (Ctrl-C, an error)
             tick = time.perf_counter()
             client.close()
             if cluster is not None:
                 cluster.close()
             cluster_s += time.perf_counter() - tick
-    bar.close()
-    table = _final_table(points, done, held)
+    table = _final_table(points, done, tables)
     write_atomic(out / RESULTS, lambda tmp: pq.write_table(table, tmp))
     wall = time.perf_counter() - start
     return SweepRun(table, len(points), len(todo), tasks, wall, cluster_s, waited,
@@ -448,14 +667,28 @@ def local_cluster(workers: int) -> object:
     ran about 40 % slower so. This cluster's workers keep glibc's default (workers of a cluster
     started by hand should run without that variable too), and do without Dask's statistical
     profiler (a thread that samples every worker's stack every 10 ms).
+
+    Started from the main thread, the workers ignore SIGINT (Ctrl-C in a terminal reaches the
+    whole process group; the client alone stops the sweep and closes the cluster, so the
+    workers print nothing); so does the client while the workers start, about a second.
+
+    Raises:
+        UserError: ``workers`` outside `crisp.ranges.SWEEP_WORKERS`.
     """
     import dask
     from dask.distributed import LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                          "distributed.worker.profile.enabled": False}):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            dashboard_address=None, silence_logs=logging.ERROR)
+    ranges.SWEEP_WORKERS.check(workers, "workers")  # LocalCluster waits forever for none
+    main = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # workers inherit
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                              "distributed.worker.profile.enabled": False}):
+            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                dashboard_address=None, silence_logs=logging.ERROR)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, handler)
 
 
 def _worker_count(client: object) -> int:
@@ -464,45 +697,20 @@ def _worker_count(client: object) -> int:
 
 def _final_table(
     points: Sequence[DesignPoint], done: dict[Path, list[tuple[str, int]]],
-    held: dict[Path, pa.Table],
+    tables: dict[Path, pa.Table],
 ) -> pa.Table:
-    """The rows of ``points``, in their order, from the fragments listed in ``done``.
-
-    Fragments this call wrote are taken from ``held`` (the tables as written: reading them back
-    would cost the client a scan of every fragment after the last batch); the others, from an
-    earlier, interrupted call, are read in one dataset scan. Each scanned row's fragment comes
-    from the scan itself (``__filename``), so the order in which the scan yields fragments does
-    not matter; within a fragment, rows keep the footer's order.
-    """
-    paths = [path for path, listing in done.items() if listing]
-    where: dict[str, tuple[Path, int, int]] = {}  # point key -> (fragment, first row, rows)
-    for path in paths:
-        offset = 0
+    """The rows of ``points``, in their order, from the fragments ``tables`` (path -> rows, in
+    the order of the points ``done`` lists for it): those of an earlier call as `_read_parts`
+    read them, those this call wrote as written (reading them back would cost the client a
+    scan of every fragment after the last batch)."""
+    where: dict[str, tuple[int, int]] = {}  # point key -> (first row, rows) in all tables
+    start = 0
+    for path in tables:
         for key, count in done[path]:
-            where.setdefault(key, (path, offset, count))
-            offset += count
-    missing = [p for p in points if p.key not in where]
-    if missing:
-        raise UserError(f"sweep result lacks point {missing[0]} (results folder changed?)")
-    parts, rows, start = [], {}, 0
-    on_disk = [path for path in paths if path not in held]
-    if on_disk:
-        dataset = pads.dataset([str(path) for path in on_disk], format="parquet")
-        scanned = dataset.to_table(columns=[*dataset.schema.names, "__filename"])
-        files = np.asarray(scanned.column("__filename").to_pylist(), dtype=object)
-        rows = {path: np.flatnonzero(files == str(path)) for path in on_disk}
-        parts.append(scanned.drop_columns("__filename"))
-        start = scanned.num_rows
-    for path in paths:
-        if path in held:
-            parts.append(held[path])
-            rows[path] = np.arange(start, start + held[path].num_rows)
-            start += held[path].num_rows
-    if any(len(rows[path]) != sum(n for _, n in done[path]) for path in paths):
-        raise UserError("sweep fragments hold other rows than their footers list")
-    index = [rows[path][first:first + count] for path, first, count in
-             (where[p.key] for p in points)]
-    table = pa.concat_tables([part.replace_schema_metadata(None) for part in parts])
+            where.setdefault(key, (start, count))
+            start += count
+    index = [np.arange(first, first + count) for first, count in (where[p.key] for p in points)]
+    table = pa.concat_tables([table.replace_schema_metadata(None) for table in tables.values()])
     return table.take(np.concatenate(index))
 
 
@@ -518,6 +726,7 @@ def run_sweep(
 
 
 def pending(points: Iterable[DesignPoint], out: str | Path) -> list[DesignPoint]:
-    """The points of ``points`` that ``out`` holds no result for yet."""
+    """The points of ``points`` that ``out`` holds no result for yet (a fragment whose footer
+    does not read is set aside, `_done`)."""
     have = {key for listing in _done(Path(out)).values() for key, _ in listing}
     return [p for p in points if p.key not in have]

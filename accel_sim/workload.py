@@ -20,6 +20,7 @@ counts that wrap around (see `GemmLayer`).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from crisp.errors import UserError
+from crisp.io import read_text
 from crisp.pattern_core import check_nm
 
 if TYPE_CHECKING:
@@ -46,8 +48,10 @@ of that in register accesses, SRAM words and bytes (at most 16 input words per s
 multiplexers, 4 bytes per word, psums at 32 bits), so every action count is below
 ``64 * MAX_MACS = 2**50``; cycles are at most ``folds * (T + fill + edge stall)`` with
 ``folds <= groups * Sr * Sc`` (the two spatial dimensions), ``fill <= 2R + C`` and edge stalls
-below ``16 T``, so below ``MAX_MACS * (17 + 3 * MAX_ARRAY_SIDE) < 2**62``; DRAM stall cycles
-(bytes / bandwidth) stay below 2**62 for bandwidths of at least 2**-12 byte per cycle. Layers of
+below ``16 T``, so below ``MAX_MACS * (17 + 3 * MAX_ARRAY_SIDE) < 2**62``. DRAM stall cycles
+(bytes / bandwidth) and a network's sums depend on the hardware too:
+`accel_sim.simulate.check_count_bound` refuses, before simulating, a network and array whose
+counts could pass 2**62 (a narrow input edge, a starved DRAM, many huge layers). Layers of
 real networks are far below the limit (ResNet-50's largest has 1.2e8 MACs, a 16k x 16k GEMM over
 8k tokens 2.2e12).
 """
@@ -231,12 +235,12 @@ def read_topology(path: str | Path) -> tuple[list[GemmLayer], dict[str, tuple[in
             `MAX_MACS`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"topology file {path} does not exist")
-    with path.open(newline="") as handle:
-        rows = [
-            (i, r) for i, r in enumerate(csv.reader(handle), start=1) if any(c.strip() for c in r)
-        ]
+    text = read_text(path, "topology file")
+    try:
+        rows = [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text, newline="")), start=1)
+                if any(c.strip() for c in r)]
+    except csv.Error as err:
+        raise UserError(f"{path}: not a readable CSV file: {err}") from None
     if not rows:
         raise UserError(f"{path}: empty topology file")
     raw_header = [c.strip().lower() for c in rows[0][1]]

@@ -64,7 +64,7 @@ from accel_sim import plots
 from accel_sim.hardware import load_hardware
 from crisp.cli import add_recovery, recovery_config
 from crisp.data import default_image_size, load_dataset, user_subset
-from crisp.errors import UserError, exit_on_user_error
+from crisp.errors import Parser, UserError, exit_on_user_error
 from crisp.io import write_atomic
 from crisp.models import build_model, input_shape
 from crisp.pruner import SCHEMES, PruneConfig
@@ -391,7 +391,7 @@ def markdown(frame: pd.DataFrame, columns: list[str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--setting", default="cpu", choices=sorted(SETTINGS),
                    help="preset of the flags below (default cpu)")
     p.add_argument("--model", help="zoo model")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from crisp import distributed
+from crisp import distributed, run_folder
 from crisp.cli import committed_checkpoint
 from crisp.cli import main as crisp_main
 from crisp.data import load_dataset
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     status = crisp_main(flags)
     if status or not distributed.is_main():
         return status
-    record = json.loads((run / "record.json").read_text())
+    record = json.loads((run_folder.check_run(run) / "record.json").read_text())
     seconds, rt = record["seconds"], record["runtime"]
     device = rt["device"]
     if device.startswith("cuda"):

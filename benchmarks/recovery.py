@@ -33,7 +33,7 @@ from matplotlib import pyplot as plt
 from accel_sim import plots
 from crisp.cli import CHECKPOINTS
 from crisp.data import load_dataset, user_subset
-from crisp.errors import UserError, exit_on_user_error
+from crisp.errors import Parser, UserError, exit_on_user_error
 from crisp.models import build_model
 from crisp.pruner import SCHEMES, PruneConfig, prune
 from crisp.recovery import RecoveryConfig
@@ -55,7 +55,7 @@ VARIANTS = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's flags (defaults: the demo run by a new user with few images)."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="glyph100")
     p.add_argument("--classes", type=int, default=3, help="user classes (default 3)")
     p.add_argument("--n-per-class", type=int, default=32, help="training images a class")

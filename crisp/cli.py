@@ -1,11 +1,13 @@
 """The ``crisp`` command line: ``crisp train``, ``crisp prune`` and ``crisp eval``.
 
 - ``crisp train``: train a zoo model densely on all classes of a data set; writes a state dict
-  (fp16 by default, to keep committed checkpoints small) and a JSON record beside it.
+  (fp16 by default, to keep committed checkpoints small) and a JSON record beside it, which
+  lists the state dict's size and hash (`crisp.run_folder`).
 - ``crisp prune``: prune a trained model for a user's classes with one scheme; writes a run
   directory with ``model.pt`` (squashed state dict), ``pruned.safetensors`` (the compressed
   format, `crisp.compressed`) and ``record.json`` (the replayable record with per-round
-  metrics), each file atomically.
+  metrics), each file atomically, then ``manifest.json`` listing their sizes and hashes
+  (`crisp.run_folder`: readers refuse a folder holding files of different runs).
 - ``crisp eval``: user-class top-1/top-5 of a dense or pruned checkpoint.
 
 All three take ``--device auto|cpu|cuda|mps`` (auto: CUDA when present), ``--amp/--no-amp`` (bf16
@@ -27,13 +29,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from crisp import compressed, distributed
+from crisp import compressed, distributed, ranges, run_folder
 from crisp import masks as mk
 from crisp.console import add_version
 from crisp.data import KNOWN_DATASETS, default_image_size, load_dataset, user_subset
 from crisp.devices import DEVICES, Runtime, runtime
-from crisp.errors import UserError, command_line
-from crisp.io import write_atomic
+from crisp.errors import Parser, UserError, command_line
+from crisp.io import check_output_file, write_atomic
 from crisp.models import build_model, input_shape, read_torch_dict
 from crisp.pattern_core import DEFAULT_BLOCK
 from crisp.pruner import HEADS, SCHEMES, PruneConfig, head_label_map, prune
@@ -42,6 +44,8 @@ from crisp.train import TrainConfig, evaluate, train_epochs
 
 #: Committed dense checkpoints, ``<model>_<data>.pt`` with a ``.json`` record beside each.
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+#: The suffixes ``crisp train --out`` takes (its record is the same path with ``.json``).
+TRAIN_SUFFIXES = (".pt", ".pth")
 
 
 def _runtime(args: argparse.Namespace) -> Runtime:
@@ -143,6 +147,9 @@ def _user_data(
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    out = check_output_file(args.out, TRAIN_SUFFIXES)  # before the work, not after it
+    check_output_file(out.with_suffix(".json"))
+    run_folder.check_file(args.init)
     rt = _runtime(args)
     with distributed.session(rt):
         return _train(args, rt)
@@ -177,7 +184,8 @@ def _train(args: argparse.Namespace, rt: Runtime) -> int:
               "train_per_class": args.train_per_class,
               "image_size": _input_shape(args)[1], "train": config.as_dict(), "fp16": args.fp16,
               "train_loss": loss, "test": metrics}
-    record.update(world_size=distributed.world_size(), runtime=rt.as_dict())
+    record.update(world_size=distributed.world_size(), runtime=rt.as_dict(),
+                  files=run_folder.describe(out.parent, [out.name]))  # see crisp.run_folder
     write_atomic(out.with_suffix(".json"),
                  lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     print(f"wrote {out}")
@@ -205,9 +213,11 @@ def add_recovery(p: argparse.ArgumentParser) -> None:
     d = RecoveryConfig()
     p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=d.distill,
                    help="distil from the dense model while fine-tuning (default on)")
-    p.add_argument("--temperature", type=float, default=d.temperature,
+    p.add_argument("--temperature", type=ranges.TEMPERATURE.flag("--temperature"),
+                   default=d.temperature,
                    help=f"distillation temperature, > 0 (default {d.temperature:g})")
-    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
+    p.add_argument("--distill-weight", type=ranges.FRACTION.flag("--distill-weight"),
+                   default=d.distill_weight,
                    help="share of the distillation term in the loss, in [0, 1] (default "
                    f"{d.distill_weight:g})")
     p.add_argument("--recalibrate", action=argparse.BooleanOptionalAction, default=d.recalibrate,
@@ -215,7 +225,7 @@ def add_recovery(p: argparse.ArgumentParser) -> None:
                    "fine-tuning (default on)")
     p.add_argument("--balanced", action=argparse.BooleanOptionalAction, default=d.balanced,
                    help="class-balanced fine-tuning batches (default on)")
-    p.add_argument("--val-share", type=float, default=d.val_share,
+    p.add_argument("--val-share", type=ranges.VAL_SHARE.flag("--val-share"), default=d.val_share,
                    help="share of each class's training images held out for validation, in "
                    f"(0, 0.5] (default {d.val_share:g})")
 
@@ -242,6 +252,7 @@ def _dense_model(name: str, pretrained: bool, checkpoint: str | None) -> nn.Modu
     the head to its data set: 10 classes for a 10-class folder), loaded from it."""
     if checkpoint is None:
         return build_model(name, pretrained=pretrained)
+    run_folder.check_file(checkpoint)
     state = read_torch_dict(checkpoint)
     for key in ("state_dict", "model"):
         if isinstance(state.get(key), dict):
@@ -253,6 +264,7 @@ def _dense_model(name: str, pretrained: bool, checkpoint: str | None) -> nn.Modu
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     config = _prune_config(args)  # validate flags before loading anything
+    run_folder.check_writable(args.out)
     rt = _runtime(args)
     with distributed.session(rt):
         return _prune(args, config, rt)
@@ -271,6 +283,7 @@ def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
     if not distributed.is_main():
         return 0
     out = Path(args.out)
+    run_folder.begin(out)  # the files are one run's only once run_folder.seal lists them
     state = {"state_dict": result.model.state_dict(), "classes": ids, "head": config.head,
              "scheme": config.scheme}
     write_atomic(out / "model.pt", lambda tmp: torch.save(state, tmp))
@@ -282,6 +295,7 @@ def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
     result.record["compressed"] = sizes
     write_atomic(out / "record.json",
                  lambda tmp: tmp.write_text(json.dumps(result.record, indent=2) + "\n"))
+    run_folder.seal(out, {"command": "prune", "model": args.model, "seed": args.seed})
     final = result.final
     print(f"{config.scheme}: density {final['density']:.4f}, user-class top-1 "
           f"{final['top1']:.2f}% top-5 {final['top5']:.2f}% (validation {final['val_top1']:.2f}%; "
@@ -301,7 +315,12 @@ def load_pruned(name: str, path: str | Path) -> tuple[nn.Module, dict[str, objec
 
     Returns:
         (model, metadata: ``classes``/``head``/``scheme`` when the file has them).
+
+    Raises:
+        UserError: an unreadable file, or one of an inconsistent run folder
+            (`crisp.run_folder.check_file`).
     """
+    run_folder.check_file(path)
     blob = read_torch_dict(path)
     state = blob.get("state_dict", blob)
     meta = {k: v for k, v in blob.items() if k != "state_dict"} if "state_dict" in blob else {}
@@ -370,12 +389,14 @@ def _add_data(p: argparse.ArgumentParser) -> None:
                    help="glyph100 (default), glyph100-hard, fashion-mnist, idx:FOLDER (MNIST "
                         "layout), a CIFAR-100 folder or an ImageNet-style folder")
     p.add_argument("--data-root", default=None, help="glyph cache / base of a relative path")
-    p.add_argument("--data-seed", type=int, default=0, help="glyph rendering seed (default 0)")
-    p.add_argument("--image-size", type=int, default=None,
+    p.add_argument("--data-seed", type=ranges.SEED.flag("--data-seed"), default=0,
+                   help="glyph rendering seed (default 0)")
+    p.add_argument("--image-size", type=ranges.RESOLUTION.flag("--image-size"), default=None,
                    help="image side in pixels; default the model's input (32 for the CIFAR-style "
                         "nets, 224 for torchvision's) for image folders and IDX sets, 32 for "
                         "the glyph sets and CIFAR-100")
-    p.add_argument("--seed", type=int, default=0, help="seeds every random choice (default 0)")
+    p.add_argument("--seed", type=ranges.SEED.flag("--seed"), default=0,
+                   help="seeds every random choice (default 0)")
     _add_runtime(p)
 
 
@@ -384,36 +405,40 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help=f"{'|'.join(DEVICES)} or cuda:N (default auto: CUDA when present)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on with CUDA, off elsewhere)")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=ranges.LOADER_WORKERS.flag("--workers"), default=0,
                    help="DataLoader worker processes (default 0: load in the main process)")
 
 
 def _add_user(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--classes", required=required, default=None,
                    help="a count drawn from --seed (10) or class ids (3,17,42)")
-    p.add_argument("--n-per-class", type=int, default=256,
+    p.add_argument("--n-per-class", type=ranges.PER_CLASS.flag("--n-per-class"), default=256,
                    help="user training images per class (default 256, as the paper)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crisp", description=__doc__.splitlines()[0])
+    parser = Parser(prog="crisp", description=__doc__.splitlines()[0])
     add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model densely on all classes")
     _add_data(p)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps")
+    p.add_argument("--epochs", type=ranges.EPOCHS.flag("--epochs"), default=10)
+    p.add_argument("--lr", type=ranges.LR.flag("--lr"), default=0.05,
+                   help="peak learning rate (default 0.05)")
+    p.add_argument("--batch-size", type=ranges.BATCH_SIZE.flag("--batch-size"), default=128)
+    p.add_argument("--warmup", type=ranges.WARMUP.flag("--warmup"), default=0.05,
+                   help="warm-up fraction of the steps")
     p.add_argument("--no-augment", action="store_true", help="no random 4-pixel shifts")
     p.add_argument("--init", default=None,
                    help="start from this state dict (e.g. a model trained on glyph100)")
-    p.add_argument("--train-per-class", type=int, default=None,
+    p.add_argument("--train-per-class", type=ranges.PER_CLASS.flag("--train-per-class"),
+                   default=None,
                    help="train on this many images per class (drawn from --seed; default all)")
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
                    help="store float tensors as fp16 (default on; halves the file)")
-    p.add_argument("--out", required=True, help="state dict path (.pt); a .json record beside it")
+    p.add_argument("--out", required=True,
+                   help="state dict path (.pt or .pth); a .json record beside it")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("prune", help="prune a trained model for a user's classes")
@@ -426,15 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from torchvision's weights instead (needs them cached offline)")
     p.add_argument("--scheme", default="hybrid", choices=SCHEMES)
     p.add_argument("--nm", default="2:4", help="N:M pattern (default 2:4)")
-    p.add_argument("--block", type=int, default=DEFAULT_BLOCK,
+    p.add_argument("--block", type=ranges.BLOCK.flag("--block"), default=DEFAULT_BLOCK,
                    help=f"block size B (default {DEFAULT_BLOCK})")
-    p.add_argument("--density", type=float, default=None,
+    p.add_argument("--density", type=ranges.DENSITY.flag("--density"), default=None,
                    help="final global density in (0, 1]; default the paper's for the class count")
-    p.add_argument("--step", type=float, default=0.1,
+    p.add_argument("--step", type=ranges.STEP.flag("--step"), default=0.1,
                    help="fraction of the start density removed per round (default 0.1)")
-    p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs per round (default 1)")
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak lr (default 0.01)")
-    p.add_argument("--batch-size", type=int, default=64,
+    p.add_argument("--epochs", type=ranges.EPOCHS.flag("--epochs"), default=1,
+                   help="fine-tuning epochs per round (default 1)")
+    p.add_argument("--lr", type=ranges.LR.flag("--lr"), default=0.01,
+                   help="fine-tuning peak lr (default 0.01)")
+    p.add_argument("--batch-size", type=ranges.BATCH_SIZE.flag("--batch-size"), default=64,
                    help="fine-tuning batch (default 64; smaller where an epoch would take fewer "
                    "than 8 steps)")
     add_recovery(p)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as serialize
 from torch import nn
 
 from crisp import compressed_format as fmt
@@ -97,33 +97,37 @@ def decode_nm(
 
 def _encode_layer(
     name: str, weight: torch.Tensor, mask: torch.Tensor, scheme: str, n: int, m: int, b: int
-) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """Tensors and counts of one ``[rows, K]`` layer (``weight`` already in the stored dtype)."""
+) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """Tensors and header fields (``counts``, ``blocks_per_row``) of one ``[rows, K]`` layer
+    (``weight`` already in the stored dtype)."""
     rows, k = weight.shape
     weight = torch.where(mask, weight, 0.0)  # masked entries +0.0 exactly (never -0.0)
     if scheme == "dense":
-        return {"weight": weight.reshape(-1)}, {"values": weight.numel()}
+        return {"weight": weight.reshape(-1)}, {"counts": {"values": weight.numel()}}
     if scheme == "unstructured":
         bits = mask.numpy()
         return ({"values": weight[mask], "bitmap": torch.from_numpy(fmt.pack_bits(bits))},
-                {"values": int(mask.sum()), "bitmap_bits": bits.size})
+                {"counts": {"values": int(mask.sum()), "bitmap_bits": bits.size}})
     tensors: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    fields: dict[str, object] = {"counts": counts}
     region = np.ones((rows, k), dtype=bool)
     if scheme in ("hybrid", "block"):
         bitmap = bitmap_of(mask, b)
         region = expand_blocks(bitmap, b, (rows, k)).numpy()
         tensors["bitmap"] = torch.from_numpy(fmt.pack_bits(bitmap.numpy()))
         counts["bitmap_bits"] = bitmap.numel()
+        per_row = bitmap.sum(dim=1).unique()
+        fields["blocks_per_row"] = int(per_row[0]) if per_row.numel() == 1 else None
     if scheme == "block":
         tensors["values"] = weight[torch.from_numpy(region)]
         counts["values"] = int(region.sum())
-        return tensors, counts
+        return tensors, fields
     values, offsets = encode_nm(weight, mask, region, n, m, name)
     tensors["values"] = values
     tensors["offsets"] = torch.from_numpy(fmt.pack_offsets(offsets, m))
     counts.update(values=values.numel(), offsets=offsets.size)
-    return tensors, counts
+    return tensors, fields
 
 
 def _geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, dict[str, object]]:
@@ -145,7 +149,8 @@ def save(
     dtype: str = "float16",
     meta: dict[str, object] | None = None,
 ) -> dict[str, int]:
-    """Write ``model`` (plain or squashed weights) in the compressed format, atomically.
+    """Write ``model`` (plain or squashed weights) in the compressed format, atomically, with
+    the header's ``checksum`` (`crisp.compressed_format.checksum_of`).
 
     Args:
         model: the pruned model.
@@ -179,12 +184,12 @@ def save(
             raise UserError(f"block size {b} must be a multiple of M={m} for hybrid layers")
         w = weight_matrix(module).detach().to(DTYPES[dtype])
         mask = masks.get(f"{name}.weight", w != 0).reshape(w.shape).to(torch.bool)
-        parts, counts = _encode_layer(name, w, mask, scheme, n, m, b)
+        parts, fields = _encode_layer(name, w, mask, scheme, n, m, b)
         tensors.update({f"{name}.{part}": t.contiguous() for part, t in parts.items()})
         gemm_keys.add(f"{name}.weight")
         layers.append({"name": name, "scheme": scheme, "shape": list(module.weight.shape),
                        "rows": w.shape[0], "K": w.shape[1], "n": n, "m": m, "b": b,
-                       "counts": counts, "geometry": geometry.get(name)})
+                       **fields, "geometry": geometry.get(name)})
     for key, value in model.state_dict().items():
         if key not in gemm_keys:
             tensors[f"state.{key}"] = value.detach().contiguous()
@@ -192,8 +197,9 @@ def save(
     layers.sort(key=lambda e: order.index(e["name"]) if e["name"] in order else len(order))
     header = {"format": FORMAT, "version": VERSION, "dtype": dtype, "k_order": K_ORDER,
               "meta": {**(meta or {}), "input_shape": list(input_shape)}, "layers": layers}
-    write_atomic(Path(path), lambda tmp: save_file(tensors, str(tmp),
-                                                   metadata={"crisp": json.dumps(header)}))
+    header["checksum"] = fmt.checksum_of(serialize(tensors, {"crisp": json.dumps(header)}))
+    write_atomic(Path(path),
+                 lambda tmp: tmp.write_bytes(serialize(tensors, {"crisp": json.dumps(header)})))
     return size_breakdown(path)
 
 

@@ -6,6 +6,7 @@ import argparse
 import functools
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 
 class UserError(ValueError):
@@ -20,8 +21,29 @@ Main = Callable[[list[str] | None], int]
 """A console script's entry: ``main(argv) -> exit status``."""
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: a message quoting a parser's multi-line error keeps its words."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (SIGINT), as a shell reports a process killed by SIGINT."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose mistakes (an unknown flag, a missing argument, a value its
+    ``type`` refuses) are a UserError, so the CLIs print them on one line instead of the usage
+    block; ``--help`` still prints the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise ``UserError("<prog>: <message> (see <prog> --help)")``."""
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def exit_on_user_error(main: Main) -> Main:
-    """Wrap a CLI ``main``: a UserError becomes ``error: <message>`` on stderr and exit status 2.
+    """Wrap a CLI ``main``: a UserError becomes ``error: <message>`` on stderr and exit status 2;
+    Ctrl-C becomes one line (the KeyboardInterrupt's message, or ``interrupted``) and status
+    `INTERRUPTED`.
 
     Any other exception is a bug and keeps its traceback.
     """
@@ -31,8 +53,11 @@ def exit_on_user_error(main: Main) -> Main:
         try:
             return main(argv)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(str(err))}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt as err:
+            print(str(err) or "interrupted", file=sys.stderr)
+            return INTERRUPTED
 
     return wrapped
 

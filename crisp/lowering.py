@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from crisp.errors import UserError
+from crisp.errors import UserError, one_line
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -82,8 +82,9 @@ def trace_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
         batch: samples per inference; P scales with it.
 
     Raises:
-        UserError: a Conv1d/Conv3d/ConvTranspose layer (not a GEMM this lowering maps) or a
-            network with no Conv2d/Linear layer.
+        UserError: a Conv1d/Conv3d/ConvTranspose layer (not a GEMM this lowering maps), a
+            network with no Conv2d/Linear layer, or an input the network cannot take (a
+            resolution too small for its downsampling).
     """
     found: list[dict] = []
     calls: dict[str, int] = {}
@@ -115,6 +116,9 @@ def trace_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
         device = param.device if param is not None else torch.device("cpu")
         with torch.no_grad():
             model(torch.zeros((batch, *input_shape), device=device))
+    except RuntimeError as err:  # a shape the network cannot take: too small an input, ...
+        raise UserError(f"{type(model).__name__} cannot run on a {'x'.join(map(str, input_shape))} "
+                        f"input (channels x height x width): {one_line(str(err))}") from None
     finally:
         for handle in handles:
             handle.remove()

@@ -15,6 +15,7 @@ import math
 import numba
 import numpy as np
 
+from crisp import ranges
 from crisp.errors import UserError
 
 DEFAULT_BLOCK = 16
@@ -39,9 +40,10 @@ def check_nm(n: int, m: int) -> None:
 
 
 def check_block(b: int) -> None:
-    """Raise UserError unless the block size is a positive integer."""
-    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-        raise UserError(f"block size {b!r} must be a positive integer")
+    """Raise UserError unless the block size is an integer in `crisp.ranges.BLOCK`."""
+    if not isinstance(b, int):
+        raise UserError(f"block size {b!r} is not an integer: allowed {ranges.BLOCK.allowed()}")
+    ranges.BLOCK.check(b, "block size")
 
 
 def nm_keep(scores: np.ndarray, n: int, m: int) -> np.ndarray:

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
+from crisp import ranges
 from crisp.devices import Runtime, as_runtime
 from crisp.errors import UserError
 
@@ -89,18 +90,10 @@ class RecoveryConfig:
     recalibration_images: int = 512
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature > 0):
-            raise UserError(f"distillation temperature {self.temperature!r} must be a finite "
-                            "number > 0")
-        if not (isinstance(self.distill_weight, (int, float)) and 0 <= self.distill_weight <= 1):
-            raise UserError(f"distillation weight {self.distill_weight!r} must be in [0, 1]")
-        if not (isinstance(self.val_share, (int, float)) and 0 < self.val_share <= 0.5):
-            raise UserError(f"validation share {self.val_share!r} must be in (0, 0.5]")
-        if not (isinstance(self.warn_margin, (int, float)) and math.isfinite(self.warn_margin)
-                and self.warn_margin >= 0):
-            raise UserError(f"warning margin {self.warn_margin!r} must be a finite number >= 0 "
-                            "points")
+        ranges.TEMPERATURE.check(self.temperature, "distillation temperature")
+        ranges.FRACTION.check(self.distill_weight, "distillation weight")
+        ranges.VAL_SHARE.check(self.val_share, "validation share")
+        ranges.PERCENT.check(self.warn_margin, "warning margin (points)")
         if not (isinstance(self.min_steps, int) and self.min_steps >= 1):
             raise UserError(f"minimum steps per epoch {self.min_steps!r} must be an integer >= 1")
         if not (isinstance(self.recalibration_images, int) and self.recalibration_images >= 1):

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 
+from crisp import ranges
 from crisp.errors import UserError
 
 
 def check_density(density: float, what: str = "density") -> None:
     """Raise UserError unless ``0 < density <= 1``."""
-    if not (isinstance(density, (int, float)) and 0 < density <= 1):
-        raise UserError(f"{what} {density!r} must be in (0, 1]")
+    ranges.DENSITY.check(density, what)
 
 
 def paper_p(num_classes: int) -> float:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from crisp import distributed
+from crisp import distributed, ranges
 from crisp.console import progress_bar
 from crisp.devices import Runtime, as_runtime
 from crisp.errors import UserError
@@ -59,14 +59,10 @@ class TrainConfig:
     balanced: bool = False
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise UserError(f"epochs {self.epochs} must be >= 0")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise UserError(f"learning rate {self.lr} must be a finite number > 0")
-        if not 0 <= self.warmup < 1:
-            raise UserError(f"warm-up fraction {self.warmup} must be in [0, 1)")
-        if self.batch_size < 1:
-            raise UserError(f"batch size {self.batch_size} must be >= 1")
+        ranges.EPOCHS.check(self.epochs, "epochs")
+        ranges.LR.check(self.lr, "learning rate")
+        ranges.WARMUP.check(self.warmup, "warm-up fraction")
+        ranges.BATCH_SIZE.check(self.batch_size, "batch size")
 
     def as_dict(self) -> dict[str, object]:
         """The settings as a JSON-ready dict."""

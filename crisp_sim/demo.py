@@ -11,7 +11,8 @@ figures (normalised latency and energy, energy breakdown, accuracy against laten
     python -m crisp_sim.demo [--out runs/demo] [--classes 10] [--density 0.1] [--seed 0]
 
 Each pruning run goes through ``crisp prune`` (so its folder holds ``model.pt``,
-``pruned.safetensors`` and ``record.json``); each simulation reads only the compressed file.
+``pruned.safetensors``, ``record.json`` and the ``manifest.json`` they are checked against,
+`crisp.run_folder`); each simulation reads only the compressed file.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from accel_sim.hardware import load_hardware
 from accel_sim.report import write_frame
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_workload
+from crisp import ranges, run_folder
 from crisp.cli import CHECKPOINTS
 from crisp.cli import main as crisp_main
 from crisp.console import add_version
-from crisp.errors import UserError, exit_on_user_error
+from crisp.errors import Parser, UserError, exit_on_user_error
 from crisp_sim.publish import Results
 
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
@@ -47,20 +49,24 @@ THREADS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m crisp_sim.demo",
-                                description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m crisp_sim.demo", description=__doc__.splitlines()[0])
     add_version(p)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--classes", default="10", help="user classes: a count or ids (default 10)")
-    p.add_argument("--density", type=float, default=0.1, help="target density (default 0.1)")
-    p.add_argument("--n-per-class", type=int, default=128,
+    p.add_argument("--density", type=ranges.DENSITY.flag("--density"), default=0.1,
+                   help="target density (default 0.1)")
+    p.add_argument("--n-per-class", type=ranges.PER_CLASS.flag("--n-per-class"), default=128,
                    help="user training images per class (default 128)")
-    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs per round")
-    p.add_argument("--step", type=float, default=0.25, help="density step per round")
-    p.add_argument("--block", type=int, default=16, help="block size B (default 16)")
+    p.add_argument("--epochs", type=ranges.EPOCHS.flag("--epochs"), default=2,
+                   help="fine-tuning epochs per round")
+    p.add_argument("--step", type=ranges.STEP.flag("--step"), default=0.25,
+                   help="density step per round")
+    p.add_argument("--block", type=ranges.BLOCK.flag("--block"), default=16,
+                   help="block size B (default 16)")
     p.add_argument("--hw", default="edge-32x32", help="accelerator preset or .toml")
-    p.add_argument("--seed", type=int, default=0, help="seeds every random choice (default 0)")
-    p.add_argument("--threads", type=int, default=THREADS,
+    p.add_argument("--seed", type=ranges.SEED.flag("--seed"), default=0,
+                   help="seeds every random choice (default 0)")
+    p.add_argument("--threads", type=ranges.THREADS.flag("--threads"), default=THREADS,
                    help=f"torch CPU threads (default {THREADS}, as the published table: the "
                    "fine-tuning's sums, and so its numbers, depend on the thread count)")
     p.add_argument("--check", type=Path, default=None, metavar="RESULTS_MD",
@@ -94,7 +100,7 @@ def simulate_all(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame]:
     hw = load_hardware(args.hw)
     frames, rows = [], []
     for scheme in SCHEMES:
-        folder = args.out / scheme
+        folder = run_folder.check_run(args.out / scheme)
         layers, descriptors = load_workload(str(folder / "pruned.safetensors"))
         frame = simulate(layers, hw, descriptors).frame
         frame["layer_scheme"] = frame["scheme"]

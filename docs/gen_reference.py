@@ -63,14 +63,37 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
+def _ranges(command: str, parser: argparse.ArgumentParser) -> list[str]:
+    """Table rows ``| command | flag | allowed | unit |`` of the flags checked by a
+    `crisp.ranges.Range`."""
+    rows = []
+    for action in parser._actions:
+        checked = getattr(action.type, "range", None)
+        if checked is not None:
+            flags = ", ".join(f"`{f}`" for f in action.option_strings)
+            rows.append(f"| `{command}` | {flags} | {checked.allowed()} | {checked.unit} |")
+    return rows
+
+
 def cli_page() -> str:
     out = ["# Command line", "",
            "Generated from the argparse parsers when the site is built: what `--help` prints.", ""]
+    rows: list[str] = []
     for name, build in COMMANDS:
         parser = build()
         out += [f"## `{name}`", "", "```text", _help(parser).rstrip(), "```", ""]
+        rows += _ranges(name, parser)
         for sub, subparser in _subparsers(parser).items():
             out += [f"### `{name} {sub}`", "", "```text", _help(subparser).rstrip(), "```", ""]
+            rows += _ranges(f"{name} {sub}", subparser)
+    out += ["## Allowed values", "",
+            "Every number a flag takes is checked when the command line is read, before any "
+            "work starts, against the range below (`crisp/ranges.py`, the same objects the "
+            "checks use); a value outside it stops the command with one line naming the flag, "
+            "the value and the range, and exit status 2. NaN is never allowed, infinity only "
+            "where the table says so. Hardware files are checked against the ranges of "
+            "[Hardware keys](hardware-keys.md).", "",
+            "| command | flag | allowed | unit |", "| --- | --- | --- | --- |", *rows, ""]
     return "\n".join(out)
 
 
@@ -93,22 +116,43 @@ def _default(field: dataclasses.Field) -> str:
     return f"`{field.default!r}`".replace("'", '"')
 
 
+def _allowed(section: str, key: str) -> str:
+    """What a hardware key accepts, from `accel_sim.hardware.SCHEMA` and its other checks."""
+    choices = {("array", "dataflow"): ", ".join(f'`"{d}"`' for d in hardware.DATAFLOWS),
+               ("sparse", "nm"): '`"N:M"` with M in 2, 4, 8, 16 and 1 <= N < M, or `"none"`'}
+    if (section, key) in choices:
+        return choices[section, key]
+    if section == "sparse":
+        return "true or false"
+    checked = hardware.SCHEMA[section][key]
+    text = f"{checked.allowed()} {checked.unit}".strip()
+    if key == "word_bits":
+        return f"one of {', '.join(map(str, hardware.WORD_BITS))}"
+    if key == "psum_bits":
+        return f"{text}, a multiple of 8, at least `word_bits`"
+    return text
+
+
 def keys_page() -> str:
     out = ["# Hardware keys", "",
-           "Generated from `accel_sim/hardware.py` when the site is built. A hardware file is TOML "
+           "Generated from `accel_sim/hardware.py` when the site is built (the allowed values "
+           "from `SCHEMA`, the same objects that check a file). A hardware file is TOML "
            "with a top-level `name` and the sections below; every section may be left out, "
-           "every key takes its default when omitted, and an unknown key is an error "
-           "that lists the allowed ones. `[energy]` is all or nothing: a partial table is an error "
-           "naming the missing key; without it the defaults below apply (default energy tables).",
+           "every key takes its default when omitted, and an unknown key or a value outside "
+           "its allowed range is an error that names it and what is allowed. `[energy]` is "
+           "all or nothing: a partial table is an error naming the missing key; without it "
+           "the defaults below apply (default energy tables).",
            ""]
     for section, cls in SECTIONS:
         described = _attributes(cls)
-        out += [f"## `[{section}]`", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        out += [f"## `[{section}]`", "", "| key | default | allowed | meaning |",
+                "| --- | --- | --- | --- |"]
         for field in dataclasses.fields(cls):
             default = _default(field)
             if section == "sparse" and field.name == "nm":
                 default = '`"none"` (or `"2:4"`, ...)'
-            out.append(f"| `{field.name}` | {default} | {described.get(field.name, '')} |")
+            out.append(f"| `{field.name}` | {default} | {_allowed(section, field.name)} | "
+                       f"{described.get(field.name, '')} |")
         out.append("")
     out += ["## Presets", "",
             "Shipped in `accel_sim/presets/`; pass the name to `--hw`.", "",

@@ -7,6 +7,7 @@ from importlib import metadata
 import pandas as pd
 import pytest
 
+from accel_sim import cli
 from accel_sim.cli import build_parser, main
 from crisp.pattern_core import DEFAULT_BLOCK
 
@@ -91,3 +92,34 @@ def test_version(capsys) -> None:
         main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out == f"accel-sim {metadata.version('crisp-sim')}\n"
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the command started its work before checking --out")
+
+
+def test_out_is_checked_before_any_work(tmp_path, capsys, monkeypatch) -> None:
+    for name in ("load_layers", "load_workload", "simulate", "compare", "grid", "run_sweep"):
+        monkeypatch.setattr(cli, name, _no_work)
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "d.csv").mkdir()
+    topology = _topology(tmp_path)
+    for argv, message in [
+        (["run", topology, "--out", str(tmp_path / "file" / "r.csv")],
+         f"lies under {tmp_path / 'file'}, which is a file"),
+        (["compare", topology, "--out", str(tmp_path / "d.csv")],
+         f"output {tmp_path / 'd.csv'} is a directory"),
+        (["layers", topology, "--out", str(tmp_path / "t.txt")],
+         "unknown extension '.txt': allowed .csv, .parquet"),
+        (["sweep", "--out", str(tmp_path / "file")],
+         f"output folder {tmp_path / 'file'} is a file"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+
+
+def test_layers_writes_csv_or_parquet(tmp_path) -> None:
+    for name, read in (("l.csv", pd.read_csv), ("l.parquet", pd.read_parquet)):
+        assert main(["layers", _topology(tmp_path), "--out", str(tmp_path / name)]) == 0
+        assert list(read(tmp_path / name).layer) == ["fc1", "fc2"]

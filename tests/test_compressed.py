@@ -6,14 +6,17 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
+from safetensors.torch import save as serialize
 from torch import nn
 
 from crisp import compressed
+from crisp import compressed_format as fmt
 from crisp.errors import UserError
 from crisp.patterns import block_mask, hybrid_mask, nm_mask
 
@@ -107,7 +110,9 @@ def test_conv_model_geometry_sizes_and_rebuild(tmp_path: Path) -> None:
     torch.testing.assert_close(rebuilt(x), model(x), atol=2e-2, rtol=2e-2)  # fp16 weights
 
 
-def _rewrite(path: Path, header_fn=None, tensors_fn=None) -> None:
+def _rewrite(path: Path, header_fn=None, tensors_fn=None, sign: bool = True) -> None:
+    """Edit a file's header and tensors; ``sign``: then make its checksum match (a forged
+    file, which only the checks other than the checksum can refuse)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -117,7 +122,56 @@ def _rewrite(path: Path, header_fn=None, tensors_fn=None) -> None:
         header_fn(header)
     if tensors_fn:
         tensors_fn(tensors)
+    if sign and "checksum" in header:
+        header["checksum"] = fmt.checksum_of(serialize(tensors, {"crisp": json.dumps(header)}))
     save_file(tensors, str(path), metadata={"crisp": json.dumps(header)})
+
+
+def _layer(name: str):
+    """``header_fn`` helper: ``_layer("3")(h)`` is layer 3's entry of header ``h``."""
+    return lambda h: next(e for e in h["layers"] if e["name"] == name)
+
+
+def _edit_offsets(name: str, edit):
+    """``tensors_fn`` that rewrites layer ``name``'s 2:4 slot positions with ``edit(array)``."""
+
+    def tensors_fn(t: dict[str, torch.Tensor]) -> None:
+        count = t[f"{name}.values"].numel()
+        offsets = fmt.unpack_offsets(t[f"{name}.offsets"].numpy(), count, 4, name).copy()
+        edit(offsets)
+        t[f"{name}.offsets"] = torch.from_numpy(fmt.pack_offsets(offsets, 4))
+
+    return tensors_fn
+
+
+def _edit_bitmap(name: str, bits: int, edit):
+    """``tensors_fn`` that rewrites layer ``name``'s block bitmap with ``edit(bool array)``."""
+
+    def tensors_fn(t: dict[str, torch.Tensor]) -> None:
+        bitmap = np.unpackbits(t[f"{name}.bitmap"].numpy())[:bits].astype(bool)
+        edit(bitmap)
+        t[f"{name}.bitmap"] = torch.from_numpy(fmt.pack_bits(bitmap))
+
+    return tensors_fn
+
+
+def _flip_value(t: dict[str, torch.Tensor]) -> None:
+    t["3.values"] = t["3.values"].clone()
+    t["3.values"].view(torch.int16)[7] ^= 1
+
+
+def _move_block(bitmap: np.ndarray) -> None:
+    """Move a kept block from block-row 0 to block-row 1 (18 blocks per row): the count stays."""
+    bitmap[np.flatnonzero(bitmap[:18])[0]] = False
+    bitmap[18 + np.flatnonzero(~bitmap[18:36])[0]] = True
+
+
+def _version_1(h: dict) -> None:
+    """A header as version 1 wrote it: no checksum, no blocks_per_row."""
+    h.update(version=1)
+    del h["checksum"]
+    for e in h["layers"]:
+        e.pop("blocks_per_row", None)
 
 
 @pytest.mark.parametrize(
@@ -128,18 +182,137 @@ def _rewrite(path: Path, header_fn=None, tensors_fn=None) -> None:
         (lambda p: save_file({"x": torch.zeros(1)}, str(p)), "no 'crisp' header"),
         (lambda p: save_file({"x": torch.zeros(1)}, str(p), metadata={"crisp": "{bad"}),
          "bad JSON header"),
+        (lambda p: save_file({"x": torch.zeros(1)}, str(p),
+                             metadata={"crisp": "[" * 10**5 + "]" * 10**5}),
+         "bad JSON header .*recursion"),
         (lambda p: _rewrite(p, lambda h: h.update(version=99)), "unknown format version 99"),
         (lambda p: _rewrite(p, tensors_fn=lambda t: t.update({"3.values": t["3.values"][:-1]})),
-         "entries, the header says"),
+         r"tensor 3.values shape = \[2559\]: allowed \[2560\]"),
         (lambda p: _rewrite(p, tensors_fn=lambda t: t.pop("3.offsets")), "'3.offsets' is missing"),
         (lambda p: _rewrite(p, tensors_fn=lambda t: t.update({"3.bitmap": t["3.bitmap"][:1]})),
-         "bitmap has 1 bytes"),
+         r"tensor 3.bitmap shape = \[1\]: allowed \[9\]"),
     ],
 )
 def test_bad_files_raise_one_clear_error(tmp_path: Path, breaker, message: str) -> None:
     path, _, _ = _save_hybrid(tmp_path)
     breaker(path)
     with pytest.raises(UserError, match=message):
+        compressed.read_layers(path)
+
+
+# Every kind of input the fuzzers (benchmarks/fuzz_compressed.py) found accepted, or crashing
+# the reader, before version 2: (name, header_fn, tensors_fn, sign, message). ``sign``: the
+# checksum made to match, so the check named in the message is the one that refuses it.
+REGRESSIONS = [
+    ("offset-duplicate", None, _edit_offsets("3", lambda o: o.__setitem__(1, o[0])), True,
+     r"layer 3: row 0 group \d+ has offsets \[(\d), \1\]: allowed strictly increasing"),
+    ("offset-unordered", None, _edit_offsets("6", lambda o: o.__setitem__(slice(0, 2), o[1::-1])),
+     True, "layer 6: row 0 group 0 has offsets .*: allowed strictly increasing"),
+    ("offset-flip", None, _edit_offsets("6", lambda o: o.__setitem__(0, o[0] ^ 1)), False,
+     "is corrupted: its header or tensors do not match the header's checksum"),
+    ("bitmap-unbalanced", None, _edit_bitmap("3", 72, _move_block), True,
+     r"layer 3: block-row 0 keeps 4 blocks: allowed 5 \(the header's blocks_per_row\)"),
+    ("bitmap-count", None, _edit_bitmap("3", 72, lambda b: b.__setitem__(0, ~b[0])), True,
+     "block-row 0 keeps"),
+    ("value-flip", None, _flip_value, False, "is corrupted"),
+    ("b-40000", lambda h: _layer("3")(h).update(b=40000), None, True,
+     "layer 3: b = 40000: allowed an integer in 1..1024"),
+    ("b-1e6-counts-agree",
+     lambda h: _layer("3")(h).update(b=10**6, counts={**_layer("3")(h)["counts"],
+                                                      "bitmap_bits": 1}),
+     None, True, "layer 3: b = 1000000: allowed an integer in 1..1024"),
+    ("b-not-multiple-of-m", lambda h: _layer("3")(h).update(b=6), None, True,
+     "layer 3: b = 6: allowed a multiple of m = 4"),
+    ("P-64-to-8", lambda h: _layer("3")(h)["geometry"].update(P=8), None, True,
+     r"layer 3: geometry.P = 8: allowed 64 \(batch \* H_out \* W_out"),
+    ("out-shape", lambda h: _layer("3")(h)["geometry"].update(out_shape=[1, 64, 4, 4]), None,
+     True, r"geometry.out_shape\[2\] = 4: allowed 8"),
+    ("K-vs-shape", lambda h: _layer("3")(h).update(shape=[64, 16, 3, 3]), None, True,
+     "layer 3: K = 288: allowed 144"),
+    ("groups", lambda h: _layer("0")(h)["geometry"].update(groups=2), None, True,
+     r"layer 0: geometry.N \* groups = 64: allowed 32"),
+    ("layer-duplicated", lambda h: h["layers"].append(h["layers"][1]), None, True,
+     "layer 3 appears twice: allowed unique layer names"),
+    ("layer-dropped", lambda h: h["layers"].pop(1), None, True,
+     "tensor '3.bitmap' belongs to no layer of the header"),
+    ("layer-renamed", lambda h: _layer("3")(h).update(name="3x"), None, True,
+     "tensor '3x.values' is missing"),
+    ("layers-reordered", lambda h: h["layers"].reverse(), None, False, "is corrupted"),
+    ("n-zero", lambda h: _layer("6")(h).update(n=0), None, True,
+     "layer 6: n = 0: allowed an integer in 1..3"),
+    ("m-three", lambda h: _layer("6")(h).update(m=3), None, True,
+     "layer 6: m = 3: allowed 2, 4, 8 or 16"),
+    ("count-string", lambda h: _layer("6")(h)["counts"].update(values="320"), None, True,
+     "layer 6: counts.values = '320': allowed an integer >= 0"),
+    ("count-wrong", lambda h: _layer("6")(h)["counts"].update(offsets=319), None, True,
+     r"layer 6: counts.offsets = 319: allowed 320 \(from the shape, n, m, b\)"),
+    ("rows-float", lambda h: _layer("6")(h).update(rows=10.0), None, True,
+     "layer 6: rows = 10.0: allowed an integer >= 1"),
+    ("rows-negative", lambda h: _layer("6")(h).update(rows=-1), None, True,
+     "layer 6: rows = -1: allowed an integer >= 1"),
+    ("geometry-null-P", lambda h: _layer("0")(h)["geometry"].update(P=None), None, True,
+     "layer 0: geometry.P = None: allowed an integer >= 1"),
+    ("geometry-list", lambda h: _layer("0")(h).update(geometry=[]), None, True,
+     r"layer 0: geometry = \[\]: allowed a JSON object"),
+    ("missing-key", lambda h: _layer("0")(h).pop("rows"), None, True,
+     "layer 0 lacks the field 'rows'"),
+    ("scheme-unknown", lambda h: _layer("0")(h).update(scheme="channel"), None, True,
+     "layer 0: scheme 'channel': allowed hybrid, nm, block, unstructured, dense"),
+    ("dtype-unknown", lambda h: h.update(dtype="float64"), None, True,
+     "unknown dtype 'float64': allowed float16, bfloat16, float32"),
+    ("dtype-other", lambda h: h.update(dtype="float32"), None, True,
+     "tensor 0.weight dtype = 'F16': allowed 'F32'"),
+    ("version-string", lambda h: h.update(version="2"), None, True,
+     "unknown format version '2': allowed 1, 2"),
+    ("version-1-with-checksum", lambda h: h.update(version=1), None, False,
+     "header has the unknown field 'checksum'"),
+    ("version-1-offsets", _version_1, _edit_offsets("6", lambda o: o.__setitem__(1, o[0])),
+     False, "layer 6: row 0 group 0 has offsets"),
+    ("checksum-edited", lambda h: h.update(checksum="sha256:" + "0" * 64), None, False,
+     "is corrupted"),
+    ("checksum-missing", lambda h: h.pop("checksum"), None, False,
+     "header lacks the field 'checksum'"),
+    ("k-order", lambda h: h.update(k_order="(kh, kw, C_in)"), None, True, "k_order = "),
+    ("no-layers", lambda h: h.update(layers=[]), None, True,
+     r"layers = \[\]: allowed a non-empty list"),
+    ("layer-not-object", lambda h: h["layers"].append(7), None, True,
+     r"layers\[3\] = 7: allowed a JSON object"),
+    ("name-newline", lambda h: _layer("0")(h).update(name="0\nx"), None, True,
+     r"layers\[0\].name = '0\\nx': allowed a printable name"),
+]
+
+
+@pytest.mark.parametrize(("header_fn", "tensors_fn", "sign", "message"),
+                         [r[1:] for r in REGRESSIONS], ids=[r[0] for r in REGRESSIONS])
+def test_fuzzer_findings_are_one_line_errors(tmp_path: Path, header_fn, tensors_fn, sign: bool,
+                                             message: str) -> None:
+    path, _, _ = _save_hybrid(tmp_path)
+    _rewrite(path, header_fn, tensors_fn, sign)
+    with pytest.raises(UserError, match=message) as err:
+        compressed.read_layers(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_version_1_files_read_with_a_note(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path, _, _ = _save_hybrid(tmp_path)
+    expected = compressed.read_layers(path)
+    _rewrite(path, _version_1)
+    for _ in range(2):
+        layers = compressed.read_layers(path)
+    assert [la.weight.tobytes() for la in layers] == [la.weight.tobytes() for la in expected]
+    note = capsys.readouterr().err
+    assert note == (f"note: {path} is crisp-compressed version 1 (no checksum): re-save it with "
+                    "crisp prune to get corruption detection\n")  # once per file
+
+
+def test_tail_group_offsets_stay_inside_the_group(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(6, 4))
+    path = tmp_path / "tail.safetensors"
+    compressed.save(model, path, {"0.weight": nm_mask(model[0].weight.abs(), 2, 4)}, {"0": "nm"},
+                    2, 4, 4, (6,))
+    _rewrite(path, tensors_fn=_edit_offsets("0", lambda o: o.__setitem__(slice(2, 4), [2, 3])))
+    with pytest.raises(UserError, match=r"row 0 group 1 has offsets \[2, 3\]: allowed positions "
+                                        r"below the group's length \(0..1, M=4\)"):
         compressed.read_layers(path)
 
 
@@ -154,3 +327,22 @@ def test_missing_file_and_bad_masks_raise(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="multiple of M=4"):
         compressed.save(model, tmp_path / "x.safetensors", {}, {"0": "hybrid"}, 2, 4, 6, (8,))
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_weights_bounded_by_the_file_size_before_decoding(tmp_path: Path) -> None:
+    """A forged header that makes 16 bitmap bits stand for 2**28 weights is refused unread."""
+    model = nn.Sequential(nn.Linear(8, 8))
+    path = tmp_path / "sparse.safetensors"
+    compressed.save(model, path, {"0.weight": torch.zeros(8, 8, dtype=torch.bool)},
+                    {"0": "block"}, 2, 4, 8, (8,))
+    side = 4 * fmt.MAX_BLOCK
+
+    def grow(h: dict) -> None:
+        h["layers"][0].update(shape=[side, side], rows=side, K=side, b=fmt.MAX_BLOCK,
+                              counts={"values": 0, "bitmap_bits": 16}, blocks_per_row=0)
+        h["layers"][0]["geometry"].update(K=side, N=side, in_shape=[1, side], out_shape=[1, side])
+
+    _rewrite(path, grow, lambda t: t.update({"0.bitmap": torch.zeros(2, dtype=torch.uint8)}))
+    with pytest.raises(UserError, match=f"the layers hold {side * side} weights: allowed at most "
+                                        "1024 per byte of the file"):
+        compressed.read_layers(path)

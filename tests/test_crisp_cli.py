@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pickle
+import shutil
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -11,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from accel_sim.cli import main as sim_main
+from crisp import cli as crisp_cli
 from crisp import compressed
 from crisp.cli import build_parser, main
 from crisp.config import PruneConfig
@@ -75,9 +81,9 @@ def test_prune_then_eval(data_dir: Path, checkpoint: Path, tmp_path: Path, capsy
         (["--nm", "4:4"], "N=4 must satisfy"),
         (["--nm", "2:6"], "power of two"),
         (["--nm", "two"], "--nm 'two'"),
-        (["--block", "0"], "block size 0"),
-        (["--density", "1.5"], "density 1.5"),
-        (["--density", "0"], "density 0.0"),
+        (["--block", "0"], "argument --block: '0': allowed an integer in 1..1024"),
+        (["--density", "1.5"], "argument --density: '1.5': allowed a number in (0, 1]"),
+        (["--density", "0"], "argument --density: '0': allowed a number in (0, 1]"),
         (["--classes", "1,120"], "class id 120 out of range"),
         (["--classes", "0"], "k=0 classes"),
         (["--classes", ","], "empty"),
@@ -133,3 +139,109 @@ def test_version(capsys) -> None:
         main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out == f"crisp {metadata.version('crisp-sim')}\n"
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the command started its work before checking --out")
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("file/dense.pt", "lies under {tmp}/file, which is a file"),
+        ("dense.json", "unknown extension '.json': allowed .pt, .pth"),
+        ("folder.pt", "output {tmp}/folder.pt is a directory"),
+        ("taken.pt", "output {tmp}/taken.json is a directory"),  # the record's path
+    ],
+)
+def test_train_refuses_an_unwritable_out_before_any_work(data_dir: Path, tmp_path: Path, capsys,
+                                                         monkeypatch, out: str,
+                                                         message: str) -> None:
+    (tmp_path / "file").write_text("a file")
+    (tmp_path / "folder.pt").mkdir()
+    (tmp_path / "taken.json").mkdir()
+    monkeypatch.setattr(crisp_cli, "_load_splits", _no_work)
+    start = time.perf_counter()
+    assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / out)]) == 2
+    assert time.perf_counter() - start < 1
+    err = capsys.readouterr().err.strip()
+    assert message.format(tmp=tmp_path) in err and "\n" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_train_refuses_a_read_only_folder_before_any_work(data_dir: Path, tmp_path: Path, capsys,
+                                                         monkeypatch) -> None:
+    monkeypatch.setattr(crisp_cli, "_load_splits", _no_work)
+    tmp_path.chmod(0o555)
+    try:
+        assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / "x.pt")]) == 2
+    finally:
+        tmp_path.chmod(0o755)
+    assert f"folder {tmp_path} is not writable" in capsys.readouterr().err
+
+
+def test_prune_refuses_an_out_that_is_a_file_before_any_work(data_dir: Path, checkpoint: Path,
+                                                              tmp_path: Path, capsys,
+                                                              monkeypatch) -> None:
+    (tmp_path / "r").write_text("a file")
+    monkeypatch.setattr(crisp_cli, "_dense_source", _no_work)
+    argv = ["prune", "--data", str(data_dir), "--checkpoint", str(checkpoint), "--classes", "2"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    assert f"output folder {tmp_path / 'r'} is a file" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "r" / "run")]) == 2
+    assert f"lies under {tmp_path / 'r'}, which is a file" in capsys.readouterr().err
+
+
+def test_train_record_lists_the_state_dicts_hash_and_eval_checks_it(checkpoint: Path,
+                                                                   tmp_path: Path, capsys) -> None:
+    record = json.loads(checkpoint.with_suffix(".json").read_text())
+    assert record["files"] == {"dense.pt": {
+        "bytes": checkpoint.stat().st_size,
+        "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}}
+    copy = tmp_path / "dense.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, copy)  # another run's weights ...
+    shutil.copy(checkpoint.with_suffix(".json"), copy.with_suffix(".json"))  # ... this record
+    assert main(["eval", "--checkpoint", str(copy), "--classes", "2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{copy} does not match {copy.with_suffix('.json')}" in err and "\n" not in err
+    assert "re-run crisp train" in err
+
+
+class Killed(BaseException):
+    """A run killed half-way (as by a signal)."""
+
+
+def test_an_interrupted_prune_rerun_is_refused_by_every_reader(data_dir: Path, checkpoint: Path,
+                                                               tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    run = tmp_path / "run"
+    argv = ["prune", "--data", str(data_dir), "--checkpoint", str(checkpoint), "--classes", "1,3",
+            "--density", "0.5", "--step", "0.5", "--block", "16", "--batch-size", "12",
+            "--epochs", "0", "--out", str(run)]
+    assert main([*argv, "--seed", "1"]) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert (manifest["format"], manifest["command"], manifest["seed"]) == ("crisp-run", "prune", 1)
+    assert sorted(manifest["files"]) == ["model.pt", "pruned.safetensors", "record.json"]
+    readers = [
+        lambda: main(["eval", "--data", str(data_dir), "--checkpoint", str(run / "model.pt")]),
+        lambda: sim_main(["run", str(run / "pruned.safetensors")]),
+        lambda: sim_main(["layers", str(run / "pruned.safetensors")]),
+    ]
+    assert [read() for read in readers] == [0, 0, 0]
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise Killed
+    monkeypatch.setattr(compressed, "save", killed)  # the re-run dies after writing model.pt
+    with pytest.raises(Killed):
+        main([*argv, "--seed", "2"])
+    assert torch.load(run / "model.pt", weights_only=True)["state_dict"]  # the new run's
+    capsys.readouterr()
+    for read in readers:
+        assert read() == 2
+        err = capsys.readouterr().err.strip()
+        assert "record.json but no manifest.json" in err
+        assert err.endswith(f"re-run crisp prune --out {run}") and "\n" not in err
+
+    monkeypatch.undo()
+    assert main([*argv, "--seed", "2"]) == 0  # a complete re-run makes the folder readable
+    assert [read() for read in readers] == [0, 0, 0]

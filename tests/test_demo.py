@@ -55,4 +55,6 @@ def test_check_needs_a_readable_file_with_a_table(tmp_path: Path, capsys) -> Non
 
 def test_threads_must_be_positive(capsys) -> None:
     assert demo.main(["--threads", "0"]) == 2
-    assert "--threads 0" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: python -m crisp_sim.demo: argument --threads: '0': allowed an integer "
+                   "in 1..1024 (see python -m crisp_sim.demo --help)"]

@@ -172,5 +172,5 @@ def test_torchrun_train_then_prune_writes_the_single_process_format(tmp_path: Pa
     assert _layout(tmp_path / "ddp" / "pruned.safetensors") == _layout(
         tmp_path / "one" / "pruned.safetensors")
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "model.pt", "pruned.safetensors", "record.json"]  # no temporary files left behind
+        "manifest.json", "model.pt", "pruned.safetensors", "record.json"]  # no temporary files
     assert distributed.world_size() == 1  # the test process itself never joined a group

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields, replace
 
 import pytest
 
 from accel_sim.hardware import (
+    EnergyTable,
     build_hardware,
     describe,
     load_energy,
@@ -15,7 +17,7 @@ from accel_sim.hardware import (
     sram_pj_per_word,
     with_overrides,
 )
-from accel_sim.simulate import simulate
+from accel_sim.simulate import COUNT_LIMIT, count_bound, simulate
 from accel_sim.workload import GemmLayer
 from crisp.errors import UserError
 
@@ -50,12 +52,25 @@ def test_scalesim_cfg(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"array": {"rows": 0}}, "rows = 0 must be >= 1"),
+    ({"array": {"rows": 0}}, r"rows = 0: allowed an integer in 1\.\.2\*\*16"),
+    ({"array": {"rows": 1e300}}, r"rows = 1e\+300: allowed an integer"),
+    ({"array": {"rows": 2.5}}, r"rows = 2\.5: allowed an integer"),
+    ({"array": {"cols": 2**16 + 1}}, "cols = 65537: allowed"),
+    ({"array": {"clock_mhz": math.inf}}, r"clock_mhz = inf: allowed a number in \(0, "),
+    ({"array": {"psum_bits": 128}}, r"psum_bits = 128: allowed an integer in 8\.\.64"),
+    ({"memory": {"dram_bytes_per_cycle": 1e-300}},
+     r"dram_bytes_per_cycle = 1e-300: allowed a number in \[2\*\*-12, 2\*\*20\] or inf"),
+    ({"memory": {"dram_bytes_per_cycle": math.nan}}, "dram_bytes_per_cycle = nan"),
+    ({"memory": {"filter_sram_kib": math.inf}}, "filter_sram_kib = inf: allowed"),
+    ({"memory": {"ifmap_words_per_cycle": True}}, "is not a number"),
+    ({"energy": {**{f.name: 1.0 for f in fields(EnergyTable)}, "mac_pj": math.inf}},
+     r"\[energy\] mac_pj = inf: allowed a number in \[0, "),
     ({"array": {"dataflow": "xs"}}, "allowed ws, os, is"),
     ({"array": {"word_bits": 12}}, "allowed 8, 16, 32"),
-    ({"memory": {"dram_bytes_per_cycle": 0}}, "dram_bytes_per_cycle = 0 must be > 0"),
-    ({"memory": {"ifmap_sram_kib": -1}}, "ifmap_sram_kib = -1 must be > 0"),
-    ({"array": {"psum_bits": 4}}, "psum_bits = 4: allowed a multiple of 8 that is at least"),
+    ({"memory": {"dram_bytes_per_cycle": 0}}, "dram_bytes_per_cycle = 0: allowed"),
+    ({"memory": {"ifmap_sram_kib": -1}}, r"ifmap_sram_kib = -1: allowed a number in \(0, "),
+    ({"array": {"psum_bits": 4}}, r"psum_bits = 4: allowed an integer in 8\.\.64"),
+    ({"array": {"psum_bits": 24, "word_bits": 32}}, "at least word_bits"),
     ({"array": {"word_bits": 16, "psum_bits": 8}}, "at least word_bits"),
     ({"array": {"psum_bits": 20}}, "multiple of 8"),
     ({"sparse": {"nm": "3:3"}}, "1 <= N < M"),
@@ -76,8 +91,25 @@ def test_overrides_revalidate() -> None:
     hw = with_overrides(load_hardware("edge-32x32"), array="128x64", dataflow="os")
     assert (hw.array.rows, hw.array.cols, hw.array.dataflow) == (128, 64, "os")
     assert hw.sparse.nm == (2, 4)  # N:M and block skipping map onto every dataflow
-    with pytest.raises(UserError, match="ROWSxCOLS"):
+    with pytest.raises(UserError, match=r"array '0x4': side = 0: allowed an integer in 1\.\."):
         with_overrides(hw, array="0x4")
+    with pytest.raises(UserError, match=r"array '3000000000000000000x1': side = 3000000000"):
+        with_overrides(hw, array="3000000000000000000x1")
+    with pytest.raises(UserError, match="ROWSxCOLS"):
+        with_overrides(hw, array="4by4")
+
+
+def test_counts_that_could_pass_2_to_62_are_refused_before_simulating() -> None:
+    layer = GemmLayer("huge", "linear", P=2**22, K=2**11, N=2**11)  # 2**44 MACs: accepted
+    slow = build_hardware({"array": {"rows": 2**16, "cols": 2**16},
+                           "memory": {"ifmap_words_per_cycle": 1}})
+    with pytest.raises(UserError, match=r"could count up to .* above the simulator's 64-bit limit"):
+        simulate([layer], slow)
+    starved = build_hardware({"memory": {"dram_bytes_per_cycle": 2**-12}})
+    part = GemmLayer("part", "linear", P=2**22, K=2**11, N=2**7)
+    assert count_bound(part, starved) <= COUNT_LIMIT < 20 * count_bound(part, starved)
+    with pytest.raises(UserError, match="2\\*\\*62"):
+        simulate([replace(part, name=f"part{i}") for i in range(20)], starved)
 
 
 def test_sram_too_small_names_layer_and_buffer() -> None:

@@ -134,9 +134,9 @@ def test_variant_names_the_missing_parts_of_the_recovery() -> None:
 
 @pytest.mark.parametrize("flags, message", [
     (["--seeds", "0"], "--seeds 0: allowed 1 or more"),
-    (["--temperature", "0"], "temperature 0.0 must be a finite number > 0"),
-    (["--distill-weight", "1.5"], "distillation weight 1.5 must be in [0, 1]"),
-    (["--val-share", "0.6"], "validation share 0.6 must be in (0, 0.5]"),
+    (["--temperature", "0"], "argument --temperature: '0': allowed a number in (0, 1000]"),
+    (["--distill-weight", "1.5"], "argument --distill-weight: '1.5': allowed a number in [0, 1]"),
+    (["--val-share", "0.6"], "argument --val-share: '0.6': allowed a number in (0, 0.5]"),
 ])
 def test_bad_flags_exit_2_before_any_work(flags: list[str], message: str, capsys,
                                           tmp_path: Path) -> None:

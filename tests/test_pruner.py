@@ -128,10 +128,10 @@ def test_plan_is_configurable() -> None:
     [
         ({"n": 4, "m": 4}, "N=4 must satisfy"),
         ({"m": 6}, "power of two"),
-        ({"block": 0}, "block size 0"),
+        ({"block": 0}, "block size = 0: allowed an integer in 1"),
         ({"block": 6}, "multiple of M=4"),
-        ({"density": 0.0}, "density 0.0 must be in"),
-        ({"density": 1.5}, "density 1.5 must be in"),
+        ({"density": 0.0}, "density = 0.0: allowed"),
+        ({"density": 1.5}, "density = 1.5: allowed"),
         ({"scheme": "magic"}, "scheme 'magic'"),
         ({"head": "half"}, "head 'half'"),
     ],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from collections.abc import Iterator
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -178,7 +180,7 @@ def test_cli_sweep_without_figures(scheduler: str, tmp_path, capsys) -> None:
 def test_draw_summarizes_the_masks_it_sends() -> None:
     """The masks task computes the per-mask statistics once; copies sent to workers carry them."""
     point = DesignPoint("resnet_small", "hybrid", 0.25, 8, 8, block=8)
-    layers, descriptors = sweep.draw(sweep.lower("resnet_small", 1), point)
+    layers, descriptors = sweep.draw(sweep.lower(*point.network), point)
     for layer in layers:
         spec = descriptors[layer.name]
         assert {("io counts", layer.groups), ("group max", 4)} <= set(spec.__dict__["_derived"])
@@ -290,3 +292,195 @@ def test_sweep_progress_bar_stays_off_when_stderr_is_no_terminal(
     points = grid(["resnet_small"], ["dense"], [1.0], [(8, 8)])
     execute_sweep(points, tmp_path, scheduler, progress=True)
     assert "sweep" not in capsys.readouterr().err
+
+
+def _total_cycles(out) -> int:
+    return int(pd.read_parquet(out / sweep.RESULTS).total_cycles.sum())
+
+
+def test_an_edited_hardware_file_is_swept_again_not_served_from_its_old_rows(
+    scheduler: str, tmp_path
+) -> None:
+    """The same command after editing ``--hw``: every point runs again, with the file's new
+    content, and gives a fresh run's numbers; the key holds the file's SHA-256."""
+    hw = _my_hardware(tmp_path)
+    argv = ["sweep", "--models", "resnet_small", "--schemes", "dense,hybrid", "--arrays",
+            "8x8,16x16", "--hw", hw, "--scheduler", scheduler, "--no-figures"]
+    assert main([*argv, "--out", str(tmp_path / "kept")]) == 0
+    before = _total_cycles(tmp_path / "kept")
+    old = grid(["resnet_small"], ["dense"], [1.0], [(8, 8)], hw=hw)[0]
+    Path(hw).write_text(Path(hw).read_text().replace("= 12.0", "= 1.0"))
+    new = grid(["resnet_small"], ["dense"], [1.0], [(8, 8)], hw=hw)[0]
+    assert new.hw_sha256 != old.hw_sha256 and new.key != old.key
+    assert new.hw_sha256 == hashlib.sha256(Path(hw).read_bytes()).hexdigest()
+    assert main([*argv, "--out", str(tmp_path / "kept")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "fresh")]) == 0
+    again = pd.read_parquet(tmp_path / "kept" / sweep.RESULTS)
+    pd.testing.assert_frame_equal(again, pd.read_parquet(tmp_path / "fresh" / sweep.RESULTS))
+    assert set(again.dram_bytes_per_cycle) == {1.0}
+    assert _total_cycles(tmp_path / "kept") > before
+    # A worker (a fresh process: nothing cached) refuses a point whose file changed since.
+    sweep._base_hardware.cache_clear()
+    sweep._hardware.cache_clear()
+    with pytest.raises(UserError, match="changed after the sweep's points were made"):
+        sweep.evaluate_group([old])
+
+
+def test_an_edited_topology_file_is_swept_again(scheduler: str, tmp_path) -> None:
+    topology = tmp_path / "net.csv"
+    layers = load_layers("resnet_small")
+    write_topology_csv(layers[:4], topology)
+    old = grid([str(topology)], ["dense"], [1.0], [(8, 8)])
+    execute_sweep(old, tmp_path / "out", scheduler, progress=False)
+    write_topology_csv(layers[:3], topology)
+    new = grid([str(topology)], ["dense"], [1.0], [(8, 8)])
+    assert new[0].model_sha256 != old[0].model_sha256 and new[0].group != old[0].group
+    run = execute_sweep(new, tmp_path / "out", scheduler, progress=False)
+    assert run.ran == 1 and run.table.num_rows == 3
+    pd.testing.assert_frame_equal(run.table.to_pandas(), _direct(new))
+    assert DesignPoint("resnet_small", "dense", 1.0, 8, 8).model_sha256 == ""
+
+
+BAD_SWEEPS = [
+    (["--dataflows", "xs"], "dataflow 'xs': allowed ws, os, is"),
+    (["--densities", "nan"], "--densities = 'nan': allowed a number in (0, 1]"),
+    (["--models", "nosuch"], "unknown model 'nosuch'"),
+    (["--nm", "2:3"], "N:M pattern '2:3'"),
+    (["--nm", "none"], "nm 'none': a sweep needs an N:M pattern"),
+    (["--hw", "missing.toml"], "hardware file missing.toml cannot be read"),
+    (["--hw", "edge-1x1"], "unknown hardware 'edge-1x1'"),
+    (["--blocks", "0"], "--blocks = '0': allowed an integer in 1..1024"),
+    (["--schemes", "hybrid", "--blocks", "6"], "block 6: hybrid 2:4 needs a block size that is "
+     "a multiple of M=4"),
+    (["--arrays", "8x0"], "array '8x0'"),
+    (["--mapping", "fastest"], "mapping 'fastest': allowed best, scalesim"),
+    (["--objective", "area"], "objective 'area'"),
+]
+
+
+@pytest.fixture
+def no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a sweep starts a cluster or connects to one."""
+    import dask.distributed
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cluster was started for a grid that should have been refused")
+
+    monkeypatch.setattr(sweep, "local_cluster", refuse)
+    monkeypatch.setattr(dask.distributed, "Client", refuse)
+
+
+@pytest.mark.parametrize(("flags", "message"), BAD_SWEEPS, ids=[" ".join(f) for f, _ in BAD_SWEEPS])
+def test_a_bad_grid_is_one_line_before_any_cluster_starts(
+    flags: list[str], message: str, tmp_path, capsys, no_cluster: None
+) -> None:
+    argv = ["sweep", "--models", "resnet_small", "--schemes", "dense,hybrid", "--arrays", "8x8",
+            "--no-figures", "--out", str(tmp_path / "out")]
+    assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_the_python_api_checks_points_before_any_cluster_starts(
+    tmp_path, no_cluster: None
+) -> None:
+    with pytest.raises(UserError, match="density = nan: allowed"):
+        DesignPoint("resnet_small", "block", float("nan"), 8, 8)
+    with pytest.raises(UserError, match=r"density 0\.375 has no N:M pattern"):
+        grid(["resnet_small"], ["nm"], [0.5], [(8, 8)], nm="3:8")
+    with pytest.raises(UserError, match="seed = -1: allowed"):
+        grid(["resnet_small"], ["dense"], [1.0], [(8, 8)], seed=-1)
+    with pytest.raises(UserError, match="block = 0: allowed"):  # even a block no point keeps
+        grid(["resnet_small"], ["dense"], [1.0], [(8, 8)], blocks=[16, 0])
+    huge = tmp_path / "slow.toml"  # counts that could pass 2**62: refused, not wrapped around
+    huge.write_text('name = "slow"\n[memory]\ndram_bytes_per_cycle = 0.000244140625\n')
+    with pytest.raises(UserError, match="above the simulator's 64-bit limit"):
+        grid(["resnet50"], ["dense"], [1.0], [(65536, 65536)], hw=str(huge), batch=8192)
+    # Points made by hand skip grid: the sweep checks their networks before any cluster.
+    with pytest.raises(UserError, match="unknown model 'nosuch'"):
+        run_sweep([DesignPoint("nosuch", "dense", 1.0, 8, 8)], tmp_path / "out")
+    for workers in (0, -1):
+        with pytest.raises(UserError, match=f"workers = {workers}: allowed an integer in 1"):
+            run_sweep(grid(["resnet_small"], ["dense"], [1.0], [(8, 8)]), tmp_path, None,
+                      workers)
+
+
+def test_local_cluster_refuses_no_workers() -> None:
+    for workers in (0, -1):
+        with pytest.raises(UserError, match=f"workers = {workers}: allowed"):
+            sweep.local_cluster(workers)
+
+
+def _corrupt(part, how: str) -> None:
+    """Damage one fragment as a crash, a full disk or a stray copy would."""
+    data = part.read_bytes()
+    if how == "empty":
+        part.write_bytes(b"")
+    elif how == "garbage":
+        part.write_bytes(b"not parquet\n" * 100)
+    elif how == "truncated":
+        part.write_bytes(data[:len(data) // 2])
+    elif how == "flipped byte":  # the footer reads; a data page fails its checksum
+        part.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    else:  # footer lists more rows than the fragment holds
+        table = pq.read_table(part)
+        pq.write_table(table.slice(1).replace_schema_metadata(table.schema.metadata), part)
+
+
+def test_fragments_that_do_not_read_are_set_aside_and_their_points_run_again(
+    scheduler: str, tmp_path, capsys
+) -> None:
+    points = grid(["resnet_small"], ["dense"], [1.0], [(8, 8), (16, 8), (8, 16), (16, 16),
+                                                       (32, 8), (8, 32)])
+    out = tmp_path / "out"
+    whole = execute_sweep(points, out, scheduler, progress=False, batch_points=1).table
+    parts = sorted((out / sweep.PARTS).glob("part-*.parquet"))
+    damages = ["empty", "garbage", "truncated", "flipped byte", "short"]
+    for part, how in zip(parts, damages, strict=False):
+        _corrupt(part, how)
+    capsys.readouterr()
+    again = execute_sweep(points, out, scheduler, progress=False, batch_points=1)
+    assert again.ran == len(damages) and again.table.equals(whole)
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == len(damages)
+    for part, line in zip(parts, warnings, strict=False):
+        assert line.startswith(f"warning: sweep fragment {part} does not read (")
+        assert line.endswith(f"moved to {part.parent / 'corrupt' / part.name}, its points "
+                             "run again")
+    assert len(list((out / sweep.PARTS / "corrupt").iterdir())) == len(damages)
+    assert pq.read_table(out / sweep.RESULTS).equals(whole)
+    # Damaged again: the copy set aside before is kept, the new one takes a free name.
+    _corrupt(parts[0], "empty")
+    assert len(pending(points, out)) == 1
+    assert (out / sweep.PARTS / "corrupt" / f"{parts[0].stem}.1.parquet").exists()
+    assert execute_sweep(points, out, scheduler, progress=False).table.equals(whole)
+
+
+def test_ctrl_c_is_one_line_and_status_130_and_the_sweep_resumes(
+    tmp_path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cluster (an in-process one, standing in for the embedded cluster) is closed."""
+    from dask.distributed import LocalCluster
+
+    clusters = []
+
+    def in_process(workers: int) -> LocalCluster:
+        clusters.append(LocalCluster(n_workers=workers, threads_per_worker=1, processes=False,
+                                     dashboard_address=None))
+        return clusters[-1]
+
+    def interrupted(out, table, batch):
+        raise KeyboardInterrupt  # Ctrl-C while the client waits on the cluster
+
+    monkeypatch.setattr(sweep, "local_cluster", in_process)
+    monkeypatch.setattr(sweep, "_write_part", interrupted)
+    argv = ["sweep", "--models", "resnet_small", "--schemes", "dense,nm", "--arrays", "8x8",
+            "--workers", "1", "--no-figures", "--out", str(tmp_path / "out")]
+    capsys.readouterr()
+    assert main(argv) == 130
+    assert capsys.readouterr().err == "interrupted: re-run the same command to resume\n"
+    assert clusters[0].status.name == "closed"
+    monkeypatch.undo()
+    monkeypatch.setattr(sweep, "local_cluster", in_process)
+    assert main(argv) == 0
+    assert len(pd.read_parquet(tmp_path / "out" / sweep.RESULTS).drop_duplicates("scheme")) == 2

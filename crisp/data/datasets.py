@@ -165,7 +165,13 @@ class ImageFolderDataset(_Samples):
         """Image ``i`` as uint8 [3, image_size, image_size], resized and centre-cropped."""
         from PIL import Image
 
-        with Image.open(self.paths[i]) as im:
+        try:
+            im = Image.open(self.paths[i])
+            im.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise UserError(f"{self.paths[i]} is not a readable image ({err}): every file with an "
+                            "image extension in the folder must be an image") from None
+        with im:
             im = im.convert("RGB")
             w, h = im.size
             scale = self.image_size / min(w, h)
