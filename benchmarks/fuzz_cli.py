@@ -135,8 +135,9 @@ def _with(argv: list[str], flag: str, value: str | None) -> list[str]:
 
 def cli_cases(seed: int, count: int, folder: Path) -> list[Case]:
     """``count`` command lines of both CLIs, drawn from ``seed``: one to three flags of a
-    subcommand (from its parser) set to values of `VALUES` (a choice flag: a valid or a bogus
-    choice; a switch: present), sometimes a mutated source, an unknown flag or no arguments."""
+    subcommand (from its parser) set to values of `VALUES` or to their default (a choice flag:
+    a valid or a bogus choice; a switch: present), sometimes a mutated source, an unknown flag
+    or no arguments."""
     rng = random.Random(seed)
     bases = _bases(folder)
     parsers = {"accel-sim": accel_cli.build_parser(), "crisp": crisp_cli.build_parser()}
@@ -157,6 +158,8 @@ def cli_cases(seed: int, count: int, folder: Path) -> list[Case]:
                 value = None
             elif action.choices is not None and rng.random() < 0.5:
                 value = rng.choice([*map(str, action.choices), "bogus"])
+            elif action.default not in (None, False) and rng.random() < 0.3:
+                value = str(action.default)  # a valid value, so that some cases pass the checks
             else:
                 value = rng.choice(values)
             argv = _with(argv, flag, value)
