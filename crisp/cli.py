@@ -304,7 +304,7 @@ def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
     if result.record["warnings"]:
         print(f"{len(result.record['warnings'])} round(s) did not recover (the warnings above, "
               "kept in record.json): more images, epochs or a higher density may help")
-    print(f"wrote {out}/model.pt, pruned.safetensors, record.json")
+    print(f"wrote {out}/model.pt, pruned.safetensors, record.json, manifest.json")
     return 0
 
 
