@@ -17,6 +17,19 @@ Each pruning run goes through ``crisp prune`` (so its folder holds ``model.pt``,
 
 from __future__ import annotations
 
+import os
+
+#: Portable CPU kernels, set before torch is first imported (torch reads them when it loads):
+#: ATen's baseline kernels rather than the AVX2 or AVX-512 ones this CPU offers, and MKL's
+#: compatible code path, whose sums do not depend on the CPU. With oneDNN and NNPACK off while
+#: pruning (`main`), no kernel left chooses its code by the CPU it finds, so the fine-tuning
+#: should add its numbers in the same order on every x86 CPU: with the fastest kernels, the
+#: table of an AVX-512 Intel CPU differed from an AMD CPU's. (A design goal, checked on one
+#: machine only.) The demo takes 2 to 3 times longer. A variable already set is kept.
+PORTABLE = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
+for _name, _value in PORTABLE.items():
+    os.environ.setdefault(_name, _value)
+
 import argparse
 import difflib
 import json
@@ -185,6 +198,21 @@ def check(printed: str, expected: str, path: Path) -> int:
     return 1
 
 
+def check_portable() -> None:
+    """Refuse to check or publish the table unless torch runs its portable kernels (`PORTABLE`:
+    torch was imported before this module could ask for them, e.g. by a caller in the same
+    process).
+
+    Raises:
+        UserError: torch's CPU capability is not ``DEFAULT``.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability != "DEFAULT":
+        raise UserError(f"torch runs its {capability} CPU kernels, not the portable ones the "
+                        "published table is made with: run 'python -m crisp_sim.demo' in a fresh "
+                        "process (ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE)")
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     """Prune with every scheme, simulate each, print the side-by-side table, write figures."""
@@ -192,13 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     shown_argv = sys.argv[1:] if argv is None else argv
     results = Results("demo", shlex.join(["python", "-m", "crisp_sim.demo", *shown_argv]),
                       args.publish)
-    if args.threads < 1:
-        raise UserError(f"--threads {args.threads}: allowed 1 or more")
     expected = published_table(args.check) if args.check else None  # fail before the work
+    if args.check or args.publish:
+        check_portable()
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        prune_all(args)
+        with torch.backends.mkldnn.flags(enabled=False), torch.backends.nnpack.flags(enabled=False):
+            prune_all(args)
     finally:
         torch.set_num_threads(threads)
     layers, summary = simulate_all(args)
