@@ -3,7 +3,6 @@ refused on one stderr line or reads back unchanged, never a traceback, in bounde
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def test_forged_mutants_never_crash(original: Path) -> None:
 
 @pytest.mark.parametrize("b", fz.HUGE)
 @pytest.mark.parametrize("agree", [False, True])
-def test_huge_block_sizes_are_refused_fast_in_little_memory(
+def test_huge_block_sizes_are_refused_in_little_memory(
     original: Path, tmp_path: Path, b: int, agree: bool
 ) -> None:
     parsed = fz._Parsed.of(original.read_bytes())
@@ -55,12 +54,10 @@ def test_huge_block_sizes_are_refused_fast_in_little_memory(
     path = tmp_path / "huge.safetensors"
     path.write_bytes(parsed.bytes(resign=True))
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(UserError, match=f"b = {b}: allowed an integer in 1..{MAX_BLOCK}"):
             read_layers(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 0.5
     assert peak < 1_000_000  # bytes: the file (about 12 KB) and its parsed header

@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 import shutil
-import time
 from importlib import metadata
 from pathlib import Path
 
@@ -160,10 +159,8 @@ def test_train_refuses_an_unwritable_out_before_any_work(data_dir: Path, tmp_pat
     (tmp_path / "file").write_text("a file")
     (tmp_path / "folder.pt").mkdir()
     (tmp_path / "taken.json").mkdir()
-    monkeypatch.setattr(crisp_cli, "_load_splits", _no_work)
-    start = time.perf_counter()
+    monkeypatch.setattr(crisp_cli, "_load_splits", _no_work)  # loading the data fails the test
     assert main(["train", "--data", str(data_dir), "--out", str(tmp_path / out)]) == 2
-    assert time.perf_counter() - start < 1
     err = capsys.readouterr().err.strip()
     assert message.format(tmp=tmp_path) in err and "\n" not in err
 
