@@ -52,6 +52,7 @@ results-quick: $(STAMP)
 	$(PY) benchmarks/mapping_gains.py --publish
 	$(PY) benchmarks/sim_speed.py --publish
 	$(PY) benchmarks/paper_figures.py --publish
+	$(PY) benchmarks/fuzz.py --publish
 
 results: results-quick
 	TQDM_DISABLE=1 $(PY) -m crisp_sim.demo --out runs/demo-publish --publish
