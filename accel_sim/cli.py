@@ -23,7 +23,7 @@ from accel_sim.mapper import check_choice
 from accel_sim.report import FRAME_SUFFIXES, summary, write_frame
 from accel_sim.simulate import compare, parse_schemes, simulate
 from accel_sim.sources import load_layers, load_workload
-from accel_sim.sparsity import synthetic_network
+from accel_sim.sparsity import PLANS, synthetic_network
 from accel_sim.sweep import grid, run_sweep
 from accel_sim.workload import GemmLayer, layers_frame
 from crisp import ranges
@@ -93,7 +93,15 @@ def _add_hardware(p: argparse.ArgumentParser) -> None:
                    help=f"block size B of the synthetic masks (default {DEFAULT_BLOCK})")
     p.add_argument("--seed", type=ranges.SEED.flag("--seed"), default=0,
                    help="seed of the synthetic masks (default 0)")
+    _add_plan(p)
     p.add_argument("--out", default=None, help="also write the table (.csv or .parquet)")
+
+
+def _add_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plan", default="pruner",
+                   help="layer plan of the synthetic masks: pruner (default: as 'crisp prune' "
+                   "plans, the first conv and depthwise convs dense, the classifier N:M for "
+                   "hybrid, one global density) or uniform (every layer at the density)")
 
 
 def _add_mapping(p: argparse.ArgumentParser) -> None:
@@ -135,8 +143,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                         weights=False)
     if descriptors is None:
         layers, descriptors = synthetic_network(layers, args.scheme, args.density, args.seed,
-                                                _nm(args), args.block)
-        what = f"scheme {args.scheme}"
+                                                _nm(args), args.block, args.plan)
+        what = f"scheme {args.scheme}, synthetic masks: {PLANS[args.plan]}"
     elif args.source.endswith(".csv"):
         what = (f"the N:M column of {args.source}, synthetic masks from --seed {args.seed} "
                 "(--scheme, --density ignored)")
@@ -157,10 +165,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     hw = _hardware(args)
     schemes = parse_schemes(args.schemes)
     result = compare(_layers(args), hw, schemes, args.density, args.seed, _nm(args), args.block,
-                     progress=True, mapping=args.mapping, objective=args.objective)
+                     progress=True, mapping=args.mapping, objective=args.objective,
+                     plan=args.plan)
     ratio_cols = tuple(c for c in result.totals.columns if c.startswith(("speedup", "energy_s")))
     print(f"{hw.name}: {hw.array.rows}x{hw.array.cols} {hw.array.dataflow}, density "
-          f"{args.density}")
+          f"{args.density}, synthetic masks: {PLANS[args.plan]}")
     print(summary(result.totals, ("scheme", "compute_cycles", "stall_cycles", "total_cycles",
                                   "utilization", "dram_bytes", "dram_over_compulsory",
                                   "energy_total_pj", "latency_us", *ratio_cols)))
@@ -186,7 +195,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         [parse_array(a) for a in _csv(args.arrays)], _csv(args.dataflows),
         [ranges.BLOCK.parse(b, "--blocks") for b in _csv(args.blocks)],
         scale_memory=args.scale_memory, nm=args.nm, hw=args.hw, batch=args.batch, seed=args.seed,
-        mapping=args.mapping, objective=args.objective,
+        plan=args.plan, mapping=args.mapping, objective=args.objective,
     )
     print(f"{len(points)} design points -> {args.out}")
     try:
@@ -243,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per inference")
     p.add_argument("--seed", type=ranges.SEED.flag("--seed"), default=0,
                    help="seed of the synthetic masks")
+    _add_plan(p)
     _add_mapping(p)
     p.add_argument("--out", default="runs/sweep", help="result folder (resumes if it exists)")
     p.add_argument("--scheduler", default=None,

@@ -154,15 +154,19 @@ def compare(
     progress: bool = False,
     mapping: str = "best",
     objective: str = "latency",
+    plan: str = "pruner",
 ) -> Comparison:
     """Simulate each scheme with synthetic masks at ``density`` (one seed) and compare.
 
-    See `accel_sim.sparsity` for how ``density`` maps onto each scheme; every scheme is
-    mapped at its best (``mapping="best"``: each layer's schedule chosen for that scheme).
+    See `accel_sim.sparsity` for how ``density`` maps onto each scheme and
+    `accel_sim.sparsity.synthetic_network` for the layer ``plan`` (``pruner``: the pruner's,
+    one global density; ``uniform``: every layer at ``density``); every scheme is mapped at its
+    best (``mapping="best"``: each layer's schedule chosen for that scheme).
     """
     frames = []
     for scheme in schemes:
-        net, descriptors = synthetic_network(list(layers), scheme, density, seed, nm, block)
+        net, descriptors = synthetic_network(list(layers), scheme, density, seed, nm, block,
+                                             plan)
         report = simulate(net, hw, descriptors, progress, mapping, objective)
         frames.append(report.to_frame(totals=True).assign(scheme=scheme))
     out = pd.concat(frames, ignore_index=True)

@@ -7,7 +7,12 @@ synthetic (`synthetic`): random scores from a seeded Generator go through the sa
 functions as the pruner, in their torch-free core (`crisp.pattern_core`, which
 `crisp.patterns` builds on), so the simulator never imports torch.
 
-Synthetic density conventions (``density`` = fraction of weights kept):
+A synthetic network (`synthetic_network`) plans its layers as the pruner does
+(`network_plan`: the rule of `crisp.layer_plan`, which `crisp.pruner.plan_layers` applies too)
+and spreads one global density over the layers the plan prunes; ``plan="uniform"`` gives every
+layer the density instead.
+
+Synthetic density conventions of one layer (``density`` = fraction of its weights kept):
 
 - ``unstructured``: every weight kept independently with probability ``density``.
 - ``nm``: the N:M pattern with N/M = density (`nm_for_density`: 0.5 -> 2:4, 0.25 -> 1:4,
@@ -17,13 +22,15 @@ Synthetic density conventions (``density`` = fraction of weights kept):
 - ``hybrid``: N:M inside kept blocks; the N:M pattern gives N/M and the blocks the rest:
   block density = ``min(1, density / (N/M))`` (2:4 at 25 % keeps half the blocks).
 - ``channel``: no mask; `prune_channels` shrinks the GEMMs (keep fraction sqrt(density)
-  per channel dimension, so that about ``density`` of the weights remain).
+  per channel dimension, so that about ``density`` of the weights remain), under either plan:
+  its own rule keeps the first layer's inputs and the classifier's outputs whole.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -35,6 +42,7 @@ from accel_sim.pcg64 import random_f32
 from accel_sim.workload import GemmLayer
 from crisp import pattern_core as patterns
 from crisp.errors import UserError
+from crisp.layer_plan import MASK_SCHEMES, LayerPlan, layer_plan
 
 T = TypeVar("T")
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
@@ -536,6 +544,101 @@ def topology_sparsity(
             for la in layers}
 
 
+PLANS = {
+    "pruner": "the pruner's layer plan (first conv and depthwise convs dense, classifier N:M for "
+              "hybrid and nm, dense for block), one global density",
+    "uniform": "every layer at the same density, the first conv and the classifier included",
+}
+"""The layer plans of synthetic networks (`synthetic_network`), each with the line that says
+what it does (for results and headers)."""
+_BUDGETED = ("unstructured", "block", "hybrid")  # the patterns that share the global density
+_LEAST = 1e-6  # the pattern layers' density when the fixed layers spend the whole budget: one
+# block per block-row (block, hybrid), almost no weight (unstructured), as the pruner keeps
+
+
+def check_plan(plan: str) -> str:
+    """``plan`` if it is one of `PLANS`.
+
+    Raises:
+        UserError: an unknown plan.
+    """
+    if plan not in PLANS:
+        raise UserError(f"layer plan {plan!r}: allowed {', '.join(PLANS)}")
+    return plan
+
+
+def network_plan(
+    layers: list[GemmLayer], scheme: str, exclude_first: bool = True,
+    head_pattern: str | None = None,
+) -> dict[str, LayerPlan]:
+    """The pruner's plan (`crisp.layer_plan.layer_plan`) of every layer, by name.
+
+    Mirrors `crisp.pruner.plan_layers` on GEMM layers in execution order: the first conv is the
+    first layer of kind ``conv`` or ``depthwise`` (the pruner's first Conv2d in module order),
+    the classifier the last ``linear`` layer (`crisp.masks.classifier_name`: the last Linear;
+    none in a network without one), a depthwise conv a layer of kind ``depthwise``. For the zoo
+    models execution order is module order, so both plans agree layer by layer.
+
+    Args:
+        scheme: one of `crisp.layer_plan.MASK_SCHEMES`.
+        exclude_first, head_pattern: as `crisp.config.PruneConfig`'s (defaults: the same).
+
+    Raises:
+        UserError: a scheme without per-layer masks, an unknown head pattern.
+    """
+    first = next((la.name for la in layers if la.kind in ("conv", "depthwise")), None)
+    head = next((la.name for la in reversed(layers) if la.kind == "linear"), None)
+    return {la.name: layer_plan(scheme, first_conv=la.name == first, classifier=la.name == head,
+                                depthwise=la.kind == "depthwise", exclude_first=exclude_first,
+                                head_pattern=head_pattern)
+            for la in layers}
+
+
+def _weights(layer: GemmLayer) -> int:
+    """The layer's weights, ``K * N * groups``."""
+    return layer.K * layer.N * layer.groups
+
+
+def _expected_kept(layer: GemmLayer, pattern: str, share: float, nm: tuple[int, int],
+                   nm_only: tuple[int, int], block: int) -> float:
+    """Weights ``layer`` keeps on average under its planned ``pattern`` at layer density
+    ``share``: whole blocks per block-row for the block patterns (`synthetic`), each of the
+    mean width K / ceil(K/B), as the block ranking is uniform random."""
+    weights = _weights(layer)
+    if pattern in ("dense", "nm"):
+        return weights * (nm_only[0] / nm_only[1] if pattern == "nm" else 1.0)
+    if pattern == "unstructured":
+        return weights * share
+    ratio = nm[0] / nm[1] if pattern == "hybrid" else 1.0
+    keep = patterns.blocks_per_row(layer.K, block, min(1.0, share / ratio))
+    return weights * ratio * keep / -(-layer.K // block)
+
+
+def _plan_share(layers: list[GemmLayer], planned: dict[str, str], density: float,
+                nm: tuple[int, int], nm_only: tuple[int, int], block: int) -> tuple[float, bool]:
+    """The one layer density of the unstructured, block and hybrid layers of ``planned``
+    (pattern by layer name) at which the network keeps closest to ``density`` of its weights
+    (`_expected_kept`, bisected), and whether that is ``density`` within rounding (False: the
+    fixed layers alone keep more, or the pruned layers cannot keep enough)."""
+    target = density * sum(map(_weights, layers))
+
+    def kept(share: float) -> float:
+        return sum(_expected_kept(la, planned[la.name], share, nm, nm_only, block)
+                   for la in layers)
+
+    if not any(planned[la.name] in _BUDGETED for la in layers):
+        return density, True
+    if kept(_LEAST) > target:
+        return _LEAST, False
+    if kept(1.0) < target:
+        return 1.0, False
+    low, high = _LEAST, 1.0  # kept(low) <= target < kept(high)
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if kept(mid) <= target else (low, mid)
+    return min((low, high), key=lambda share: abs(kept(share) - target)), True
+
+
 def synthetic_network(
     layers: list[GemmLayer],
     scheme: str,
@@ -543,18 +646,56 @@ def synthetic_network(
     seed: int,
     nm: tuple[int, int] = (2, 4),
     block: int = patterns.DEFAULT_BLOCK,
+    plan: str = "pruner",
 ) -> tuple[list[GemmLayer], dict[str, LayerSparsity]]:
-    """Layers and per-layer descriptors of a whole network at one density (one seed).
+    """Layers and per-layer descriptors of a whole network at one global density (one seed).
 
-    ``channel`` returns the shrunk layers of `prune_channels`; other schemes keep the
-    layers and draw one mask per layer from ``numpy.random.default_rng(seed)``.
+    ``plan="pruner"`` (the default) plans the layers as ``crisp prune`` does with
+    `crisp.config.PruneConfig`'s defaults (`network_plan`): the first conv and the depthwise
+    convs dense, the classifier N:M (hybrid: the ``nm`` pattern; nm: its own), dense (block) or
+    unstructured, every other layer the scheme. The unstructured, block and hybrid layers share
+    one layer density, chosen so that the network keeps ``density`` of its weights (K*N*groups
+    per layer) within rounding: the block schemes keep whole blocks per block-row, counted at
+    their mean width. Where the fixed layers alone keep more (a large N:M or dense classifier
+    at a low density), the pruned layers keep their least (one block per block-row) and one
+    warning line on stderr says what the network keeps. ``nm`` keeps N/M on its pattern layers
+    (so a little more than ``density`` overall). ``plan="uniform"`` gives every layer
+    ``density`` (`synthetic`).
+
+    ``channel`` returns the shrunk layers of `prune_channels` under either plan (its own rule
+    keeps the first layer's inputs and the classifier's outputs whole); other schemes keep the
+    layers and draw the masks layer by layer from ``numpy.random.default_rng(seed)`` (a dense
+    layer of the plan draws nothing).
+
+    Args:
+        density: fraction of the network's weights kept, in (0, 1].
+        nm: the N:M pattern of ``hybrid`` and of its classifier.
+        block: block size B of ``block`` and ``hybrid``.
+        plan: one of `PLANS`.
+
+    Raises:
+        UserError: unknown scheme or plan, density out of (0, 1], bad pattern.
     """
     _check_density(density)
+    check_plan(plan)
     if scheme == "channel":
         shrunk = prune_channels(layers, density)
         return shrunk, {layer.name: LayerSparsity("channel") for layer in shrunk}
     rng = np.random.default_rng(seed)
-    return layers, {la.name: synthetic(la, scheme, density, rng, nm, block) for la in layers}
+    if plan == "uniform" or scheme not in MASK_SCHEMES:
+        return layers, {la.name: synthetic(la, scheme, density, rng, nm, block) for la in layers}
+    planned = {name: p.pattern for name, p in network_plan(layers, scheme).items()}
+    nm_only = nm_for_density(density) if scheme == "nm" else nm  # the N:M-only layers' pattern
+    share, reached = _plan_share(layers, planned, density, nm, nm_only, block)
+    descriptors = {la.name: synthetic_nm(la, *nm_only, rng) if planned[la.name] == "nm"
+                   else synthetic(la, planned[la.name], share, rng, nm, block) for la in layers}
+    if not reached:
+        kept = sum(d.nonzeros(la) for la, d in zip(layers, descriptors.values(), strict=True))
+        total = sum(map(_weights, layers))
+        print(f"warning: {scheme} at density {density:g} is out of reach of the pruner's layer "
+              f"plan, whose dense and N:M layers are fixed: the network keeps {kept / total:.4f}",
+              file=sys.stderr)
+    return layers, descriptors
 
 
 def _kept(count: int, fraction: float) -> int:

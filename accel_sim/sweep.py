@@ -5,8 +5,8 @@ sweep is a Dask graph that shares work where points share it:
 
 - ``lower`` once per (model, batch): the network's GEMM layers (shapes only; a topology CSV is
   read by the client, which may be the only machine that has it, and sent to the workers);
-- ``draw`` once per mask group (model, scheme, density, block, N:M, batch, seed): the synthetic
-  masks, from the lowered layers, with the statistics every point asks of them
+- ``draw`` once per mask group (model, scheme, density, block, N:M, batch, seed, plan): the
+  synthetic masks, from the lowered layers, with the statistics every point asks of them
   (`accel_sim.sparsity.LayerSparsity.summarize`), which the copies other workers
   receive carry;
 - ``evaluate_batch`` per batch of points of one group: one engine run per point, the batch's rows
@@ -85,7 +85,13 @@ from accel_sim.hardware import (
 from accel_sim.mapper import check_choice
 from accel_sim.simulate import check_count_bound, simulate
 from accel_sim.sources import load_layers
-from accel_sim.sparsity import SCHEMES, LayerSparsity, nm_for_density, synthetic_network
+from accel_sim.sparsity import (
+    SCHEMES,
+    LayerSparsity,
+    check_plan,
+    nm_for_density,
+    synthetic_network,
+)
 from accel_sim.workload import GemmLayer
 from crisp import ranges
 from crisp.console import progress_bar
@@ -127,6 +133,9 @@ class DesignPoint:
             for a file, so a user's memory is used as written unless asked otherwise.
         batch: samples per inference.
         seed: seed of the synthetic masks.
+        plan: layer plan of the synthetic masks (`accel_sim.sparsity.PLANS`): ``pruner`` (the
+            pruner's: first conv and depthwise convs dense, classifier N:M for hybrid, one
+            global density) or ``uniform`` (every layer at ``density``).
         mapping: ``best`` (the mapper searches each layer) or ``scalesim`` (fixed schedule).
         objective: what ``best`` minimises: ``latency``, ``energy`` or ``edp``.
         hw_sha256: SHA-256 (hex) of the bytes of ``hw`` (of a preset: its shipped TOML), read
@@ -137,7 +146,7 @@ class DesignPoint:
 
     Raises:
         UserError: a field out of range (scheme, density, array side, dataflow, block, N:M,
-            batch, seed, mapping, objective; hybrid's block not a multiple of M; the ``nm``
+            batch, seed, plan, mapping, objective; hybrid's block not a multiple of M; the ``nm``
             scheme at a density no N:M pattern keeps), an unreadable file, or hardware that
             does not load (`hardware`).
     """
@@ -154,6 +163,7 @@ class DesignPoint:
     scale_memory: bool | None = None
     batch: int = 1
     seed: int = 0
+    plan: str = "pruner"
     mapping: str = "best"
     objective: str = "latency"
     hw_sha256: str = field(init=False, repr=False)
@@ -178,6 +188,7 @@ class DesignPoint:
             nm_for_density(self.density)
         ranges.BATCH.check(self.batch, "batch")
         ranges.SEED.check(self.seed, "seed")
+        check_plan(self.plan)
         check_choice(self.mapping, self.objective)
         if self.scale_memory is None:  # resolved once, so that the key holds the choice made
             object.__setattr__(self, "scale_memory", self.hw in presets())
@@ -204,7 +215,8 @@ class DesignPoint:
     @property
     def group(self) -> tuple:
         """Points with the same group share the network and its masks."""
-        return (*self.network, self.scheme, self.density, self.block, self.nm, self.seed)
+        return (*self.network, self.scheme, self.density, self.block, self.nm, self.seed,
+                self.plan)
 
     def hardware(self) -> HardwareSpec:
         """The point's accelerator: ``hw`` with this array and dataflow.
@@ -298,7 +310,7 @@ def grid(
             (`DesignPoint.hardware`); None = on when ``hw`` (in ``common``, default
             ``edge-32x32``) is a shipped preset name, off for a ``.toml`` or ``.cfg`` file.
         common: the other `DesignPoint` fields, equal for every point (``nm``, ``hw``,
-            ``batch``, ``seed``, ``mapping``, ``objective``).
+            ``batch``, ``seed``, ``plan``, ``mapping``, ``objective``).
 
     Raises:
         UserError: a density or block of the axes out of range, a point `DesignPoint`
@@ -368,7 +380,8 @@ def lower(model: str, batch: int, sha256: str = "") -> tuple[GemmLayer, ...]:
 def draw(layers: Sequence[GemmLayer], point: DesignPoint) -> Network:
     """The synthetic masks of ``point``'s group (equal for every point of the group)."""
     layers, descriptors = synthetic_network(list(layers), point.scheme, point.density,
-                                            point.seed, parse_nm(point.nm), point.block)
+                                            point.seed, parse_nm(point.nm), point.block,
+                                            point.plan)
     for layer in layers:  # once here, not once per worker that receives the masks
         descriptors[layer.name].summarize(layer)
     return layers, descriptors

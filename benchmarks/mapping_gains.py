@@ -1,7 +1,8 @@
 """How much of a scheme comparison is the schedule: SCALE-Sim's fixed schedule against the mapper.
 
 ResNet-50 (batch 1, 224x224) at one density (default 25 %) on the edge-32x32 preset (WS, 2:4
-multiplexers, block skipping with B = 32, 64 KiB SRAMs, 16 B/cycle DRAM), synthetic masks, seed 0.
+multiplexers, block skipping with B = 32, 64 KiB SRAMs, 16 B/cycle DRAM), synthetic masks on the
+pruner's layer plan (`accel_sim.sparsity.synthetic_network`), seed 0.
 Three settings per scheme:
 
 - ``scalesim, psum 8``: SCALE-Sim's fixed schedule with partial sums counted at the operand width;
@@ -26,13 +27,14 @@ from accel_sim import plots
 from accel_sim.hardware import load_hardware, with_overrides
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
-from accel_sim.sparsity import synthetic_network
+from accel_sim.sparsity import PLANS, synthetic_network
 from crisp_sim.publish import Results, markdown_table, script_command
 
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
 SETTINGS = (("scalesim", 8), ("scalesim", 32), ("best", 32))
 BLOCK = 32
 PRESET = "edge-32x32"
+PLAN = "pruner"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +51,8 @@ def run(model: str, density: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Network totals per (setting, scheme), and the per-layer frames of the ``best`` setting."""
     layers = load_layers(model)
     base = load_hardware(PRESET)
-    nets = {s: synthetic_network(layers, s, density, seed=0, block=BLOCK) for s in SCHEMES}
+    nets = {s: synthetic_network(layers, s, density, seed=0, block=BLOCK, plan=PLAN)
+            for s in SCHEMES}
     rows, frames = [], []
     for mapping, psum in SETTINGS:
         hw = with_overrides(base, psum_bits=psum)
@@ -90,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     totals, frames = run(args.model, args.density)
     base = load_hardware(PRESET)
     results.add(f"{args.model} (batch 1, 224x224) at density {args.density} on `{PRESET}` (WS, "
-                f"B = {BLOCK}, synthetic masks, seed 0). `DRAM ÷ floor`: DRAM bytes over the "
-                "compulsory traffic; `bound`: what takes most of the network's cycles. In the "
-                "second table, above 1 means hybrid is slower.")
+                f"B = {BLOCK}, seed 0); synthetic masks: {PLANS[PLAN]}. `DRAM ÷ floor`: DRAM "
+                "bytes over the compulsory traffic; `bound`: what takes most of the network's "
+                "cycles. In the second table, above 1 means hybrid is slower.")
     results.add(tables(totals))
     context = (f"{args.model}, density {args.density}, {PRESET} ({base.array.rows}x"
                f"{base.array.cols} {base.array.dataflow.upper()}), mapper")

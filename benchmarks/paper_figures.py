@@ -1,6 +1,7 @@
 """Paper-style comparisons of pruning schemes on the simulated accelerator, with figures.
 
-Three sweeps (synthetic masks, one seed), written under ``--out`` (tidy Parquet, resumable):
+Three sweeps (synthetic masks on the pruner's layer plan, `accel_sim.sparsity.synthetic_network`,
+one seed), written under ``--out`` (tidy Parquet, resumable):
 
 1. ``schemes``: ResNet-50, VGG-16 (BN) and MobileNetV2 on the 32x32 WS edge array, every scheme at
    the densities the paper's schedule reaches for 1, 5 and 10 user classes with 2:4
@@ -32,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from accel_sim import plots
+from accel_sim.sparsity import PLANS
 from accel_sim.sweep import grid, run_sweep
 from crisp.schedule import default_density
 from crisp_sim.publish import Results, markdown_table, script_command
@@ -44,6 +46,8 @@ BLOCK = 32
 """Block size B of sweeps 1 and 2: the 32x32 array's side (the published numbers use it)."""
 ARRAYS = [(s, s) for s in (8, 16, 32, 64, 128, 256)] + [
     (16, 64), (64, 16), (32, 128), (128, 32), (64, 256), (256, 64)]
+PLAN = "pruner"
+"""Layer plan of every sweep's synthetic masks (`accel_sim.sparsity.PLANS`)."""
 
 
 def reductions(totals: pd.DataFrame) -> pd.DataFrame:
@@ -81,9 +85,9 @@ def scheme_figures(out: Path, results: Results, scheduler: str | None) -> None:
     rows = []
     for density, counts in class_groups().items():
         tag = "_".join(map(str, counts))
-        df = run_sweep(grid(MODELS, SCHEMES, [density], [(32, 32)], blocks=(BLOCK,)),
+        df = run_sweep(grid(MODELS, SCHEMES, [density], [(32, 32)], blocks=(BLOCK,), plan=PLAN),
                        out / f"schemes_{tag}cls", scheduler)
-        context = f"{classes_text(counts)} (density {density:.2f}), synthetic masks"
+        context = f"{classes_text(counts)} (density {density:.2f}), synthetic masks ({PLAN} plan)"
         for metric, stem in (("latency_us", "latency"), ("energy_total_pj", "energy")):
             results.figure(plots.normalised_bars(df, metric, context), f"{stem}_{tag}cls")
         if CLASS_COUNTS[-1] in counts:
@@ -96,18 +100,18 @@ def scheme_figures(out: Path, results: Results, scheduler: str | None) -> None:
                          f"{by.hybrid_latency_us.iloc[0]:,.0f}", *cells])
     results.add(f"Hybrid (2:4 + {BLOCK}x{BLOCK} blocks) against each baseline on `edge-32x32` "
                 "(32x32 WS, 2:4 multiplexers, block skipping, 16 B/cycle DRAM), synthetic masks "
-                "(seed 0), every scheme mapped at its best, at the density the paper's schedule "
-                "reaches for the class count; N:M only is 2:4 (density 0.5). Cells: baseline "
-                "latency ÷ hybrid latency / baseline energy ÷ hybrid energy (above 1: hybrid is "
-                "faster / uses less energy).")
+                f"(seed 0; {PLANS[PLAN]}), every scheme mapped at its best, at the density the "
+                "paper's schedule reaches for the class count; N:M only is 2:4 (density 0.5). "
+                "Cells: baseline latency ÷ hybrid latency / baseline energy ÷ hybrid energy "
+                "(above 1: hybrid is faster / uses less energy).")
     results.add(markdown_table(["classes", "density", "model", "hybrid latency µs",
                                 *(f"{b} ÷ hybrid" for b in BASELINES)], rows))
 
 
 def array_figures(out: Path, results: Results, scheduler: str | None) -> None:
     """Sweep 2: latency against array size, utilisation maps and ResNet-50's latency table."""
-    df = run_sweep(grid(["resnet50"], SCHEMES, [0.25], ARRAYS, blocks=(BLOCK,)), out / "arrays",
-                   scheduler)
+    df = run_sweep(grid(["resnet50"], SCHEMES, [0.25], ARRAYS, blocks=(BLOCK,), plan=PLAN),
+                   out / "arrays", scheduler)
     results.figure(plots.latency_vs_array(df), "latency_vs_array")
     for scheme in ("dense", "hybrid"):
         results.figure(plots.utilization_heatmap(df, scheme), f"utilization_{scheme}")
@@ -116,14 +120,16 @@ def array_figures(out: Path, results: Results, scheduler: str | None) -> None:
     rows = [[f"{r}x{c}", *(f"{row[s]:,.1f}" for s in SCHEMES)]
             for (r, c), row in latency.iterrows()]
     results.add(f"ResNet-50 at 25 % density on WS arrays (B = {BLOCK}, SRAMs and DRAM bandwidth "
-                "scaled with the array side from `edge-32x32`): latency per inference.")
+                f"scaled with the array side from `edge-32x32`; synthetic masks: {PLANS[PLAN]}): "
+                "latency per inference.")
     results.add(markdown_table(["array", *(f"{s} µs" for s in SCHEMES)], rows))
 
 
 def codesign_figure(out: Path, results: Results, scheduler: str | None) -> None:
     """Sweep 3: the block size x array size co-design map."""
     arrays = [(s, s) for s in (8, 16, 32, 64, 128)]
-    points = grid(["resnet50"], ["dense", "hybrid"], [0.25], arrays, blocks=(8, 16, 32, 64, 128))
+    points = grid(["resnet50"], ["dense", "hybrid"], [0.25], arrays, blocks=(8, 16, 32, 64, 128),
+                  plan=PLAN)
     df = run_sweep(points, out / "codesign", scheduler)
     results.figure(plots.codesign_map(df), "codesign_block_array")
 

@@ -3,9 +3,10 @@
 For each network (ResNet-50, VGG-16-BN, MobileNetV2; batch 1, 224x224), density (50, 25, 12.5,
 6.25 %) and array (edge-32x32, cloud-128x128 presets: 2:4 multiplexers, block skipping, zero
 gating, bitmap-compressed unstructured weights), prints total latency (µs), energy (µJ) and the
-speed-up of hybrid over dense, unstructured and channel. Synthetic masks, seed 0, block 32,
-hybrid = 2:4 inside blocks. Masks are drawn once and reused on both arrays. Every scheme is
-mapped at its best (``--mapping best``, the default) or with SCALE-Sim's fixed schedule.
+speed-up of hybrid over dense, unstructured and channel. Synthetic masks on the pruner's layer
+plan (`accel_sim.sparsity.synthetic_network`), seed 0, block 32, hybrid = 2:4 inside blocks.
+Masks are drawn once and reused on both arrays. Every scheme is mapped at its best
+(``--mapping best``, the default) or with SCALE-Sim's fixed schedule.
 ``--publish`` writes ``docs/results/sparse_gains.md``.
 
     python benchmarks/sparse_gains.py [--models resnet50,vgg16_bn,mobilenet_v2] [--publish]
@@ -18,7 +19,7 @@ import argparse
 from accel_sim.hardware import load_hardware
 from accel_sim.simulate import simulate
 from accel_sim.sources import load_layers
-from accel_sim.sparsity import synthetic_network
+from accel_sim.sparsity import PLANS, synthetic_network
 from crisp_sim.publish import Results, markdown_table, script_command
 
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
@@ -26,6 +27,7 @@ DENSITIES = (0.5, 0.25, 0.125, 0.0625)
 MODELS = "resnet50,vgg16_bn,mobilenet_v2"
 BLOCK = 32
 PRESETS = ("edge-32x32", "cloud-128x128")
+PLAN = "pruner"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +46,8 @@ def table(model: str, mapping: str = "best") -> str:
     arrays = [load_hardware(p) for p in PRESETS]
     rows = []
     for density in DENSITIES:
-        nets = {s: synthetic_network(layers, s, density, seed=0, block=BLOCK) for s in SCHEMES}
+        nets = {s: synthetic_network(layers, s, density, seed=0, block=BLOCK, plan=PLAN)
+                for s in SCHEMES}
         for hw in arrays:
             totals = {s: simulate(nets[s][0], hw, nets[s][1], mapping=mapping).totals
                       for s in SCHEMES}
@@ -63,10 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     """Print (and with ``--publish`` write) one Markdown table per network."""
     args = build_parser().parse_args(argv)
     results = Results("sparse_gains", script_command(), args.publish)
-    results.add(f"Every scheme mapped with `--mapping {args.mapping}`; synthetic masks, seed 0, "
-                f"B = {BLOCK}, hybrid = 2:4 inside blocks. Cells: latency µs / energy µJ per "
-                "inference (batch 1, 224x224). The last three columns: the other scheme's "
-                "latency over hybrid's (above 1: hybrid is faster).")
+    results.add(f"Every scheme mapped with `--mapping {args.mapping}`; synthetic masks: "
+                f"{PLANS[PLAN]}; seed 0, B = {BLOCK}, hybrid = 2:4 inside blocks. Cells: "
+                "latency µs / energy µJ per inference (batch 1, 224x224). The last three "
+                "columns: the other scheme's latency over hybrid's (above 1: hybrid is faster).")
     for model in args.models.split(","):
         results.add(table(model, args.mapping))
     results.write()

@@ -1,4 +1,4 @@
-"""Cross-check DRAM traffic and latency against ZigZag's best mapping (``pip install zigzag-dse``).
+"""Cross-check DRAM traffic, latency and energy against ZigZag's best mapping (``zigzag-dse``).
 
 Creates ``.cache/zigzag-venv`` (zigzag-dse 3.9.1) if missing, describes the array (default
 edge-32x32) in ZigZag's format (a 32x32 int8 weight-stationary array, K x C unrolled, three 64 KiB
@@ -6,11 +6,19 @@ double-buffered SRAMs, one 16 B/cycle DRAM port), lets ZigZag's LOMA search the 
 tiles of every layer for the lowest latency, and prints its DRAM bytes (per operand), cycles and
 chosen loops beside this simulator's (each of its mappings when ``simulate`` has them), with both
 tools' wall times. ZigZag's rows are cached in ``.cache/zigzag/<setup>.csv`` (setup: ZigZag
-version, generated architecture, LOMA settings), one per layer shape, so a rerun only re-runs
-our side; identical shapes (ResNet's repeated blocks) run once. docs/validation.md explains the
-modelling differences. ``--publish`` writes ``docs/results/zigzag_crosscheck.md``: the counts of
-layers where ours moves the same, fewer and more DRAM bytes, the cycle ratios, and the Markdown
-table of the ``--markdown`` (default 5) shapes that differ most each way.
+version, generated architecture with its energy costs, LOMA settings and objective, the driver),
+one per layer shape, so a rerun only re-runs our side; identical shapes (ResNet's repeated blocks)
+run once. docs/validation.md explains the modelling differences. ``--publish`` writes
+``docs/results/zigzag_crosscheck.md``: the counts of layers where ours moves the same, fewer and
+more DRAM bytes, the cycle ratios, and the Markdown table of the ``--markdown`` (default 5) shapes
+that differ most each way.
+
+Energy: ZigZag's memory, register and MAC costs come from the hardware's ``EnergyTable``
+(`zigzag_costs`: a word costs our pJ per word whatever the port width), and each tool's mapping
+for the lowest energy and for the lowest latency is compared per layer and for the network: MAC
+energy, each SRAM's reads and writes (words) and energy, DRAM bytes per operand and energy, the
+registers, and the dynamic total (ours less leakage, which ZigZag does not model). ``--publish``
+also writes ``docs/results/zigzag_energy.md``; ``--energy-out`` writes the per-layer table.
 
     python benchmarks/zigzag_crosscheck.py                      # all 54 ResNet-50 GEMMs
     python benchmarks/zigzag_crosscheck.py --layers conv1,fc    # a subset
@@ -71,12 +79,33 @@ def traffic(cme):
     return out
 
 
+def levels(cme):
+    """Per operand, memory level and direction: bits moved, ZigZag's accesses and energy (pJ)."""
+    out = {"zz_mac_pj": cme.mac_energy, "zz_mem_pj": cme.mem_energy}
+    for op in cme.layer.layer_operands:
+        mem_op = cme.memory_operand_links.layer_to_mem_op(op)
+        for lv in range(cme.mapping.mem_level[op]):
+            name = cme.accelerator.get_memory_level(mem_op, lv).name
+            move = cme.mapping.unit_mem_data_movement[op][lv]
+            count = move.get_attribute(A.DATA_ELEM_MOVE_COUNT)
+            bits = move.get_attribute(A.DATA_PRECISION)
+            units = cme.mapping.spatial_mapping.unit_count[op][lv + 1]
+            access = cme.memory_word_access[op][lv]
+            energy = cme.mem_energy_breakdown_further[op][lv]
+            for d in D:
+                key = f"lv:{op.name}:{name}:{d.name}"
+                out[key + ":bits"] = count.get(d) * bits.get(d) * units
+                out[key + ":access"] = access.get(d)
+                out[key + ":pj"] = energy.get(d)
+    return out
+
+
 for item in job["layers"]:
     with tempfile.TemporaryDirectory() as dump:
         start = time.perf_counter()
         _, _, cmes = get_hardware_performance_zigzag(
             workload=item["workload"], accelerator=job["accelerator"], mapping=item["mapping"],
-            opt="latency", dump_folder=dump, lpf_limit=job["lpf_limit"],
+            opt=job["opt"], dump_folder=dump, lpf_limit=job["lpf_limit"],
             loma_show_progress_bar=False)
         wall = time.perf_counter() - start
     cme = cmes[0][1][0][0]
@@ -92,6 +121,7 @@ for item in job["layers"]:
            "zz_double_buffer": json.dumps(
                {op.name: flags for op, flags in cme.double_buffer_true.items()})}
     row.update(traffic(cme))
+    row.update(levels(cme))
     new = not os.path.exists(sys.argv[2])
     with open(sys.argv[2], "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
@@ -102,6 +132,45 @@ for item in job["layers"]:
 '''
 
 
+def per_access(pj_per_word: float, port_bits: float, word_bits: int) -> float:
+    """ZigZag's cost of one access (pJ) for a port ``port_bits`` wide, from our pJ per
+    ``word_bits``-bit word.
+
+    ZigZag counts the accesses of a level as the bits it moves over the port's ``bandwidth_max``
+    (rounded up to ``bandwidth_min`` per transfer period) and prices each at ``r_cost`` /
+    ``w_cost``: an access moves ``port_bits / word_bits`` words, so a word costs
+    ``pj_per_word`` there as here (and a 32-bit partial sum four words' worth, as here).
+    """
+    return pj_per_word * port_bits / word_bits
+
+
+def port_bits(hw: HardwareSpec, psum_bits: int = 32) -> dict[str, tuple[int, int]]:
+    """Read and write port widths (bits) of each memory of the ZigZag description."""
+    rows, cols, word = hw.array.rows, hw.array.cols, hw.array.word_bits
+    dram = int(hw.memory.dram_bytes_per_cycle * 8)
+    return {"rf_w": (word, word), "filter_sram": (rows * word, rows * word),
+            "ifmap_sram": (rows * word, rows * word),
+            "ofmap_sram": (cols * psum_bits, cols * psum_bits), "dram": (dram, dram)}
+
+
+def zigzag_costs(hw: HardwareSpec, psum_bits: int = 32) -> dict[str, tuple[float, float]]:
+    """``{memory: (r_cost, w_cost)}`` in pJ per access, and ``mac``: ``(unit_energy, 0)``, from
+    ``hw.energy``: the SRAMs' pJ per word, DRAM's per byte, the weight register's ``reg_pj`` and
+    ``mac_pj``, each converted with `per_access` to ZigZag's port widths (`port_bits`)."""
+    e, word = hw.energy, hw.array.word_bits
+    per_word = {"rf_w": (e.reg_pj, e.reg_pj),
+                "filter_sram": (e.filter_sram_read_pj, e.filter_sram_write_pj),
+                "ifmap_sram": (e.ifmap_sram_read_pj, e.ifmap_sram_write_pj),
+                "ofmap_sram": (e.ofmap_sram_read_pj, e.ofmap_sram_write_pj),
+                "dram": (e.dram_pj_per_byte * word / 8, e.dram_pj_per_byte * word / 8)}
+    costs = {name: (per_access(rd_pj, rd, word), per_access(wr_pj, wr, word))
+             for name, ((rd_pj, wr_pj), (rd, wr))
+             in zip(per_word, zip(per_word.values(), port_bits(hw, psum_bits).values(),
+                                  strict=True), strict=True)}
+    costs["mac"] = (e.mac_pj, 0.0)
+    return costs
+
+
 def accelerator(hw: HardwareSpec, psum_bits: int = 32) -> dict:
     """ZigZag's description of ``hw`` (a WS array; memory sizes and bandwidths in bits).
 
@@ -109,20 +178,23 @@ def accelerator(hw: HardwareSpec, psum_bits: int = 32) -> dict:
     the ifmap SRAM to the array edge (shifted along the rows, one word per row per cycle); O
     straight into the ofmap SRAM (partial sums reduced down the columns). The SRAMs are
     ``force_double_buffering`` (a tile that is not the whole tensor must fit half) and share one
-    DRAM port of ``dram_bytes_per_cycle``. Energies are rough and are not compared.
+    DRAM port of ``dram_bytes_per_cycle``. Access and MAC costs come from ``hw.energy``
+    (`zigzag_costs`); ZigZag has no leakage and no input or partial-sum registers.
     """
     rows, cols = hw.array.rows, hw.array.cols
     word = hw.array.word_bits
-    dram_bits = int(hw.memory.dram_bytes_per_cycle * 8)
+    widths = port_bits(hw, psum_bits)
+    costs = zigzag_costs(hw, psum_bits)
 
     def port(name: str, kind: str, bits: int, allocation: list[str]) -> dict:
         return {"name": name, "type": kind, "bandwidth_min": 8, "bandwidth_max": bits,
                 "allocation": allocation}
 
-    def sram(kib: float, operand: str, rd: int, wr: int,
+    def sram(name: str, kib: float, operand: str,
              directions: tuple[list[str], list[str]]) -> dict:
-        return {"size": int(kib * 1024 * 8), "r_cost": 20.0, "w_cost": 20.0, "area": 0,
-                "latency": 1, "operands": [operand], "force_double_buffering": True,
+        rd, wr = widths[name]
+        return {"size": int(kib * 1024 * 8), "r_cost": costs[name][0], "w_cost": costs[name][1],
+                "area": 0, "latency": 1, "operands": [operand], "force_double_buffering": True,
                 "ports": [port("r_port_1", "read", rd, [f"{operand}, {d}" for d in directions[0]]),
                           port("w_port_1", "write", wr,
                                [f"{operand}, {d}" for d in directions[1]])],
@@ -132,27 +204,26 @@ def accelerator(hw: HardwareSpec, psum_bits: int = 32) -> dict:
     return {
         "name": f"crisp-{hw.name}",
         "memories": {
-            "rf_w": {"size": word, "r_cost": 0.01, "w_cost": 0.01, "area": 0, "latency": 1,
-                     "operands": ["I2"],
+            "rf_w": {"size": word, "r_cost": costs["rf_w"][0], "w_cost": costs["rf_w"][1],
+                     "area": 0, "latency": 1, "operands": ["I2"],
                      "ports": [port("r_port_1", "read", word, ["I2, tl"]),
                                port("w_port_1", "write", word, ["I2, fh"])],
                      "served_dimensions": []},
             # the array reads a row of `rows` weights per cycle while loading the stationary tile
-            "filter_sram": sram(mem.filter_sram_kib, "I2", rows * word, rows * word,
-                                (["tl"], ["fh"])),
-            "ifmap_sram": sram(mem.ifmap_sram_kib, "I1", rows * word, rows * word,
-                               (["tl"], ["fh"])),
+            "filter_sram": sram("filter_sram", mem.filter_sram_kib, "I2", (["tl"], ["fh"])),
+            "ifmap_sram": sram("ifmap_sram", mem.ifmap_sram_kib, "I1", (["tl"], ["fh"])),
             # `cols` partial sums per cycle in and out (accumulated across row folds)
-            "ofmap_sram": sram(mem.ofmap_sram_kib, "O", cols * psum_bits, cols * psum_bits,
+            "ofmap_sram": sram("ofmap_sram", mem.ofmap_sram_kib, "O",
                                (["tl", "th"], ["fl", "fh"])),
-            "dram": {"size": 10**12, "r_cost": 1300.0, "w_cost": 1300.0, "area": 0,
-                     "latency": 1, "operands": ["I1", "I2", "O"],
-                     "ports": [port("rw_port_1", "read_write", dram_bits,
+            "dram": {"size": 10**12, "r_cost": costs["dram"][0], "w_cost": costs["dram"][1],
+                     "area": 0, "latency": 1, "operands": ["I1", "I2", "O"],
+                     "ports": [port("rw_port_1", "read_write", widths["dram"][0],
                                     ["I1, tl", "I2, tl", "O, fl", "O, tl"])],
                      "served_dimensions": ["D1", "D2"]},
         },
-        "operational_array": {"unit_energy": 0.2, "unit_area": 1, "dimensions": ["D1", "D2"],
-                              "sizes": [cols, rows], "systolic_dimensions": ["D1", "D2"]},
+        "operational_array": {"unit_energy": costs["mac"][0], "unit_area": 1,
+                              "dimensions": ["D1", "D2"], "sizes": [cols, rows],
+                              "systolic_dimensions": ["D1", "D2"]},
     }
 
 
@@ -211,11 +282,21 @@ def digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def zigzag_setup(hw: HardwareSpec, psum_bits: int, lpf_limit: int,
+                 opt: str = "latency") -> dict:
+    """What ZigZag's cached rows depend on besides the layer: its version, the architecture
+    (with the energy costs), LOMA's settings (``opt``: what it minimises, ``latency`` or
+    ``energy``) and the driver (what each row holds)."""
+    return {"zigzag": ZIGZAG_VERSION, "arch": accelerator(hw, psum_bits), "lpf": lpf_limit,
+            "opt": opt, "driver": digest(DRIVER)}
+
+
 def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_limit: int,
-               rerun: bool) -> pd.DataFrame:
-    """ZigZag's row per layer, from the cache where present, running the missing layers."""
-    arch = accelerator(hw, psum_bits)
-    setup = {"zigzag": ZIGZAG_VERSION, "arch": arch, "lpf": lpf_limit, "opt": "latency"}
+               rerun: bool, opt: str = "latency") -> pd.DataFrame:
+    """ZigZag's row per layer for its best mapping by ``opt``, from the cache where present,
+    running the missing layers."""
+    setup = zigzag_setup(hw, psum_bits, lpf_limit, opt)
+    arch = setup["arch"]
     cache = RESULTS / f"{digest(setup)}.csv"
     inputs = {la.name: {"workload": workload(la, hw.array.word_bits, psum_bits),
                         "mapping": mapping(la, hw)} for la in layers}
@@ -245,7 +326,7 @@ def run_zigzag(layers: list[GemmLayer], hw: HardwareSpec, psum_bits: int, lpf_li
                     item[part] = str(path)
                 items.append(item)
             job = work / "job.json"
-            job.write_text(json.dumps({"accelerator": str(work / "arch.yaml"),
+            job.write_text(json.dumps({"accelerator": str(work / "arch.yaml"), "opt": opt,
                                        "lpf_limit": lpf_limit, "layers": items}))
             driver = work / "driver.py"
             driver.write_text(DRIVER)
@@ -372,6 +453,183 @@ def agreement(table: pd.DataFrame, name: str = "best", tolerance: float = 0.01) 
             f"{cycles.median():.2f}x).")
 
 
+# The energy comparison: components both tools price (ZigZag's register level is the weight's)
+ENERGY_PARTS = ("mac", "reg", "ifmap_sram", "filter_sram", "ofmap_sram", "dram")
+SRAMS = {"ifmap_sram": "I", "filter_sram": "W", "ofmap_sram": "O"}  # our SRAM -> its operand
+READS = ("RD_OUT_TO_LOW", "RD_OUT_TO_HIGH")
+WRITES = ("WR_IN_BY_HIGH", "WR_IN_BY_LOW")
+
+
+def _cell(row: dict, key: str) -> float:
+    """A ZigZag row's value, 0 where the column is absent or empty (a direction never used)."""
+    value = row.get(key, 0.0)
+    return 0.0 if value is None or value != value else float(value)  # NaN != NaN
+
+
+def zigzag_energy(row: dict, widths: dict[str, tuple[int, int]], word_bits: int) -> dict:
+    """ZigZag's energy (pJ) and access counts of one layer in our components.
+
+    ``reg``: its per-PE weight register (``rf_w``); each SRAM: its one operand; ``dram``: all
+    three operands. SRAM reads and writes are in operand-width words, from ZigZag's own access
+    counts (the count it prices: accesses x port width / word width); DRAM bytes per operand
+    from the bits it moves. ``compared_pj``: MAC + SRAM + DRAM energy (no register).
+    """
+    out = {"mac_pj": _cell(row, "zz_mac_pj")}
+    for memory, part in (("rf_w", "reg"), *((m, m) for m in SRAMS)):
+        op = SRAMS.get(memory, "W")
+        base = f"lv:{op}:{memory}"
+        out[f"{part}_pj"] = sum(_cell(row, f"{base}:{d}:pj") for d in READS + WRITES)
+        rd, wr = widths[memory]
+        out[f"{part}_reads"] = sum(_cell(row, f"{base}:{d}:access") for d in READS) * rd / word_bits
+        out[f"{part}_writes"] = (sum(_cell(row, f"{base}:{d}:access") for d in WRITES)
+                                 * wr / word_bits)
+        # words by the bits it moves: fewer than its accesses for the partial-sum read-backs,
+        # which it counts once per accumulation step, the first (which reads nothing) too
+        out[f"{part}_read_words_moved"] = sum(_cell(row, f"{base}:{d}:bits")
+                                              for d in READS) / word_bits
+    out["dram_pj"] = sum(_cell(row, f"lv:{op}:dram:{d}:pj") for op in OPERANDS
+                         for d in READS + WRITES)
+    for op in OPERANDS:
+        out[f"dram_{op}_bytes"] = sum(_cell(row, f"lv:{op}:dram:{d}:bits")
+                                      for d in READS + WRITES) / 8
+    out["total_pj"] = _cell(row, "zz_energy_pj")
+    out["compared_pj"] = out["total_pj"] - out["reg_pj"]
+    return out
+
+
+def our_energy(frame: pd.DataFrame, word_bytes: int) -> pd.DataFrame:
+    """Our per-layer energy (pJ) and counts in the same columns as `zigzag_energy`.
+
+    ``total_pj`` is dynamic (the total less leakage, which ZigZag does not model);
+    ``compared_pj`` also leaves out the PE registers (ours count input and partial-sum
+    registers per MAC, ZigZag's description has the weight register only) and the sparse
+    components (multiplexers, metadata: zero on a dense layer). DRAM bytes per operand: I and W
+    are the words written into their SRAMs, O the rest (outputs and spilled partial sums).
+    """
+    out = pd.DataFrame({"layer": frame.layer.to_numpy()})
+    for part in ENERGY_PARTS:
+        out[f"{part}_pj"] = frame[f"energy_{part}_pj"].to_numpy()
+    out["reg_reads"] = frame.pe_reg_accesses.to_numpy()
+    out["reg_writes"] = 0
+    for memory in SRAMS:
+        out[f"{memory}_reads"] = frame[f"{memory}_reads"].to_numpy()
+        out[f"{memory}_writes"] = frame[f"{memory}_writes"].to_numpy()
+        out[f"{memory}_read_words_moved"] = out[f"{memory}_reads"]  # ours: the same count
+    out["dram_I_bytes"] = (frame.ifmap_sram_writes * word_bytes).to_numpy()
+    out["dram_W_bytes"] = (frame.filter_sram_writes * word_bytes).to_numpy()
+    out["dram_O_bytes"] = (frame.dram_read_bytes + frame.dram_write_bytes).to_numpy() - (
+        out.dram_I_bytes + out.dram_W_bytes)
+    out["total_pj"] = (frame.energy_total_pj - frame.energy_leakage_pj).to_numpy()
+    out["compared_pj"] = sum(out[f"{part}_pj"] for part in ENERGY_PARTS if part != "reg")
+    return out
+
+
+ENERGY_ROWS = [("MAC energy", "mac_pj"), ("ifmap SRAM energy", "ifmap_sram_pj"),
+               ("filter SRAM energy", "filter_sram_pj"), ("ofmap SRAM energy", "ofmap_sram_pj"),
+               ("DRAM energy", "dram_pj"), ("ifmap SRAM reads", "ifmap_sram_reads"),
+               ("ifmap SRAM writes", "ifmap_sram_writes"),
+               ("filter SRAM reads", "filter_sram_reads"),
+               ("filter SRAM writes", "filter_sram_writes"),
+               ("ofmap SRAM reads", "ofmap_sram_reads"),
+               ("ofmap SRAM reads, data moved", "ofmap_sram_read_words_moved"),
+               ("ofmap SRAM writes", "ofmap_sram_writes"),
+               ("DRAM bytes, I", "dram_I_bytes"), ("DRAM bytes, W", "dram_W_bytes"),
+               ("DRAM bytes, O", "dram_O_bytes"), ("PE register energy", "reg_pj"),
+               ("energy: MAC + SRAM + DRAM", "compared_pj"),
+               ("dynamic energy, all", "total_pj")]
+"""(label, column) of the energy comparison, in table order."""
+
+
+def energy_compare(zz: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer and a ``total``: ZigZag's (``zz_``) and our (``ours_``) value of every
+    `ENERGY_ROWS` column, and ours over ZigZag's (``ratio_``; 1 where both are 0)."""
+    if list(zz.layer) != list(ours.layer):
+        raise RuntimeError("ZigZag's and our energy rows name different layers")
+    columns = [col for _, col in ENERGY_ROWS]
+    table = pd.DataFrame({"layer": list(ours.layer)})
+    for col in columns:
+        table[f"zz_{col}"] = zz[col].to_numpy(dtype=float)
+        table[f"ours_{col}"] = ours[col].to_numpy(dtype=float)
+    total = table.drop(columns="layer").sum().to_frame().T
+    total.insert(0, "layer", "total")
+    table = pd.concat([table, total], ignore_index=True)
+    for col in columns:
+        a, b = table[f"ours_{col}"], table[f"zz_{col}"]
+        table[f"ratio_{col}"] = (a / b.where(b != 0)).where(b != 0, (a == 0).astype(float))
+    return table
+
+
+def energy_table(layers: list[GemmLayer], zz: pd.DataFrame, frame: pd.DataFrame,
+                 hw: HardwareSpec, psum_bits: int) -> pd.DataFrame:
+    """`energy_compare` of ZigZag's rows ``zz`` and our per-layer ``frame``."""
+    widths = port_bits(hw, psum_bits)
+    theirs = pd.DataFrame([zigzag_energy(row, widths, hw.array.word_bits)
+                           for row in zz.to_dict("records")])
+    theirs.insert(0, "layer", [la.name for la in layers])
+    return energy_compare(theirs, our_energy(frame, hw.array.word_bytes))
+
+
+def within(table: pd.DataFrame, col: str, tolerance: float) -> int:
+    """Layers (not the total) whose ours/ZigZag ratio of ``col`` is within ``tolerance``."""
+    return int(((table[f"ratio_{col}"].iloc[:-1] - 1).abs() <= tolerance).sum())
+
+
+def energy_markdown(table: pd.DataFrame, tolerance: float = 0.10) -> str:
+    """Per compared quantity: the layers within ``tolerance``, and the network's ZigZag value,
+    ours and their ratio (energy in µJ, SRAM accesses in thousands of words, DRAM in MB)."""
+    total = table.iloc[-1]
+    layers = len(table) - 1
+    rows = []
+    for label, col in ENERGY_ROWS:
+        scale, unit = ((1e6, "µJ") if col.endswith("_pj")
+                       else (1e6, "MB") if col.endswith("_bytes") else (1e3, "k words"))
+        rows.append([label, unit, f"{within(table, col, tolerance)} / {layers}",
+                     f"{total[f'zz_{col}'] / scale:,.1f}", f"{total[f'ours_{col}'] / scale:,.1f}",
+                     f"{total[f'ratio_{col}']:.3f}"])
+    head = ["quantity", "unit", f"layers within {tolerance:.0%}", "ZigZag (network)",
+            "ours (network)", "ours / ZigZag"]
+    return markdown_table(head, rows)
+
+
+def energy_outliers(table: pd.DataFrame, frame: pd.DataFrame, tolerance: float = 0.10) -> str:
+    """A Markdown table of the layer shapes whose MAC + SRAM + DRAM energy differs by more than
+    ``tolerance``: the ratio, the components' ratios that explain it and the DRAM bytes
+    (repeated shapes once, ``(xN)``); ``frame`` is ours, for the shapes and our mapping."""
+    body = table.iloc[:-1].copy()
+    body["shape"] = [(p, k, n, round(r, 6)) for p, k, n, r in
+                     zip(frame.P, frame.K, frame.N, body.ratio_compared_pj, strict=True)]
+    body["mapping"] = frame.mapping.to_numpy()
+    body["count"] = body.groupby("shape", sort=False).layer.transform("size")
+    off = body[(body.ratio_compared_pj - 1).abs() > tolerance].drop_duplicates("shape")
+    head = ["layer", "ours / ZigZag", "DRAM", "ofmap SRAM", "filter SRAM", "ifmap SRAM",
+            "ZigZag DRAM MB (I / W / O)", "ours DRAM MB (I / W / O)", "ours mapping"]
+
+    def mb(row: pd.Series, side: str) -> str:
+        return " / ".join(f"{row[f'{side}_dram_{op}_bytes'] / 1e6:.2f}" for op in OPERANDS)
+
+    rows = [[row.layer + (f" (x{row['count']})" if row["count"] > 1 else ""),
+             f"{row.ratio_compared_pj:.2f}", f"{row.ratio_dram_pj:.2f}",
+             f"{row.ratio_ofmap_sram_pj:.2f}", f"{row.ratio_filter_sram_pj:.2f}",
+             f"{row.ratio_ifmap_sram_pj:.2f}", mb(row, "zz"), mb(row, "ours"), row.mapping]
+            for _, row in off.iterrows()]
+    return markdown_table(head, rows) if rows else "No layer differs by more than that."
+
+
+def energy_agreement(table: pd.DataFrame, tolerance: float = 0.10) -> str:
+    """Two sentences: layers whose MAC + SRAM + DRAM energy agrees within ``tolerance`` (all of
+    them, and those whose DRAM bytes agree within 1 %), and the network's ratio (with and
+    without the registers)."""
+    total, body = table.iloc[-1], table.iloc[:-1]
+    same_dram = body[(body.ratio_dram_pj - 1).abs() <= 0.01]
+    agree = int(((same_dram.ratio_compared_pj - 1).abs() <= tolerance).sum())
+    return (f"Energy of MACs, SRAMs and DRAM (dynamic, no PE registers): ours is within "
+            f"{tolerance:.0%} of ZigZag's on {within(table, 'compared_pj', tolerance)} of the "
+            f"{len(body)} layers, and on {agree} of the {len(same_dram)} layers where both move "
+            f"the same DRAM bytes (within 1%); over the network ours is "
+            f"{total.ratio_compared_pj:.3f}x ZigZag's ({total.ratio_total_pj:.3f}x with each "
+            "tool's registers).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -388,8 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--markdown", type=int, metavar="N", default=5,
                         help="the Markdown table shows the N layer shapes where ours moves the "
                         "most more DRAM bytes than ZigZag and the N most fewer (default 5)")
+    parser.add_argument("--energy-out", help="write the per-layer energy table to this .csv")
     parser.add_argument("--publish", action="store_true",
-                        help="write docs/results/zigzag_crosscheck.md")
+                        help="write docs/results/zigzag_crosscheck.md and zigzag_energy.md")
     return parser
 
 
@@ -397,6 +656,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the cross-check; print (and with ``--publish`` write) the tables."""
     args = build_parser().parse_args(argv)
     results = Results("zigzag_crosscheck", script_command(), args.publish)
+    energy = Results("zigzag_energy", script_command(), args.publish)
     hw = load_hardware(args.hw)
     if hw.array.dataflow != "ws":
         raise UserError(f"--hw {args.hw}: dataflow {hw.array.dataflow!r}; the ZigZag "
@@ -436,6 +696,36 @@ def main(argv: list[str] | None = None) -> None:
     results.write()
     if args.out:
         write_atomic(Path(args.out), lambda tmp: table.to_csv(tmp, index=False))
+
+    e = hw.energy
+    energy.add(f"{args.model} (batch 1, 224x224, dense) on `{hw.name}`: ZigZag {ZIGZAG_VERSION} "
+               "with this simulator's energy table as its unit costs, against ours (the mapper, "
+               f"`best`). Unit costs: MAC {e.mac_pj:.3g} pJ; SRAM word read / write "
+               f"{e.ifmap_sram_read_pj:.3g} / {e.ifmap_sram_write_pj:.3g} (ifmap), "
+               f"{e.filter_sram_read_pj:.3g} / {e.filter_sram_write_pj:.3g} (filter), "
+               f"{e.ofmap_sram_read_pj:.3g} / {e.ofmap_sram_write_pj:.3g} pJ (ofmap); DRAM "
+               f"{e.dram_pj_per_byte:.4g} pJ per byte; PE register {e.reg_pj:.3g} pJ. Energy is "
+               "dynamic (ours less leakage). SRAM accesses in operand-width words (a 32-bit "
+               "partial sum counts four), ZigZag's from the accesses it prices. Each tool picks "
+               "its own mapping per layer, for the lowest energy (both objectives `energy`) and "
+               "for the lowest latency (the mappings of the DRAM cross-check).")
+    tables = {}
+    for objective in ("energy", "latency"):
+        zz_rows = zz if objective == "latency" else run_zigzag(
+            layers, hw, psum_bits, args.lpf_limit, args.rerun_zigzag, opt=objective)
+        frame = ours["best"] if objective == "latency" else simulate(
+            layers, hw, mapping="best", objective=objective).to_frame(totals=False)
+        tables[objective] = etable = energy_table(layers, zz_rows, frame, hw, psum_bits)
+        energy.add(f"**Lowest {objective}.** " + energy_agreement(etable))
+        energy.add(energy_markdown(etable))
+        energy.add(f"Lowest {objective}: the layers whose energy of MACs, SRAMs and DRAM differs "
+                   "by more than 10 %, with each component's ours / ZigZag ratio "
+                   "(\"(xN)\": N layers of that shape):")
+        energy.add(energy_outliers(etable, frame))
+    energy.write()
+    if args.energy_out:
+        both = pd.concat([t.assign(objective=o) for o, t in tables.items()], ignore_index=True)
+        write_atomic(Path(args.energy_out), lambda tmp: both.to_csv(tmp, index=False))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from crisp.errors import UserError
+from crisp.layer_plan import MASK_SCHEMES, PATTERNS  # noqa: F401  (MASK_SCHEMES: public here too)
 from crisp.pattern_core import DEFAULT_BLOCK
 from crisp.patterns import check_block, check_nm
 from crisp.recovery import RecoveryConfig
@@ -17,11 +18,7 @@ from crisp.schedule import check_density, default_density
 from crisp.train import TrainConfig
 
 SCHEMES = ("hybrid", "nm", "block", "unstructured", "channel", "dense")
-MASK_SCHEMES = ("hybrid", "nm", "block", "unstructured")
 HEADS = ("full", "shrink")
-#: What each scheme does to an ordinary layer; the classifier default is in `plan_layers`.
-_BODY_PATTERN = {"hybrid": "hybrid", "nm": "nm", "block": "block", "unstructured": "unstructured"}
-PATTERNS = ("hybrid", "nm", "block", "unstructured", "dense")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ from torch.utils.data import Dataset
 from crisp import baselines, distributed
 from crisp import masks as mk
 from crisp.config import (  # noqa: F401  (SCHEMES, HEADS, PATTERNS, PruneConfig: public here too)
-    _BODY_PATTERN,
     HEADS,
     MASK_SCHEMES,
     PATTERNS,
@@ -45,6 +44,7 @@ from crisp.config import (  # noqa: F401  (SCHEMES, HEADS, PATTERNS, PruneConfig
 from crisp.devices import Runtime, as_runtime
 from crisp.errors import UserError
 from crisp.finetune import Recovery
+from crisp.layer_plan import LayerPlan, layer_plan
 from crisp.patterns import (
     bitmap_of,
     block_bitmap,
@@ -56,14 +56,6 @@ from crisp.patterns import (
 from crisp.saliency import GradientMeter, gradient_pass, saliency
 from crisp.schedule import schedule
 from crisp.train import user_batches
-
-
-@dataclass(frozen=True)
-class LayerPlan:
-    """What the pruner does to one layer: ``pattern`` (one of `PATTERNS`) and why."""
-
-    pattern: str
-    reason: str
 
 
 @dataclass
@@ -131,29 +123,21 @@ def plan_layers(
 ) -> dict[str, LayerPlan]:
     """The pattern of every Conv2d/Linear (by module name) under a mask scheme, with reasons.
 
-    Defaults follow the paper's code: the first conv stays dense (3 input channels, few weights,
-    most sensitive), depthwise convs stay dense (K = kh*kw is too short for blocks or N:M), the
-    classifier gets N:M only (block-only scheme: dense; unstructured: unstructured).
+    `crisp.layer_plan.layer_plan` per layer (the rule the simulator's synthetic masks share):
+    the first conv is the first Conv2d in module order, the classifier the last Linear
+    (`crisp.masks.classifier_name`), a depthwise conv one whose groups equal its input channels.
     """
-    if scheme not in MASK_SCHEMES:
-        raise UserError(f"scheme {scheme!r} has no per-layer masks: allowed {MASK_SCHEMES}")
     layers = mk.gemm_layers(model)
     head = mk.classifier_name(model)
-    convs = [n for n, m in layers.items() if isinstance(m, nn.Conv2d)]
-    default_head = {"hybrid": "nm", "nm": "nm", "block": "dense", "unstructured": "unstructured"}
-    plans = {}
-    for name, module in layers.items():
-        if name == head:
-            pattern = head_pattern or default_head[scheme]
-            how = "given" if head_pattern else "default"
-            plans[name] = LayerPlan(pattern, f"classifier: {pattern} ({how} head pattern)")
-        elif exclude_first and convs and name == convs[0]:
-            plans[name] = LayerPlan("dense", "first conv: excluded (exclude_first)")
-        elif isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels:
-            plans[name] = LayerPlan("dense", "depthwise conv: excluded (K = kh*kw too short)")
-        else:
-            plans[name] = LayerPlan(_BODY_PATTERN[scheme], f"{scheme} scheme")
-    return plans
+    first = next((n for n, m in layers.items() if isinstance(m, nn.Conv2d)), None)
+    return {
+        name: layer_plan(
+            scheme, first_conv=name == first, classifier=name == head,
+            depthwise=isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels,
+            exclude_first=exclude_first, head_pattern=head_pattern,
+        )
+        for name, module in layers.items()
+    }
 
 
 def _weights_total(model: nn.Module) -> int:

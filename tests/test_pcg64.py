@@ -50,9 +50,9 @@ def test_a_long_stream_and_other_generators() -> None:
 def test_masks_equal_those_from_numpys_scores(scheme: str, monkeypatch) -> None:
     # layer a: two chunks of rows (the second shorter), one score buffer
     layers = [GemmLayer("a", "conv", P=9, K=300, N=900), GemmLayer("b", "linear", P=1, K=77, N=5)]
-    ours = sparsity.synthetic_network(layers, scheme, 0.25, 3, (2, 4), 8)[1]
+    ours = sparsity.synthetic_network(layers, scheme, 0.25, 3, (2, 4), 8, plan="uniform")[1]
     monkeypatch.setattr(sparsity, "random_f32",
                         lambda rng, out: rng.random(out=out, dtype=np.float32))
-    numpys = sparsity.synthetic_network(layers, scheme, 0.25, 3, (2, 4), 8)[1]
+    numpys = sparsity.synthetic_network(layers, scheme, 0.25, 3, (2, 4), 8, plan="uniform")[1]
     for name in ("a", "b"):
         assert np.array_equal(ours[name].mask, numpys[name].mask)

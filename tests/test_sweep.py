@@ -181,10 +181,13 @@ def test_draw_summarizes_the_masks_it_sends() -> None:
     """The masks task computes the per-mask statistics once; copies sent to workers carry them."""
     point = DesignPoint("resnet_small", "hybrid", 0.25, 8, 8, block=8)
     layers, descriptors = sweep.draw(sweep.lower(*point.network), point)
-    for layer in layers:
+    masked = [la for la in layers if descriptors[la.name].mask is not None]  # first conv: dense
+    assert len(masked) == len(layers) - 1
+    for layer in masked:
         spec = descriptors[layer.name]
         assert {("io counts", layer.groups), ("group max", 4)} <= set(spec.__dict__["_derived"])
-        assert "block_rows_before" in spec.__dict__ and "_mask_nonzeros" in spec.__dict__
+        assert "_mask_nonzeros" in spec.__dict__
+        assert ("block_rows_before" in spec.__dict__) == (spec.block is not None)  # head: N:M
 
 
 def test_a_worker_given_a_copy_of_the_masks_computes_the_same_rows() -> None:
