@@ -581,7 +581,9 @@ def network_plan(
 
     Args:
         scheme: one of `crisp.layer_plan.MASK_SCHEMES`.
-        exclude_first, head_pattern: as `crisp.config.PruneConfig`'s (defaults: the same).
+        exclude_first: leave the first conv dense (as `crisp.config.PruneConfig`'s default).
+        head_pattern: the classifier's pattern; None = the scheme's default (as
+            `crisp.config.PruneConfig`'s).
 
     Raises:
         UserError: a scheme without per-layer masks, an unknown head pattern.
