@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -692,12 +692,19 @@ def synthetic_network(
     descriptors = {la.name: synthetic_nm(la, *nm_only, rng) if planned[la.name] == "nm"
                    else synthetic(la, planned[la.name], share, rng, nm, block) for la in layers}
     if not reached:
-        kept = sum(d.nonzeros(la) for la, d in zip(layers, descriptors.values(), strict=True))
-        total = sum(map(_weights, layers))
         print(f"warning: {scheme} at density {density:g} is out of reach of the pruner's layer "
-              f"plan, whose dense and N:M layers are fixed: the network keeps {kept / total:.4f}",
-              file=sys.stderr)
+              "plan, whose dense and N:M layers are fixed: the network keeps "
+              f"{kept_fraction(layers, layers, descriptors):.4f}", file=sys.stderr)
     return layers, descriptors
+
+
+def kept_fraction(original: Sequence[GemmLayer], layers: Sequence[GemmLayer],
+                  descriptors: Mapping[str, LayerSparsity]) -> float:
+    """Fraction of ``original``'s weights (K*N*groups per layer) that a synthetic network keeps:
+    ``layers`` and ``descriptors`` as `synthetic_network` returns them (channel pruning's shrunk
+    layers, else ``original`` itself)."""
+    kept = sum(descriptors[layer.name].nonzeros(layer) for layer in layers)
+    return kept / sum(map(_weights, original))
 
 
 def _kept(count: int, fraction: float) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -219,7 +221,9 @@ def test_roofline_points_sit_under_both_roofs() -> None:
 
 def test_paper_figures_write_one_figure_per_distinct_density(tmp_path, monkeypatch) -> None:
     """5 and 10 user classes share density 0.40: one figure for both, named by both."""
-    from benchmarks import paper_figures
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import paper_figures  # as the benchmark runs: beside the others it imports
+
     from crisp_sim.publish import Results
 
     def in_process(points, out, scheduler=None):
