@@ -391,10 +391,12 @@ def describe(hw: HardwareSpec) -> dict[str, Any]:
     return out
 
 
-def presets() -> list[str]:
-    """Names of the shipped presets (``accel_sim/presets/*.toml``)."""
+@functools.cache
+def presets() -> tuple[str, ...]:
+    """Names of the shipped presets (``accel_sim/presets/*.toml``; listed once a process: a
+    sweep asks for every point it makes)."""
     root = resources.files("accel_sim") / "presets"
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+    return tuple(sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml")))
 
 
 def _read_toml(text: str, origin: str) -> dict[str, Any]:

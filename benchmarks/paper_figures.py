@@ -31,11 +31,11 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-from sparse_gains import PRUNED, off_target, off_target_note
+from sparse_gains import PRUNED, networks, off_target, off_target_note
 
 from accel_sim import plots
 from accel_sim.sparsity import PLANS
-from accel_sim.sweep import grid, run_sweep
+from accel_sim.sweep import grid, lower, run_sweep
 from crisp.schedule import default_density
 from crisp_sim.publish import Results, markdown_table, script_command
 
@@ -85,8 +85,10 @@ def scheme_figures(out: Path, results: Results, scheduler: str | None) -> None:
     """Sweep 1: the figures per distinct density and the table of hybrid's reductions."""
     rows, missed = [], []
     for density, counts in class_groups().items():
-        missed += [f"{model} {text}" for model in MODELS
-                   for text in off_target(model, PRUNED, density)]
+        for model in MODELS:
+            layers = list(lower(model, 1))
+            missed += [f"{model} {text}"
+                       for text in off_target(layers, networks(layers, PRUNED, density), density)]
         tag = "_".join(map(str, counts))
         df = run_sweep(grid(MODELS, SCHEMES, [density], [(32, 32)], blocks=(BLOCK,), plan=PLAN),
                        out / f"schemes_{tag}cls", scheduler)

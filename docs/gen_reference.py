@@ -124,10 +124,10 @@ def _allowed(section: str, key: str) -> str:
         return choices[section, key]
     if section == "sparse":
         return "true or false"
-    checked = hardware.SCHEMA[section][key]
-    text = f"{checked.allowed()} {checked.unit}".strip()
     if key == "word_bits":
         return f"one of {', '.join(map(str, hardware.WORD_BITS))}"
+    checked = hardware.SCHEMA[section][key]
+    text = f"{checked.allowed()} {checked.unit}".strip()
     if key == "psum_bits":
         return f"{text}, a multiple of 8, at least `word_bits`"
     return text
