@@ -74,8 +74,8 @@ def _cmd_layers(args: argparse.Namespace) -> int:
 
 def _add_hardware(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hw", default="edge-32x32",
-                   help="preset name (edge-32x32, cloud-128x128, dense-32x32), a .toml file or a "
-                   "SCALE-Sim .cfg (default edge-32x32)")
+                   help="preset name (edge-32x32, edge-32x32-db, cloud-128x128, dense-32x32), a "
+                   ".toml file or a SCALE-Sim .cfg (default edge-32x32)")
     p.add_argument("--array", default=None, help="override the array size, e.g. 32x32")
     p.add_argument("--dataflow", default=None, help="override the dataflow: ws, os or is")
     p.add_argument("--bandwidth", default=None,
@@ -84,6 +84,10 @@ def _add_hardware(p: argparse.ArgumentParser) -> None:
     p.add_argument("--psum-bits", type=SCHEMA["array"]["psum_bits"].flag("--psum-bits"),
                    default=None,
                    help="override the partial-sum (accumulator) width in bits (default 32)")
+    p.add_argument("--weight-buffers",
+                   type=SCHEMA["array"]["weight_buffers"].flag("--weight-buffers"), default=None,
+                   help="override the stationary registers per PE: 1, or 2 to load the next "
+                   "fold's tile while the current one streams")
     p.add_argument("--energy", default=None, help="a TOML energy table ([energy] section)")
     _add_mapping(p)
     p.add_argument("--density", type=ranges.DENSITY.flag("--density"), default=0.5,
@@ -117,7 +121,7 @@ def _hardware(args: argparse.Namespace) -> HardwareSpec:
     check_choice(args.mapping, args.objective)
     return with_overrides(load_hardware(args.hw), array=args.array, dataflow=args.dataflow,
                           dram_bytes_per_cycle=args.bandwidth, psum_bits=args.psum_bits,
-                          energy=energy)
+                          weight_buffers=args.weight_buffers, energy=energy)
 
 
 def _layers(args: argparse.Namespace) -> list[GemmLayer]:

@@ -9,7 +9,7 @@ TOML layout (every section optional; omitted fields take the defaults below)::
 
     name = "my-array"
     [array]   rows, cols, dataflow ("ws" | "os" | "is"), word_bits (8 | 16 | 32), clock_mhz,
-              psum_bits (accumulator width, default 32)
+              psum_bits (accumulator width, default 32), weight_buffers (1 | 2, default 1)
     [memory]  ifmap_sram_kib, filter_sram_kib, ofmap_sram_kib, dram_bytes_per_cycle,
               ifmap_words_per_cycle
     [sparse]  nm ("2:4" or "none"), block_skipping, zero_gating, bitmap_weights
@@ -73,6 +73,12 @@ class ArraySpec:
         psum_bits: width of a partial sum (the accumulator) in bits, at least ``word_bits`` and a
             multiple of 8; partial sums kept in the ofmap SRAM or spilled to DRAM move at this
             width, final outputs at ``word_bits``.
+        weight_buffers: stationary registers per PE, 1 or 2. With 2 (a shadow register, as in
+            TPU-class weight-stationary arrays) the next fold's stationary tile shifts in while
+            the current fold streams, and only the part of its load the stream does not cover
+            is exposed (`accel_sim.mapping`); each stationary value is then written twice
+            (shadow, then working register). The extra register's area is not modelled. No
+            effect on the OS dataflow, whose stationary operand is the output.
     """
 
     rows: int = 32
@@ -81,6 +87,7 @@ class ArraySpec:
     word_bits: int = 8
     clock_mhz: float = 1000.0
     psum_bits: int = 32
+    weight_buffers: int = 1
 
     @property
     def word_bytes(self) -> int:
@@ -201,7 +208,8 @@ _PJ = Range(float, 0, 1e9, unit="pJ")
 SCHEMA: dict[str, dict[str, Range]] = {
     "array": {"rows": _SIDE, "cols": _SIDE, "word_bits": Range(int, 8, 32, unit="bits"),
               "clock_mhz": Range(float, 0, 1e6, low_open=True, unit="MHz"),
-              "psum_bits": Range(int, 8, 64, unit="bits")},
+              "psum_bits": Range(int, 8, 64, unit="bits"),
+              "weight_buffers": Range(int, 1, 2, unit="registers per PE")},
     "memory": {"ifmap_sram_kib": _KIB, "filter_sram_kib": _KIB, "ofmap_sram_kib": _KIB,
                "dram_bytes_per_cycle": Range(float, 2**-12, 2**20, infinite=True,
                                              unit="bytes/cycle"),
@@ -215,7 +223,7 @@ DRAM bandwidth (``inf`` = ideal memory); bounds keep every count the engine make
 (array sides up to `accel_sim.workload.MAX_ARRAY_SIDE`, bandwidth at least 2**-12 byte per
 cycle: see `accel_sim.workload.MAX_MACS`), and the others are far beyond any real design
 (16 GiB of SRAM, 1 THz, 1 uJ per action). ``word_bits`` must also be one of 8, 16, 32 and
-``psum_bits`` a multiple of 8 of at least ``word_bits``."""
+``psum_bits`` a multiple of 8 of at least ``word_bits``; ``weight_buffers`` is 1 or 2."""
 
 
 def sram_pj_per_word(size_kib: float, word_bits: int) -> float:
@@ -315,6 +323,8 @@ def _build_array(data: dict[str, Any]) -> ArraySpec:
         dataflow=dataflow, word_bits=word_bits,
         clock_mhz=_number("array", "clock_mhz", data.get("clock_mhz", d.clock_mhz)),
         psum_bits=psum_bits,
+        weight_buffers=_number("array", "weight_buffers",
+                               data.get("weight_buffers", d.weight_buffers)),
     )
 
 
@@ -479,7 +489,8 @@ def with_overrides(hw: HardwareSpec, **changes: Any) -> HardwareSpec:
     """``hw`` with CLI-style overrides, re-validated through `build_hardware`.
 
     Args:
-        changes: any of ``array`` ("32x32"), ``dataflow``, ``psum_bits``, ``nm`` ("2:4" / "none"),
+        changes: any of ``array`` ("32x32"), ``dataflow``, ``psum_bits``, ``weight_buffers``,
+            ``nm`` ("2:4" / "none"),
             ``dram_bytes_per_cycle``, ``energy`` (an EnergyTable); None values are ignored.
     """
     data = describe(hw)
@@ -489,8 +500,9 @@ def with_overrides(hw: HardwareSpec, **changes: Any) -> HardwareSpec:
         data["memory"].pop("ifmap_words_per_cycle", None)  # re-derive for the new row count
     if "dataflow" in given:
         data["array"]["dataflow"] = given.pop("dataflow")
-    if "psum_bits" in given:
-        data["array"]["psum_bits"] = given.pop("psum_bits")
+    for key in ("psum_bits", "weight_buffers"):
+        if key in given:
+            data["array"][key] = given.pop(key)
     if "nm" in given:
         data["sparse"]["nm"] = given.pop("nm")
     if "dram_bytes_per_cycle" in given:

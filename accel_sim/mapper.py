@@ -6,7 +6,10 @@ As in ZigZag's flow (generate spatial/temporal mappings -> cost model -> reduce)
   of the three fold loops (row folds i, column folds j, stream tiles t), each untiled and with
   every stream tile at which some operand's reuse window starts to fit its SRAM half (the
   largest tile of each such regime: a smaller tile of the same regime moves the same data and
-  only adds fills). SCALE-Sim's schedule (``j > i > t``, untiled) is always among them.
+  only adds fills). SCALE-Sim's schedule (``j > i > t``, untiled) is always among them. Each
+  order at each of those stream tiles is also tried in blocks of column folds
+  (`accel_sim.mapping.Mapping.j_block`), at every block size where a window holding j
+  starts to fit (the largest block of each regime).
 - the cost model of one candidate is the engine's timeline (`accel_sim.timeline`), fed by
   `accel_sim.mapping.fold_arrays` while it generates the candidate's folds: the walk
   `accel_sim.engine.run_plan` makes of a stored plan, without storing the plan. Under the
@@ -100,12 +103,24 @@ def _by_tile(geo: LayerGeometry) -> Candidates:
     union_tile = int(memory.ifmap_sram_kib * 512 // union_step) if union_step else None
     # IS: filters of one block-row skip its blocks
     fixed = (geo.sparsity.block, C) if df == "is" and blocks else ()
-    return _candidates(trips_i, trips_j, growing, union_tile, fixed, geo.stream_full)
+    # per operand that grows with the columns of a block: (loops it depends on besides j,
+    # bytes per column fold at a stream tile of 1 and of more steps, SRAM half)
+    if df == "ws":
+        per_j = (("i", rows * C * w_step, 0, memory.filter_sram_kib * 512),
+                 ("t", 0, C * pb, memory.ofmap_sram_kib * 512))
+    elif df == "is":
+        per_j = (("i", -(-rows // n) * m * C * wb * geo.distinct, 0, memory.ifmap_sram_kib * 512),
+                 ("t", 0, C * pb, memory.ofmap_sram_kib * 512))
+    else:
+        per_j = (("t", 0, C * w_step, memory.filter_sram_kib * 512),
+                 ("i", R * C * pb, 0, memory.ofmap_sram_kib * 512))
+    return _candidates(trips_i, trips_j, growing, union_tile, fixed, geo.stream_full, per_j)
 
 
-Candidates = tuple[tuple[int | None, tuple[Mapping, ...], np.ndarray], ...]
-"""Candidate mappings by stream tile: (tile, its mappings, their loop orders as an int64
-[mappings, 3] array of `accel_sim.mapping.order_code`), tiles in order of first use."""
+Candidates = tuple[tuple[tuple[int | None, int | None], tuple[Mapping, ...], np.ndarray], ...]
+"""Candidate mappings by stream tiling: ((stream tile, column-fold block), its mappings, their
+loop orders as an int64 [mappings, 3] array of `accel_sim.mapping.order_code`), in order of
+first use."""
 
 
 def candidates(geo: LayerGeometry) -> list[Mapping]:
@@ -115,13 +130,15 @@ def candidates(geo: LayerGeometry) -> list[Mapping]:
 
 @functools.lru_cache(maxsize=65536)
 def _candidates(trips_i: int, trips_j: int, growing: tuple, union_tile: int | None,
-                fixed: tuple[int, ...], stream_full: int) -> Candidates:
+                fixed: tuple[int, ...], stream_full: int, per_j: tuple) -> Candidates:
     """`_by_tile` from its numbers (layers of a sweep share them: cached; the arrays are
     shared, do not modify them).
 
     ``growing``: per operand whose tile grows with the stream tile, (loops it depends on
     besides t, bytes per step, SRAM half in bytes); ``union_tile``: the stream tile at which a
-    WS ifmap union fits (None: no union); ``fixed``: tiles every order gets."""
+    WS ifmap union fits (None: no union); ``fixed``: tiles every order gets; ``per_j``: per
+    operand whose footprint grows with the column folds of a block, (loops it depends on
+    besides j, bytes per column fold: fixed and per step, SRAM half in bytes)."""
     trips = {"i": trips_i, "j": trips_j}
     by_tile: dict[int | None, list[str]] = {None: ["jit", "ijt"]}
     for order in _ORDERS:
@@ -135,8 +152,39 @@ def _candidates(trips_i: int, trips_j: int, growing: tuple, union_tile: int | No
         for t in sorted(tiles):
             if 1 <= t < stream_full:
                 by_tile.setdefault(t, []).append(order)
-    return tuple((t, tuple(_mapping(o, t) for o in orders), _codes(tuple(orders)))
-                 for t, orders in by_tile.items())
+    blocked: dict[tuple[int | None, int], list[str]] = {}
+    for t in by_tile:
+        steps = stream_full if t is None else t
+        trips["t"] = -(-stream_full // steps)
+        for order in _ORDERS:
+            for block in _blocks(order, trips, per_j, steps):
+                blocked.setdefault((t, block), []).append(order)
+    keyed = [((t, None), orders) for t, orders in by_tile.items()] + list(blocked.items())
+    return tuple((key, tuple(_mapping(o, *key) for o in orders), _codes(tuple(orders)))
+                 for key, orders in keyed)
+
+
+def _blocks(order: str, trips: dict[str, int], per_j: tuple, steps: int) -> set[int]:
+    """Column-fold blocks worth trying for ``order`` at a stream tile of ``steps``: for every
+    inner window holding j and a loop some operand ignores, the most column folds whose
+    footprint of that operand fits its SRAM half (the largest block of each reuse regime),
+    when that is between 1 and all the column folds. None for an order with j outermost:
+    blocking it walks the same folds and only fetches again what does not depend on j."""
+    found: set[int] = set()
+    if order[0] == "j":  # blocks of the outermost loop only re-fetch what ignores j
+        return found
+    for start in range(3):
+        window = order[start:]
+        if "j" not in window:
+            continue
+        for rel, fixed, per_step, cap in per_j:
+            if not _ignores(window, rel + "j"):
+                continue
+            size = (fixed + per_step * steps) * math.prod(trips[x] for x in window if x in rel)
+            block = int(cap // size) if size else 0
+            if 1 <= block < trips["j"]:
+                found.add(block)
+    return found
 
 
 _ORDERS = tuple("".join(p) for p in itertools.permutations(LOOPS))
@@ -245,11 +293,11 @@ def _best(geo: LayerGeometry, objective: str) -> tuple[Mapping, np.ndarray, tupl
     rows, totals, found = [], [], []
     bound = _UNBOUNDED if objective == "latency" else -1
     tied: list[tuple[int, int, int]] = []  # latency: (tiling, first row, rows) at the bound
-    for t_tile, mappings, codes in _by_tile(geo):
+    for (t_tile, j_block), mappings, codes in _by_tile(geo):
         try:
-            tiling = stream_tiling(geo, t_tile)
+            tiling = stream_tiling(geo, t_tile, j_block=j_block)
         except UserError:
-            if t_tile is None:
+            if t_tile is None and j_block is None:
                 raise
             continue
         costs, cycles, first, ties = _cost(geo, tiling, codes, bound)
@@ -339,7 +387,7 @@ def run_layer(
         mapping, row, nm = _best(geo, objective)
     else:
         mapping = _fixed(mapping)
-        tiling = stream_tiling(geo, mapping.t_tile)
+        tiling = stream_tiling(geo, mapping.t_tile, j_block=mapping.j_block)
         row, nm = _cost(geo, tiling, _codes((mapping.order,)))[0][0], tiling.ext.packing.nm
     run = layer_run(row[:_ROW], row[_ROW:], layer.P * sparsity.nonzeros(layer), nm, hw,
                     str(mapping), compulsory_dram_bytes(geo))

@@ -17,6 +17,17 @@ untiled = one tile). A grouped layer runs its groups one after another (outermos
 the full R and C, as SCALE-Sim counts; a fold that keeps the previous fold's stationary tile
 (the next stream tile of the same tile) continues the stream and costs only ``s``.
 
+With ``weight_buffers = 2`` (WS, IS) each PE has two stationary registers: the next tile
+shifts in through the columns' load chains (R cycles, as a single register loads) while the
+current tile's folds stream, and the array streams on without draining, paying its skew and
+drain once, in the first fold's ``fill = 2R + C - 2``. A later fold that loads a new tile
+exposes only ``fill = max(0, R - u)``, where ``u`` counts the streaming steps and edge stalls
+of the previous tile's folds: the load of tile k starts once tile k-2, the last
+user of its register, has sent its last step into the array and the previous load is done,
+which is when tile k-1 starts streaming. An IS tile whose N:M-expanded activations have ``e``
+rows more than R loads in ``R + e`` cycles; the part of ``e`` left exposed counts as edge
+stall. `accel_sim.reference` checks this cycle by cycle.
+
 **Operand tiles** (words) of a fold with ``r`` rows, ``c`` columns, ``s`` steps, and ``d(x) =
 ceil(x/N)*M`` activations for ``x`` N:M-packed positions (``d(x) = x`` without N:M):
 
@@ -87,19 +98,28 @@ class Mapping:
         order: the fold loops outer to inner, a permutation of ``"ijt"`` (``"jit"``: column
             folds outer, then row folds, then stream tiles; groups are always outermost).
         t_tile: steps of the streamed dimension per fold, or None = untiled (the whole T).
+        j_block: column folds per block, or None = unblocked. A block is a fourth fold loop,
+            outside ``order`` and inside the groups: the nest runs on the first ``j_block``
+            column folds, then on the next, so the ofmap (partial sums) and the operands that
+            depend on j need room for one block's columns only; operands that do not depend
+            on j are fetched again for every block.
     """
 
     order: str = "jit"
     t_tile: int | None = None
+    j_block: int | None = None
 
     def __post_init__(self) -> None:
         if sorted(self.order) != sorted(LOOPS):
             raise UserError(f"loop order {self.order!r}: allowed a permutation of 'ijt'")
         if self.t_tile is not None and self.t_tile < 1:
             raise UserError(f"stream tile {self.t_tile} must be >= 1")
+        if self.j_block is not None and self.j_block < 1:
+            raise UserError(f"column-fold block {self.j_block} must be >= 1")
 
     def __str__(self) -> str:
-        return f"{'>'.join(self.order)} T/{'all' if self.t_tile is None else self.t_tile}"
+        blocks = "" if self.j_block is None else f"J/{self.j_block}>"
+        return f"{blocks}{'>'.join(self.order)} T/{'all' if self.t_tile is None else self.t_tile}"
 
 
 SCALESIM = Mapping("jit", None)
@@ -338,9 +358,10 @@ class StreamTiling:
     kernel_args: tuple
 
 
-def stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool = True
-                  ) -> StreamTiling:
-    """The order-independent kernel arguments of ``geo`` at stream tile ``t_tile``.
+def stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool = True,
+                  j_block: int | None = None) -> StreamTiling:
+    """The order-independent kernel arguments of ``geo`` at stream tile ``t_tile`` and
+    column-fold block ``j_block`` (`Mapping`).
 
     ``compress`` lets the plan walk the alike middle iterations of one loop once
     (``FoldPlan.repeat``); the result is identical either way (a test checks it).
@@ -349,12 +370,14 @@ def stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool = True
         UserError: an SRAM half too small for one fold's stationary tile (names the layer,
             buffer, needed and available KiB).
     """
-    if (t_tile, compress) not in geo.tilings:
-        geo.tilings[t_tile, compress] = _stream_tiling(geo, t_tile, compress)
-    return geo.tilings[t_tile, compress]
+    key = (t_tile, compress, j_block)
+    if key not in geo.tilings:
+        geo.tilings[key] = _stream_tiling(geo, t_tile, compress, j_block)
+    return geo.tilings[key]
 
 
-def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> StreamTiling:
+def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool,
+                   j_block: int | None) -> StreamTiling:
     layer, hw, df = geo.layer, geo.hw, geo.dataflow
     R, memory = hw.array.rows, hw.memory
     wb, pb = hw.array.word_bytes, hw.array.psum_bits // 8
@@ -367,21 +390,32 @@ def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> St
     cmax = ext.col_max
     demand = ext.packing.demand
     w_scale = wb + meta_bits / 8
-    # largest tiles in bytes; the stationary one must fit its SRAM half
+    folds_j = len(ext.cext)
+    jb = min(j_block or folds_j, folds_j)
+    trips = np.array([-(-ext.row_max // R), jb, -(-ext.step_max // t_len)], np.int64)
+    rel = _relevance(geo)
+    alike = ext.alike if compress else _NO_ALIKE
+    if folds_j % jb:  # a last block with fewer column folds: its middle iterations differ
+        alike = alike & np.array([True, False, True])
+    # largest tiles in bytes; the stationary one must fit its SRAM half, or the whole SRAM when
+    # it is the layer's only stationary tile (nothing to load after it)
+    whole = 2 if layer.groups == 1 and all(
+        (trips[q] if q != 1 else folds_j) == 1 for q in range(3) if rel[3] & (1 << q)) else 1
     if df == "ws":
         a_tile, w_tile, o_tile = (t_len * demand(rmax) * wb * geo.distinct, rmax * cmax * w_scale,
                                   t_len * cmax * pb)
-        _check_capacity(layer, "filter", w_tile, memory.filter_sram_kib * 1024 / 2)
+        _check_capacity(layer, "filter", w_tile, memory.filter_sram_kib * 1024 / 2, whole)
     elif df == "is":
         a_tile, w_tile, o_tile = (demand(rmax) * cmax * wb * geo.distinct, t_len * rmax * w_scale,
                                   t_len * cmax * pb)
-        _check_capacity(layer, "ifmap", a_tile / geo.distinct, memory.ifmap_sram_kib * 1024 / 2)
+        _check_capacity(layer, "ifmap", a_tile / geo.distinct, memory.ifmap_sram_kib * 1024 / 2,
+                        whole)
     else:
         a_tile, w_tile, o_tile = (rmax * demand(t_len) * wb * geo.distinct, cmax * t_len * w_scale,
                                   rmax * cmax * pb)
-        _check_capacity(layer, "ofmap", o_tile, memory.ofmap_sram_kib * 1024 / 2)
+        _check_capacity(layer, "ofmap", o_tile, memory.ofmap_sram_kib * 1024 / 2, whole)
     union_bytes, new_j, new_i = -1.0, _NONE, _NONE
-    if geo.union is not None:
+    if geo.union is not None and jb == folds_j:  # (blocks: each fetches its own tiles)
         new_j, new_i, union = geo.union
         union_bytes = float(union.max(initial=0)) * t_len * wb * geo.distinct
     nzt = _NONE
@@ -394,13 +428,12 @@ def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool) -> St
         nzt = geo.tilings["nonzeros", tile_k, tile_n]
     args = (
         _DATAFLOW_CODE[df], R, t_len, ext.rext, ext.text, ext.cext, n, m, meta_bits,
-        ext.kblocks, BLOCK_INDEX_BYTES, *_relevance(geo),
-        np.array([-(-ext.row_max // R), len(ext.cext), -(-ext.step_max // t_len)], np.int64),
+        ext.kblocks, BLOCK_INDEX_BYTES, *rel, trips, jb,
         np.array([a_tile, w_tile, o_tile, memory.ifmap_sram_kib * 1024 / 2,
                   memory.filter_sram_kib * 1024 / 2, memory.ofmap_sram_kib * 1024 / 2]),
         union_bytes, new_j, new_i, geo.distinct, geo.bitmap, nzt, wb, pb,
         hw.edge_words_per_cycle, fill_cycles(hw),
-        ext.alike if compress else _NO_ALIKE,
+        hw.array.weight_buffers if df != "os" else 1, alike,
     )
     return StreamTiling(t_len, ext, args)
 
@@ -429,7 +462,7 @@ def plan_folds(
             stationary tile (names the layer, buffer, needed and available KiB).
     """
     geo = geo or geometry(layer, hw, sparsity)
-    tiling = stream_tiling(geo, mapping.t_tile, compress)
+    tiling = stream_tiling(geo, mapping.t_tile, compress, mapping.j_block)
     fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals, walked = \
         fold_arrays(order_code(mapping.order), *tiling.kernel_args, True,
                     float(hw.memory.dram_bytes_per_cycle))
@@ -443,21 +476,26 @@ def plan_folds(
     )
 
 
-def _check_capacity(layer: GemmLayer, buffer: str, need_bytes: float, have: float) -> None:
-    if need_bytes > have:
+def _check_capacity(layer: GemmLayer, buffer: str, need_bytes: float, half: float,
+                    halves: int) -> None:
+    """Raise unless the stationary tile fits ``halves`` (1, or 2 for a layer's only stationary
+    tile) SRAM halves of ``half`` bytes."""
+    if need_bytes > half * halves:
+        room = "SRAM" if halves == 2 else "SRAM half"
         raise UserError(
-            f"layer {layer.name}: {buffer} SRAM half holds {have / 1024:g} KiB but one fold's "
-            f"stationary tile needs {need_bytes / 1024:g} KiB: use a larger {buffer}_sram_kib"
+            f"layer {layer.name}: {buffer} {room} holds {half * halves / 1024:g} KiB but one "
+            f"fold's stationary tile needs {need_bytes / 1024:g} KiB: use a larger "
+            f"{buffer}_sram_kib"
         )
 
 
 @njit(cache=True)
-def _window(order, rel, tile_bytes, trips, cap, union_bytes):
+def _window(order, rel, tile_bytes, trips, cap, union_bytes, whole):
     """Loop bits of the largest inner window whose tiles fit ``cap`` bytes (0: none).
 
-    ``cap`` is an SRAM half; the whole nest may use the whole SRAM, since an operand that stays
-    resident throughout is loaded once, tile by tile, and never replaced (no next tile to
-    prefetch into a second half).
+    ``cap`` is an SRAM half; with ``whole`` (one group, one block of column folds) the whole
+    nest may use the whole SRAM, since an operand that stays resident throughout is loaded
+    once, tile by tile, and never replaced (no next tile to prefetch into a second half).
     """
     for start in range(3):
         window = 0
@@ -469,7 +507,7 @@ def _window(order, rel, tile_bytes, trips, cap, union_bytes):
                 need *= trips[order[q]]
         if union_bytes >= 0 and window & 3 == 3:
             need = union_bytes * (trips[2] if window & 4 else 1)
-        if need <= (2 * cap if start == 0 else cap):
+        if need <= (2 * cap if start == 0 and whole else cap):
             return window
     return 0
 
@@ -514,14 +552,16 @@ def _position(a: int, b: int, c: int, order: tuple, comp: int, last: int) -> tup
 
 @njit(cache=True)
 def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kblocks,
-                block_index_bytes, rel_a, rel_w, rel_o, rel_s, red, trips, sizes, union_bytes,
-                new_j, new_i, distinct, bitmap, nzt, wb, pb, edge_bw, fill_full, compress,
-                record=True, bandwidth=1.0, bound=-1, left=0, unloaded=0):
+                block_index_bytes, rel_a, rel_w, rel_o, rel_s, red, trips, jb, sizes, union_bytes,
+                new_j, new_i, distinct, bitmap, nzt, wb, pb, edge_bw, fill_full, buffers,
+                compress, record=True, bandwidth=1.0, bound=-1, left=0, unloaded=0):
     """Walk one loop order's nest, fold by fold; returns the per-fold arrays of a FoldPlan, the
     summed counts and the timeline's cycles.
 
     ``sizes`` holds the largest (ifmap, filter, ofmap) tiles and the three SRAM halves, in
-    bytes; ``trips`` the (i, j, t) trip counts. ``compress`` (bool [3]) says which loops have
+    bytes; ``trips`` the (i, j, t) trip counts of the nest (j: within a block of ``jb`` column
+    folds, `Mapping.j_block`); ``buffers`` the stationary registers per PE (1 or
+    2: the module docstring's cycles). ``compress`` (bool [3]) says which loops have
     alike middle iterations (same sizes, same fetch rules); the longest of them with at least 4
     iterations is enumerated at 0, 1 and its last only, iteration 1 carrying ``repeat = n-2``:
     each maximal run of repeated folds is one block repeated in place (see
@@ -537,7 +577,8 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
     returns ``bound + 1`` compute cycles (a candidate that cannot win under the latency
     objective). The least work, a lower bound whatever the order (cycles only accumulate): the
     streaming steps of the folds to come, and a fill for every stationary tile not loaded yet
-    (at least the tiles with work less the loads so far); the caller gives the whole nest's,
+    (at least the tiles with work less the loads so far; with two stationary buffers a load
+    may be hidden, so only the streaming counts); the caller gives the whole nest's,
     ``left`` steps and ``unloaded`` tiles (`least_work`, the same for every order).
 
     Nothing in the per-fold loop passes an array to another function: Numba counts references
@@ -549,7 +590,10 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             + gemms, edge, DRAM, prefetch, write-back), folds (repeated ones counted each time)
             and GEMMs with a fold.
     """
-    win_a = _window(order, rel_a, sizes[0], trips, sizes[3], union_bytes)
+    groups = text.shape[0]
+    blocks = -(-text.shape[1] // jb)
+    whole = groups == 1 and blocks == 1
+    win_a = _window(order, rel_a, sizes[0], trips, sizes[3], union_bytes, whole)
     a_union = union_bytes >= 0 and win_a & 3 == 3
     new = new_j
     for q in range(3):
@@ -558,8 +602,8 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             break
         if order[q] == 1:
             break
-    win_w = _window(order, rel_w, sizes[1], trips, sizes[4], -1.0)
-    win_o = _window(order, rel_o, sizes[2], trips, sizes[5], -1.0)
+    win_w = _window(order, rel_w, sizes[1], trips, sizes[4], -1.0, whole)
+    win_o = _window(order, rel_o, sizes[2], trips, sizes[5], -1.0, whole)
     resident = win_o & red != 0
     # Of the loops whose middle iterations are alike, the one with the most iterations is
     # compressed: iterations 1 .. n-2 are walked once, as iteration 1, and repeat n-2 times.
@@ -572,7 +616,7 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
         lens[q] = 3 if order[q] == comp else trips[order[q]]
     o = (order[0], order[1], order[2])
     comp_last = trips[comp] - 1 if comp >= 0 else 0
-    groups = text.shape[0]
+    reload_cost = fill_full if buffers == 1 else 0  # least cycles a stationary load adds
     f = 0  # with record: the folds, counted by a first pass that sizes the plan's arrays
     for walk in range(2 if record else 1):
         costing = walk == 1 or not record
@@ -584,12 +628,14 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
         totals = np.zeros(15, np.int64)
         st = timeline.start()
         folds = gemms = k = 0
-        na = nb = ng = 0  # nest positions (outer, middle, inner) and group of the next fold
-        nc = -1
-        nj = ni = nt = nr = ns = 0  # the next fold's j, i, t, rows and steps
-        have = False  # whether a current fold (g, j, i, tt, r, s) waits for its successor
-        g = j = i = tt = r = s = 0
+        na = nb = ng = nk = 0  # nest positions (outer, middle, inner), group and block of the
+        nc = -1  # next fold
+        nj = nl = ni = nt = nr = ns = 0  # the next fold's j (in the layer, in its block), i,
+        # t, rows and steps
+        have = False  # whether a current fold (g, j, jl, i, tt, r, s) waits for its successor
+        g = j = jl = i = tt = r = s = 0
         pg = pj = pi = pt = -1  # the fold before the current one
+        since = 0  # with two buffers: steps and edge stalls since the last stationary load
         while True:
             # The folds come one at a time (scalars, no arrays): a walk that stops early (the
             # mapper's bound) never generates the rest, and one that stores nothing never
@@ -602,10 +648,15 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
                     if nb == lens[1]:
                         nb, na = 0, na + 1
                         if na == lens[0]:
-                            na, ng = 0, ng + 1
+                            na, nk = 0, nk + 1
+                            if nk == blocks:
+                                nk, ng = 0, ng + 1
                 if ng >= groups:
                     break
-                ni, nj, nt = _position(na, nb, nc, o, comp, comp_last)
+                ni, nl, nt = _position(na, nb, nc, o, comp, comp_last)
+                nj = nk * jb + nl
+                if nj >= text.shape[1]:  # past the last block's column folds
+                    continue
                 s_full = text[ng, nj]
                 r_full = rext[ng, nj if rext.shape[1] > 1 else 0, nt if rext.shape[2] > 1 else 0]
                 if nt * t_len < s_full and ni * R < r_full:
@@ -619,15 +670,15 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             if not have:  # the first fold: its successor comes next
                 if not more:
                     break
-                g, j, i, tt, r, s = ng, nj, ni, nt, nr, ns
+                g, j, jl, i, tt, r, s = ng, nj, nl, ni, nt, nr, ns
                 have = True
                 continue
             c = cext[j]
-            w = trips[comp] - 2 if comp >= 0 and (i, j, tt)[comp] == 1 else 1
+            w = trips[comp] - 2 if comp >= 0 and (i, jl, tt)[comp] == 1 else 1
             cont = pg == g and not ((rel_s & 1 and pi != i) or (rel_s & 2 and pj != j)
                                     or (rel_s & 4 and pt != tt))
             # first visit within the window: every window loop the operand ignores is at 0
-            moved = (1 if i else 0) | (2 if j else 0) | (4 if tt else 0)
+            moved = (1 if i else 0) | (2 if jl else 0) | (4 if tt else 0)
             fa = (moved & win_a & ~rel_a) == 0
             fw = (moved & win_w & ~rel_w) == 0
             # (integer divisions by a variable cost tens of cycles: skipped where not needed)
@@ -708,8 +759,7 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             totals[11] += w * meta
             totals[12] += w * (spill_rd + spill_wr) * pb
             totals[13] += w * slots
-            totals[14] += w * (2 * slots + (0 if cont else r * c))
-            fill_k = 0 if cont else fill_full
+            totals[14] += w * (2 * slots + (0 if cont else buffers * r * c))
             if df == 0:  # no stall when a step's activations fit the edge
                 e = 0 if dr <= edge_bw else (s * dr + edge_bw - 1) // edge_bw - s
             elif df == 2:
@@ -717,6 +767,24 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             else:
                 e = 0 if cont else dr - R
             e = max(0, e)
+            if cont:
+                fill_k = 0
+            elif buffers == 1 or pg < 0:
+                fill_k = fill_full
+            else:  # the load (R cycles, IS: R + e) hides under the streaming since the last
+                fill_k = max(0, R - since)
+                if df == 1:
+                    e = max(0, R + e - since) - fill_k
+            if buffers == 2:
+                if cont:
+                    # a repeated fold alone in its block follows its own copies; a block of
+                    # several folds holds a load, which restarts the count in every copy
+                    single = w > 1 and not (
+                        (pg == g and (pi, pj, pt)[comp] == (i, j, tt)[comp])
+                        or (more and ng == g and (ni, nj, nt)[comp] == (i, j, tt)[comp]))
+                    since += (w if single else 1) * (s + e)
+                else:  # (an IS load fold's edge stall is part of its load)
+                    since = s + (0 if df == 1 else e)
             st = timeline.step(st, fill_k, s, e, read_bytes, write_bytes, w, bandwidth)
             if record:
                 index[k, 0], index[k, 1], index[k, 2], index[k, 3] = g, j, i, tt
@@ -728,7 +796,7 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             # fill (a load so far may have been a reload: loads, not tiles, are counted off).
             left -= w * s
             unloaded -= 0 if cont else w
-            if bound >= 0 and timeline.elapsed(st) + left + max(0, unloaded) * fill_full > bound:
+            if bound >= 0 and timeline.elapsed(st) + left + max(0, unloaded) * reload_cost > bound:
                 cycles = np.zeros(7, np.int64)
                 cycles[0] = bound + 1
                 return (fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals,
@@ -737,7 +805,7 @@ def fold_arrays(order, df, R, t_len, rext, text, cext, nm_n, nm_m, meta_bits, kb
             k += 1
             if not more:
                 break
-            g, j, i, tt, r, s = ng, nj, ni, nt, nr, ns
+            g, j, jl, i, tt, r, s = ng, nj, nl, ni, nt, nr, ns
     compute, edges, dram, prefetch, writeback = timeline.finish(st, bandwidth)
     cycles = np.array([compute, edges, dram, prefetch, writeback, folds, gemms], np.int64)
     return (fill, stream, edge, fetch, write, repeat, comp, index, rows, cols, totals, cycles)

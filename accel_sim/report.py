@@ -65,8 +65,8 @@ class LayerResult:
         gated_macs: MAC slots whose zero weight gated the multiplier (0 without zero gating:
             such slots then count as ordinary MACs).
         mux_selects: M:1 multiplexer selects, one per MAC slot of an N:M-compressed layer.
-        pe_reg_accesses: PE register accesses: two per MAC slot, one per PE per stationary
-            tile loaded.
+        pe_reg_accesses: PE register accesses: two per MAC slot, ``weight_buffers`` per PE per
+            stationary tile loaded.
         ifmap_sram_reads: words the array reads from the ifmap SRAM (every im2col word a fold
             streams or loads).
         ifmap_sram_writes: words written into the ifmap SRAM from DRAM (feature-map words).

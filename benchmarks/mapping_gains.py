@@ -3,11 +3,13 @@
 ResNet-50 (batch 1, 224x224) at one density (default 25 %) on the edge-32x32 preset (WS, 2:4
 multiplexers, block skipping with B = 32, 64 KiB SRAMs, 16 B/cycle DRAM), synthetic masks on the
 pruner's layer plan (`accel_sim.sparsity.synthetic_network`), seed 0.
-Three settings per scheme:
+Four settings per scheme:
 
 - ``scalesim, psum 8``: SCALE-Sim's fixed schedule with partial sums counted at the operand width;
 - ``scalesim, psum 32``: the same schedule with 32-bit partial sums;
-- ``best, psum 32``: the mapper's per-layer loop order and stream tile (the default).
+- ``best, psum 32``: the mapper's per-layer loop order and stream tile (the default);
+- ``best, psum 32, 2 weight buffers``: the same on double-buffered weights (``weight_buffers =
+  2``, the ``edge-32x32-db`` preset): the next fold's weights load while the current one streams.
 
 Prints latency, total cycles, DRAM bytes over the compulsory floor and what bounds the network,
 then hybrid's latency ratio against channel and block pruning in each setting. ``--publish``
@@ -31,7 +33,8 @@ from accel_sim.sparsity import PLANS, synthetic_network
 from crisp_sim.publish import Results, markdown_table, script_command
 
 SCHEMES = ("dense", "unstructured", "channel", "nm", "block", "hybrid")
-SETTINGS = (("scalesim", 8), ("scalesim", 32), ("best", 32))
+SETTINGS = (("scalesim", 8, 1), ("scalesim", 32, 1), ("best", 32, 1), ("best", 32, 2))
+"""(mapping, partial-sum bits, weight buffers)."""
 BLOCK = 32
 PRESET = "edge-32x32"
 PLAN = "pruner"
@@ -48,23 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(model: str, density: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Network totals per (setting, scheme), and the per-layer frames of the ``best`` setting."""
+    """Network totals per (setting, scheme), and the per-layer frames of the ``best`` setting
+    with one weight buffer."""
     layers = load_layers(model)
     base = load_hardware(PRESET)
     nets = {s: synthetic_network(layers, s, density, seed=0, block=BLOCK, plan=PLAN)
             for s in SCHEMES}
     rows, frames = [], []
-    for mapping, psum in SETTINGS:
-        hw = with_overrides(base, psum_bits=psum)
+    for mapping, psum, buffers in SETTINGS:
+        hw = with_overrides(base, psum_bits=psum, weight_buffers=buffers)
         for scheme in SCHEMES:
             report = simulate(nets[scheme][0], hw, nets[scheme][1], mapping=mapping)
             t = report.totals
-            rows.append({"mapping": mapping, "psum_bits": psum, "scheme": scheme,
+            rows.append({"mapping": mapping, "psum_bits": psum, "buffers": buffers,
+                         "scheme": scheme,
                          "latency_us": t.latency_us, "compute_cycles": t.compute_cycles,
                          "total_cycles": t.total_cycles, "dram_MB": t.dram_bytes / 1e6,
                          "over_floor": t.dram_over_compulsory, "bound": t.bound,
                          "energy_uJ": t.energy_total_pj / 1e6})
-            if mapping == "best":
+            if mapping == "best" and buffers == 1:
                 frames.append(report.to_frame(totals=False).assign(scheme=scheme))
     return pd.DataFrame(rows), pd.concat(frames, ignore_index=True)
 
@@ -72,18 +77,21 @@ def run(model: str, density: float) -> tuple[pd.DataFrame, pd.DataFrame]:
 def tables(totals: pd.DataFrame) -> str:
     """The two Markdown tables (deterministic: no wall times)."""
     settings = markdown_table(
-        ["mapping", "psum bits", "scheme", "latency µs", "compute cycles", "total cycles",
-         "DRAM MB", "DRAM ÷ floor", "bound", "energy µJ"],
-        ([r.mapping, r.psum_bits, r.scheme, f"{r.latency_us:,.0f}", f"{r.compute_cycles:,}",
+        ["mapping", "psum bits", "weight buffers", "scheme", "latency µs", "compute cycles",
+         "total cycles", "DRAM MB", "DRAM ÷ floor", "bound", "energy µJ"],
+        ([r.mapping, r.psum_bits, r.buffers, r.scheme, f"{r.latency_us:,.0f}",
+          f"{r.compute_cycles:,}",
           f"{r.total_cycles:,}", f"{r.dram_MB:.1f}", f"{r.over_floor:.2f}", r.bound,
           f"{r.energy_uJ:,.0f}"] for r in totals.itertuples()))
     ratios = []
-    for (mapping, psum), part in totals.groupby(["mapping", "psum_bits"], sort=False):
+    for (mapping, psum, buffers), part in totals.groupby(["mapping", "psum_bits", "buffers"],
+                                                         sort=False):
         lat = part.set_index("scheme").latency_us
-        ratios.append([mapping, psum, f"{lat.hybrid / lat.channel:.2f}",
+        ratios.append([mapping, psum, buffers, f"{lat.hybrid / lat.channel:.2f}",
                        f"{lat.hybrid / lat.block:.2f}"])
     return settings + "\n\n" + markdown_table(
-        ["mapping", "psum bits", "hybrid ÷ channel latency", "hybrid ÷ block latency"], ratios)
+        ["mapping", "psum bits", "weight buffers", "hybrid ÷ channel latency",
+         "hybrid ÷ block latency"], ratios)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,7 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     results.add(f"{args.model} (batch 1, 224x224) at density {args.density} on `{PRESET}` (WS, "
                 f"B = {BLOCK}, seed 0); synthetic masks: {PLANS[PLAN]}. `DRAM ÷ floor`: DRAM "
                 "bytes over the compulsory traffic; `bound`: what takes most of the network's "
-                "cycles. In the second table, above 1 means hybrid is slower.")
+                "cycles; `weight buffers`: stationary registers per PE (2: the next fold's "
+                "weights load while the current one streams). In the second table, above 1 "
+                "means hybrid is slower.")
     results.add(tables(totals))
     context = (f"{args.model}, density {args.density}, {PRESET} ({base.array.rows}x"
                f"{base.array.cols} {base.array.dataflow.upper()}), mapper")

@@ -33,8 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 3  # fresh command-line processes measured (after one warm-up)
 
-CONFIGS = [(size, kib, dataflow) for size, kib in ((32, 64), (128, 256))
-           for dataflow in ("ws", "os", "is")]
+CONFIGS = [(size, kib, dataflow, buffers) for size, kib in ((32, 64), (128, 256))
+           for dataflow in ("ws", "os", "is") for buffers in ((1, 2) if dataflow != "os" else (1,))]
+"""(array side, SRAM KiB each, dataflow, weight buffers): OS has no stationary load to hide."""
 
 
 def measure(workload: str) -> None:
@@ -46,8 +47,9 @@ def measure(workload: str) -> None:
 
     layers = pickle.loads(Path(workload).read_bytes())
 
-    def hardware(size: int, kib: int, dataflow: str):
-        return build_hardware({"array": {"rows": size, "cols": size, "dataflow": dataflow},
+    def hardware(size: int, kib: int, dataflow: str, buffers: int):
+        return build_hardware({"array": {"rows": size, "cols": size, "dataflow": dataflow,
+                                         "weight_buffers": buffers},
                                "memory": {f"{b}_sram_kib": kib
                                           for b in ("ifmap", "filter", "ofmap")}})
 
@@ -57,10 +59,11 @@ def measure(workload: str) -> None:
           f"{sum(la.macs for la in layers) / 1e9:.2f} GMACs, dense; SRAMs 64 KiB each at 32x32, "
           "256 KiB at 128x128; 16 B/cycle DRAM. `wall (search)`: the mapper's memo cleared "
           "before each run, so every distinct layer shape is searched again; `wall (memo warm)`: "
-          "the same configuration again. Mean of 5 runs after a warm-up.\n")
-    print("| array | dataflow | mapping | compute cycles | total cycles | DRAM MB | "
+          "the same configuration again; `buffers`: stationary registers per PE. Mean of 5 runs "
+          "after a warm-up.\n")
+    print("| array | dataflow | buffers | mapping | compute cycles | total cycles | DRAM MB | "
           "wall (search) | wall (memo warm) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     repeats = 5
 
     def timed(hw, mapping: str, fresh: bool) -> tuple[float, object]:
@@ -73,14 +76,14 @@ def measure(workload: str) -> None:
             total += time.perf_counter() - begin
         return total / repeats, report
 
-    for size, kib, dataflow in CONFIGS:
-        hw = hardware(size, kib, dataflow)
+    for size, kib, dataflow, buffers in CONFIGS:
+        hw = hardware(size, kib, dataflow, buffers)
         for mapping in ("best", "scalesim"):
             simulate(layers, hw, mapping=mapping)  # JIT warm-up (no-op with a warm Numba cache)
             search, report = timed(hw, mapping, fresh=True)
             warm = timed(hw, mapping, fresh=False)[0] if mapping == "best" else search
             t = report.totals
-            print(f"| {size}x{size} | {dataflow} | {mapping} | {t.compute_cycles:,} | "
+            print(f"| {size}x{size} | {dataflow} | {buffers} | {mapping} | {t.compute_cycles:,} | "
                   f"{t.total_cycles:,} | {t.dram_bytes / 1e6:.1f} | {search * 1e3:.1f} ms | "
                   f"{warm * 1e3:.1f} ms |")
     print(f"\nCold start (a fresh process: imports, Numba kernels from the cache, the whole "

@@ -14,7 +14,8 @@ from accel_sim.workload import GemmLayer
 
 orders = st.permutations(LOOPS).map("".join)
 mappings = st.one_of(st.sampled_from(["best", "scalesim"]),
-                     st.builds(Mapping, orders, st.one_of(st.none(), st.integers(1, 12))))
+                     st.builds(Mapping, orders, st.one_of(st.none(), st.integers(1, 12)),
+                               st.one_of(st.none(), st.integers(1, 3))))
 
 
 @settings(max_examples=80, deadline=None)

@@ -116,7 +116,7 @@ def test_sram_too_small_names_layer_and_buffer() -> None:
     hw = build_hardware({"array": {"rows": 64, "cols": 64},
                          "memory": {"filter_sram_kib": 4}})  # half = 2 KiB < 4 KiB tile
     with pytest.raises(UserError, match=r"layer big: filter SRAM half holds 2 KiB .* needs 4 KiB"):
-        simulate([GemmLayer("big", "conv", P=4, K=64, N=64)], hw)
+        simulate([GemmLayer("big", "conv", P=4, K=128, N=64)], hw)  # two 4 KiB tiles
 
 
 def test_sram_energy_interpolation() -> None:
