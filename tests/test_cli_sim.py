@@ -46,6 +46,20 @@ def test_user_errors_exit_2(tmp_path, capsys) -> None:
     assert "allowed ws, os, is" in capsys.readouterr().err
     assert main(["run", _topology(tmp_path), "--out", str(tmp_path / "r.txt")]) == 2
     assert main(["compare", _topology(tmp_path), "--schemes", "dense,foo"]) == 2
+    capsys.readouterr()
+    assert main(["run", _topology(tmp_path), "--weight-buffers", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--weight-buffers: '3': allowed an integer in 1..2" in err and err.count("\n") == 1
+
+
+def test_weight_buffers_flag_and_preset(tmp_path, capsys) -> None:
+    """Two weight registers: fewer cycles on the same layers, from the flag or the preset."""
+    def total(*flags: str) -> int:
+        out = tmp_path / f"r{len(flags)}{flags[-1] if flags else ''}.csv"
+        assert main(["run", _topology(tmp_path), *flags, "--out", str(out)]) == 0
+        return int(pd.read_csv(out).total_cycles.sum())
+    one, two, preset = total(), total("--weight-buffers", "2"), total("--hw", "edge-32x32-db")
+    assert two == preset < one
 
 
 def test_sweep_writes_tidy_results_and_figures(tmp_path, capsys) -> None:
