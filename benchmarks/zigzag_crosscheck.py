@@ -727,7 +727,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{ZIGZAG_VERSION}'s best mapping (LOMA, lpf_limit {args.lpf_limit}, lowest "
                 f"latency) against ours, with SCALE-Sim's schedule (`scalesim`), the mapper "
                 f"(`best`) and the mapper with two weight registers per PE (`best-db`). MB = 10^6 "
-                "bytes. ZigZag took {distinct.zz_wall_s.sum():.0f} s for the "
+                f"bytes. ZigZag took {distinct.zz_wall_s.sum():.0f} s for the "
                 f"{len(distinct)} distinct shapes of the {len(layers)} layers (when it ran; its "
                 "rows are cached); ours "
                 + ", ".join(f"{wall * 1e3:.0f} ms ({name})" for name, wall in walls.items())
