@@ -10,7 +10,10 @@ into a `FoldPlan`, arrays over folds that the kernel in `accel_sim.engine` walks
 skipping and N:M shorten it per fold of filters (WS, OS: a column fold's C filters; IS: the
 filters of a stream tile). Three fold loops tile the GEMM: ``i`` over row folds (R rows), ``j``
 over column folds (C columns) and ``t`` over tiles of the streamed dimension (``t_tile`` steps;
-untiled = one tile). A grouped layer runs its groups one after another (outermost).
+untiled = one tile). A grouped layer runs its groups one after another (outermost). A
+mapping may also cut j into blocks (`Mapping.j_block`): a fourth loop between the groups and
+the nest, the nest running on one block's column folds at a time (j local to the block in every
+rule below).
 
 **Cycles**: a fold streams ``s`` steps. It costs ``fill + s`` cycles with ``fill = 2R + C - 2``
 (WS, IS: R cycles of stationary load, then skew and drain) or ``R + C - 2`` (OS), always with
@@ -47,7 +50,9 @@ whose tiles of that operand fit together (footprint = tile x trips of the window
 operand depends on). A tile is fetched from DRAM on its first visit within a window instance,
 i.e. when every loop of the window that the operand does not depend on is at index 0; loops
 outside the window that it does not depend on fetch it again. A tile larger than its SRAM half
-streams through it (fetched every fold). With block skipping, the WS ifmap of all column folds
+streams through it (fetched every fold). A window spanning the whole nest of a single-group,
+unblocked layer may fill the whole SRAM (loaded once, never replaced), and so may a layer's only
+stationary tile. With block skipping, the WS ifmap of all column folds
 of a group may stay resident as one copy of their union (`accel_sim.packing.first_need`):
 each K unit is then fetched once, by the fold that first streams it.
 The ifmap moves as the feature map, not as im2col: DRAM fills move ``fraction x`` the im2col
