@@ -17,7 +17,7 @@ def run_scalesim(layer, hw, sparsity=None):
     return run_layer(layer, hw, *( [sparsity] if sparsity is not None else []), mapping="scalesim")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(1, 8), st.integers(1, 8), st.integers(1, 40), st.integers(1, 40),
        st.integers(1, 40), st.sampled_from(["ws", "os", "is"]), st.sampled_from([1, 2]),
        st.integers(0, 2**32 - 1))
