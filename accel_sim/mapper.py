@@ -155,9 +155,9 @@ def _candidates(trips_i: int, trips_j: int, growing: tuple, union_tile: int | No
     blocked: dict[tuple[int | None, int], list[str]] = {}
     for t in by_tile:
         steps = stream_full if t is None else t
-        trips["t"] = -(-stream_full // steps)
+        nest = {**trips, "t": -(-stream_full // steps)}
         for order in _ORDERS:
-            for block in _blocks(order, trips, per_j, steps):
+            for block in _blocks(order, nest, per_j, steps):
                 blocked.setdefault((t, block), []).append(order)
     keyed = [((t, None), orders) for t, orders in by_tile.items()] + list(blocked.items())
     return tuple((key, tuple(_mapping(o, *key) for o in orders), _codes(tuple(orders)))

@@ -404,8 +404,9 @@ def _stream_tiling(geo: LayerGeometry, t_tile: int | None, compress: bool,
         alike = alike & np.array([True, False, True])
     # largest tiles in bytes; the stationary one must fit its SRAM half, or the whole SRAM when
     # it is the layer's only stationary tile (nothing to load after it)
+    every = (trips[0], folds_j, trips[2])  # the layer's trips, all its blocks together
     whole = 2 if layer.groups == 1 and all(
-        (trips[q] if q != 1 else folds_j) == 1 for q in range(3) if rel[3] & (1 << q)) else 1
+        every[q] == 1 for q in range(3) if rel[3] & (1 << q)) else 1
     if df == "ws":
         a_tile, w_tile, o_tile = (t_len * demand(rmax) * wb * geo.distinct, rmax * cmax * w_scale,
                                   t_len * cmax * pb)

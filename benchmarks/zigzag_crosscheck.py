@@ -440,11 +440,16 @@ def markdown(table: pd.DataFrame, top: int) -> str:
     return markdown_table(head, rows)
 
 
+def bytes_ratio(body: pd.DataFrame, name: str) -> pd.Series:
+    """Our (``name``) DRAM bytes over ZigZag's, per layer."""
+    return body[f"{name}_dram_bytes"] / body.zz_dram_bytes
+
+
 def agreement(table: pd.DataFrame, name: str = "best", tolerance: float = 0.01) -> str:
     """How ours (``name``) and ZigZag compare over the layers: DRAM bytes within ``tolerance``,
     fewer and more (and by how many MB), and our cycles over ZigZag's where the bytes agree."""
     body = table.iloc[:-1]
-    ratio = body[f"{name}_dram_bytes"] / body.zz_dram_bytes
+    ratio = bytes_ratio(body, name)
     same = (ratio - 1).abs() <= tolerance
     fewer, more = ratio < 1 - tolerance, ratio > 1 + tolerance
     gap = (body[f"{name}_dram_bytes"] - body.zz_dram_bytes) / 1e6
@@ -475,7 +480,7 @@ def cycles_agreement(table: pd.DataFrame, names: tuple[str, ...] = ("best", "bes
     for name in names:
         ratio = body[f"{name}_total_cycles"] / body.zz_latency
         near = (ratio - 1).abs() <= tolerance
-        same = ((body[f"{name}_dram_bytes"] / body.zz_dram_bytes - 1).abs() <= 0.01)
+        same = (bytes_ratio(body, name) - 1).abs() <= 0.01
         parts.append(f"`{name}` within {tolerance:.0%} on {int(near.sum())} of {len(body)} "
                      f"layers (ratios {ratio.min():.2f}-{ratio.max():.2f}x, median "
                      f"{ratio.median():.2f}x) and on {int((near & same).sum())} of the "
@@ -496,7 +501,7 @@ def more_bytes(table: pd.DataFrame, name: str = "best-db", tolerance: float = 0.
     """The layers on which ``name`` moves more DRAM bytes than ZigZag (beyond ``tolerance``),
     with both tools' bytes per operand."""
     body = table.iloc[:-1]
-    over = body[body[f"{name}_dram_bytes"] > body.zz_dram_bytes * (1 + tolerance)]
+    over = body[bytes_ratio(body, name) > 1 + tolerance]
     if over.empty:
         return (f"`{name}` moves at most ZigZag's DRAM bytes (within {tolerance:.0%}) on every "
                 "layer.")
