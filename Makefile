@@ -30,7 +30,7 @@ demo-check: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n auto
 
 # The site: mkdocs with the Material theme; API and CLI pages are generated at build time.
 docs: $(STAMP)

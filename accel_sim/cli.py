@@ -8,6 +8,7 @@ User mistakes exit with status 2 and a one-line message (see `crisp.errors`).
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 from accel_sim.hardware import (
@@ -38,8 +39,9 @@ def _add_source(p: argparse.ArgumentParser, pruned: bool = True) -> None:
     models = "a zoo model name (resnet50, vgg16_bn, mobilenet_v2, resnet_small, ...)"
     p.add_argument(
         "source",
-        help=f"{models}, a SCALE-Sim topology .csv or a pruned .safetensors from 'crisp prune'"
-        if pruned else f"{models} or a SCALE-Sim topology .csv",
+        help=f"{models}, a SCALE-Sim topology .csv, a pruned .safetensors from 'crisp prune' "
+        "or an ONNX model .onnx" if pruned else
+        f"{models}, a SCALE-Sim topology .csv or an ONNX model .onnx",
     )
     p.add_argument("--batch", type=ranges.BATCH.flag("--batch"), default=1,
                    help="samples per inference (default 1)")
@@ -49,6 +51,10 @@ def _add_source(p: argparse.ArgumentParser, pruned: bool = True) -> None:
         default=None,
         help="input height=width in pixels (default: the model's own, 224 or 32)",
     )
+    p.add_argument("--input-shape", default=None,
+                   help="an ONNX model's input shape, dims joined by x (1x3x224x224), or "
+                   "NAME=DIMS entries separated by commas for several inputs; needed where the "
+                   "model's inputs have dynamic dims")
     p.add_argument("--checkpoint", default=None, help="local state dict to load into the model")
     p.add_argument("--pretrained", action="store_true",
                    help="load torchvision's weights (needs them in the torch hub cache offline)")
@@ -64,7 +70,8 @@ def _check_paths(args: argparse.Namespace) -> None:
 def _cmd_layers(args: argparse.Namespace) -> int:
     _check_paths(args)
     frame = layers_frame(load_layers(args.source, args.batch, args.resolution, args.checkpoint,
-                                     args.pretrained, weights=False))
+                                     args.pretrained, weights=False,
+                                     input_shape=args.input_shape))
     print(frame.to_string(index=False))
     print(f"{len(frame)} layers, {frame.macs.sum() / 1e9:.3f} GMACs")
     if args.out:
@@ -129,7 +136,7 @@ def _layers(args: argparse.Namespace) -> list[GemmLayer]:
         raise UserError(f"{args.source} holds one pruned network: simulate it with "
                         "'accel-sim run'; compare takes a model name or topology")
     return load_layers(args.source, args.batch, args.resolution, args.checkpoint,
-                       args.pretrained, weights=False)
+                       args.pretrained, weights=False, input_shape=args.input_shape)
 
 
 def _nm(args: argparse.Namespace) -> tuple[int, int]:
@@ -142,13 +149,21 @@ def _nm(args: argparse.Namespace) -> tuple[int, int]:
 def _cmd_run(args: argparse.Namespace) -> int:
     _check_paths(args)
     hw = _hardware(args)
+    zeros = args.source.endswith(".onnx") and args.scheme is None  # its weights are the masks
     layers, descriptors = load_workload(args.source, args.batch, args.resolution,
                                         args.checkpoint, args.pretrained, seed=args.seed,
-                                        weights=False)
+                                        weights=zeros, input_shape=args.input_shape,
+                                        nm=parse_nm(args.nm) if zeros else None, block=args.block)
     if descriptors is None:
-        layers, descriptors = synthetic_network(layers, args.scheme, args.density, args.seed,
+        scheme = args.scheme or "dense"
+        layers, descriptors = synthetic_network(layers, scheme, args.density, args.seed,
                                                 _nm(args), args.block, args.plan)
-        what = f"scheme {args.scheme}, synthetic masks: {PLANS[args.plan]}"
+        what = f"scheme {scheme}, synthetic masks: {PLANS[args.plan]}"
+    elif zeros:
+        counts = Counter(d.scheme for d in descriptors.values())
+        what = (f"the zeros of {args.source}'s weights as masks ("
+                + ", ".join(f"{n} {s}" for s, n in counts.items())
+                + "; --scheme for synthetic masks)")
     elif args.source.endswith(".csv"):
         what = (f"the N:M column of {args.source}, synthetic masks from --seed {args.seed} "
                 "(--scheme, --density ignored)")
@@ -223,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="simulate a network on an array: cycles, accesses, energy")
     _add_source(p)
     _add_hardware(p)
-    p.add_argument("--scheme", default="dense", help="sparsity scheme of the synthetic masks: "
-                   "dense, unstructured, channel, nm, block, hybrid (default dense)")
+    p.add_argument("--scheme", default=None, help="sparsity scheme of the synthetic masks: "
+                   "dense, unstructured, channel, nm, block, hybrid (default dense; an ONNX "
+                   "model without --scheme runs with its weights' zeros as masks)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("compare", help="compare sparsity schemes on one array")
     _add_source(p, pruned=False)

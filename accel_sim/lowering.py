@@ -1,9 +1,9 @@
 """Lowering a PyTorch network to GEMM layers (the one simulator module that needs torch).
 
-Every Conv2d / Linear of the network becomes a `accel_sim.workload.GemmLayer`, in
-execution order, with the GEMM semantics documented in `accel_sim.workload`; the tracing
-itself is `crisp.lowering.trace_gemms` (the pruner's compressed format stores the same
-geometry).
+Every GEMM the network runs (Conv2d, Linear, matmul, einsum, attention; see
+`crisp.graph_gemms`) becomes a `accel_sim.workload.GemmLayer`, in execution order, with the GEMM
+semantics documented in `accel_sim.workload`; the lowering itself is
+`crisp.lowering.trace_gemms` (the pruner's compressed format stores the same geometry).
 
 `accel_sim.sources` imports this module only when a zoo model name is given, so simulating a
 SCALE-Sim topology or a pruned ``.safetensors`` file never imports torch.
@@ -23,7 +23,7 @@ def lower_model(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
     ``weights=False``: shapes only, e.g. a model on the meta device).
 
     Raises:
-        UserError: a Conv1d/Conv3d/ConvTranspose layer (not a GEMM this lowering maps) or a
-            network with no Conv2d/Linear layer.
+        UserError: a Conv1d/Conv3d/ConvTranspose layer (not a GEMM this lowering maps), an
+            einsum that is not a GEMM, or a network with no GEMM.
     """
     return [GemmLayer(**layer) for layer in trace_gemms(model, input_shape, batch, weights)]

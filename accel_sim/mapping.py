@@ -138,7 +138,8 @@ def fill_cycles(hw: HardwareSpec) -> int:
 
 
 def ifmap_distinct_fraction(layer: GemmLayer) -> float:
-    """Distinct input words per im2col word of a conv layer (1 for linear layers), at most 1.
+    """Distinct input words per im2col word of a conv layer (1 for linear and matmul layers),
+    at most 1.
 
     The im2col matrix A repeats each input pixel for every kernel tap that covers it (about
     ``kh*kw / stride^2`` times); the ifmap SRAM holds the feature map itself and its address
@@ -147,7 +148,7 @@ def ifmap_distinct_fraction(layer: GemmLayer) -> float:
     in the same proportion as the layer's (exact for whole-channel folds, as in SCALE-Sim's
     buffers, which also fetch each address once).
     """
-    if layer.kind == "linear" or len(layer.in_shape) != 4:
+    if layer.kind in ("linear", "matmul") or len(layer.in_shape) != 4:
         return 1.0
     return min(1.0, math.prod(layer.in_shape) / (layer.P * layer.K * layer.groups))
 

@@ -460,7 +460,8 @@ def synthetic(
 
     Args:
         layer: the layer whose ``[groups*N, K]`` weight shape the mask takes.
-        scheme: one of `SCHEMES`; ``dense`` and ``channel`` give no mask.
+        scheme: one of `SCHEMES`; ``dense`` and ``channel`` give no mask, nor does any scheme
+            on a ``matmul`` layer (two activations: nothing to prune).
         density: fraction of weights kept, in (0, 1].
         rng: the only source of randomness.
         nm: the N:M pattern of ``hybrid`` (``nm`` takes its pattern from the density).
@@ -475,6 +476,8 @@ def synthetic(
         raise UserError(f"sparsity scheme {scheme!r}: allowed {', '.join(SCHEMES)}")
     if scheme in ("dense", "channel"):
         return LayerSparsity(scheme)
+    if layer.kind == "matmul":  # two activations: no weights to prune
+        return LayerSparsity("dense")
     shape = (layer.groups * layer.N, layer.K)
     if scheme == "unstructured":
         return from_mask(layer, _by_rows(shape, rng, lambda s: s < density), scheme)
@@ -590,15 +593,20 @@ def network_plan(
     """
     first = next((la.name for la in layers if la.kind in ("conv", "depthwise")), None)
     head = next((la.name for la in reversed(layers) if la.kind == "linear"), None)
-    return {la.name: layer_plan(scheme, first_conv=la.name == first, classifier=la.name == head,
-                                depthwise=la.kind == "depthwise", exclude_first=exclude_first,
-                                head_pattern=head_pattern)
+    return {la.name: ACTIVATION_PLAN if la.kind == "matmul" else
+            layer_plan(scheme, first_conv=la.name == first, classifier=la.name == head,
+                       depthwise=la.kind == "depthwise", exclude_first=exclude_first,
+                       head_pattern=head_pattern)
             for la in layers}
 
 
+ACTIVATION_PLAN = LayerPlan("dense", "matmul of two activations: no weights to prune")
+"""The plan of a ``matmul`` layer under every scheme (the pruner never sees one: no module)."""
+
+
 def _weights(layer: GemmLayer) -> int:
-    """The layer's weights, ``K * N * groups``."""
-    return layer.K * layer.N * layer.groups
+    """The layer's weights, ``K * N * groups`` (none for a ``matmul`` of two activations)."""
+    return 0 if layer.kind == "matmul" else layer.K * layer.N * layer.groups
 
 
 def _expected_kept(layer: GemmLayer, pattern: str, share: float, nm: tuple[int, int],
@@ -703,7 +711,8 @@ def kept_fraction(original: Sequence[GemmLayer], layers: Sequence[GemmLayer],
     """Fraction of ``original``'s weights (K*N*groups per layer) that a synthetic network keeps:
     ``layers`` and ``descriptors`` as `synthetic_network` returns them (channel pruning's shrunk
     layers, else ``original`` itself)."""
-    kept = sum(descriptors[layer.name].nonzeros(layer) for layer in layers)
+    kept = sum(descriptors[layer.name].nonzeros(layer) for layer in layers
+               if layer.kind != "matmul")
     return kept / sum(map(_weights, original))
 
 
@@ -732,6 +741,10 @@ def prune_channels(layers: list[GemmLayer], density: float) -> list[GemmLayer]:
     residual adds included. A depthwise layer keeps as many groups as it keeps input channels.
     A linear layer fed by flattened conv features keeps whole channels when its K is a multiple
     of the previous layer's channels, else ``ceil(f * K)`` inputs. Masks and weights are dropped.
+    A ``matmul`` of two activations (attention's ``Q K^T``, ``softmax(.) V``) keeps its shape:
+    which of its dimensions are channels (a head's width) and which tokens is not recorded, so
+    this synthetic rule does not shrink it (conservative: a real channel-pruned ViT's attention
+    GEMMs shrink with its head width).
 
     Raises:
         UserError: density out of (0, 1].
@@ -741,6 +754,9 @@ def prune_channels(layers: list[GemmLayer], density: float) -> list[GemmLayer]:
     out: list[GemmLayer] = []
     prev_channels = 0  # the previous layer's output channels before pruning
     for i, layer in enumerate(layers):
+        if layer.kind == "matmul":  # two activations: kept whole (see the docstring)
+            out.append(layer)
+            continue
         k, n, groups = layer.K, layer.N, layer.groups
         if layer.kind == "depthwise":
             groups = _kept(groups, f if i > 0 else 1.0)

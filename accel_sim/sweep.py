@@ -118,7 +118,7 @@ class DesignPoint:
     """One simulation to run, checked when made.
 
     Attributes:
-        model: zoo model name (or SCALE-Sim topology ``.csv`` path).
+        model: zoo model name (or SCALE-Sim topology ``.csv`` or ONNX ``.onnx`` path).
         scheme: sparsity scheme (dense, unstructured, channel, nm, block, hybrid).
         density: fraction of weights kept (synthetic masks, see `accel_sim.sparsity`).
         rows, cols: array dimensions in PEs.
@@ -141,8 +141,8 @@ class DesignPoint:
         hw_sha256: SHA-256 (hex) of the bytes of ``hw`` (of a preset: its shipped TOML), read
             when the point is made; part of the point's key, so an edited hardware file gives
             new points, and a worker refuses to run a point whose file changed since.
-        model_sha256: SHA-256 (hex) of the bytes of the topology file ``model`` names, likewise;
-            empty for a zoo model (its layers come from the code).
+        model_sha256: SHA-256 (hex) of the bytes of the topology or ONNX file ``model`` names,
+            likewise; empty for a zoo model (its layers come from the code).
 
     Raises:
         UserError: a field out of range (scheme, density, array side, dataflow, block, N:M,
@@ -232,13 +232,14 @@ class DesignPoint:
                          self.scale_memory)
 
 
-_FILES = (".toml", ".cfg", ".csv")  # the inputs a point names by path (hardware, topology)
+_FILES = (".toml", ".cfg", ".csv", ".onnx")  # inputs a point names by path (hardware, model)
 
 
 def input_sha256(name: str, what: str) -> str:
     """SHA-256 (hex) of what an input of a point reads: a file's bytes (hardware ``.toml`` or
-    ``.cfg``, topology ``.csv``) or a preset's shipped TOML; empty for any other name (a zoo
-    model, whose layers come from the code, or an unknown name, which its loader refuses).
+    ``.cfg``, topology ``.csv``, ONNX model ``.onnx``) or a preset's shipped TOML; empty for any
+    other name (a zoo model, whose layers come from the code, or an unknown name, which its
+    loader refuses).
 
     Args:
         what: what the file is, for the message (``hardware file``).

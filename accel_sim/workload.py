@@ -1,16 +1,19 @@
-"""Workload lowering: every Conv2d / Linear of a network as a GEMM, in execution order.
+"""Workload lowering: every GEMM of a network (convolutions, linear layers, matmuls of two
+activations such as attention), in execution order.
 
 A layer computes ``O[P, N] = A[P, K] x W^T[K, N]``, repeated ``groups`` times, with
 ``P = batch * H_out * W_out`` output pixels, ``K = (C_in / groups) * kh * kw`` and
 ``N = C_out / groups``. K is ordered as PyTorch flattens a conv weight, ``(C_in/groups, kh, kw)``
 with kw fastest, so the pruner's N:M groups and blocks line up with the array's rows. A Linear on
-``[..., in_features]`` has ``P`` = the product of its leading dims, ``K = in``, ``N = out``.
+``[..., in_features]`` has ``P`` = the product of its leading dims, ``K = in``, ``N = out``. A
+``matmul`` of two activations ``[..., M, K] x [..., K, N]`` has ``P = M`` and ``groups`` = the
+product of the batch dims (for attention: batch x heads).
 
-Networks are lowered by `accel_sim.lowering.lower_model` (forward hooks; the only simulator
-module that imports torch). SCALE-Sim topology CSV files are read here (`read_topology`):
-conv rows are lowered as SCALE-Sim lowers them (no padding, ``E = ceil((H - F + s) / s)`` per axis)
-and GEMM rows (``Layer, M, N, K``) as ``P=M, K=K, N=N``; SCALE-Sim v3's per-layer ``Sparsity``
-column (``N:M``) is read too.
+Networks are lowered by `accel_sim.lowering.lower_model` (graph capture with ``torch.export``,
+`crisp.graph_gemms`; the only simulator module that imports torch). SCALE-Sim topology CSV
+files are read here (`read_topology`): conv rows are lowered as SCALE-Sim lowers them (no
+padding, ``E = ceil((H - F + s) / s)`` per axis) and GEMM rows (``Layer, M, N, K``) as
+``P=M, K=K, N=N``; SCALE-Sim v3's per-layer ``Sparsity`` column (``N:M``) is read too.
 
 **Size limit.** Every layer must have at most `MAX_MACS` = 2**44 dense MACs
 (``P * K * N * groups``); bigger layers are refused with a UserError rather than simulated with
@@ -23,7 +26,7 @@ import csv
 import io
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +40,7 @@ from crisp.pattern_core import check_nm
 if TYPE_CHECKING:
     import pandas as pd
 
-KINDS = ("conv", "depthwise", "linear")
+KINDS = ("conv", "depthwise", "linear", "matmul")
 MAX_MACS = 2**44
 """Largest dense MAC count of one layer (``P * K * N * groups``), about 1.8e13.
 
@@ -65,7 +68,12 @@ class GemmLayer:
 
     Attributes:
         name: dotted module name (``layer1.0.conv1``), or the topology file's layer name.
-        kind: ``conv``, ``depthwise`` (groups == C_in > 1) or ``linear``.
+        kind: ``conv``, ``depthwise`` (groups == C_in > 1), ``linear`` (a weight matrix) or
+            ``matmul``: a GEMM of two activations (attention's ``Q K^T`` and ``softmax(.) V``,
+            ``torch.matmul``/``einsum`` of two activations). A matmul has no weights (``weight``
+            is None, nothing to prune: every scheme leaves it dense); its B operand, the one
+            the array holds stationary under WS, is an activation of the same word width,
+            fetched from DRAM like a weight; ``groups`` counts its batch x heads GEMMs.
         P: output pixels per group (rows of A and O), ``batch * H_out * W_out``.
         K: reduction length per group, ``(C_in / groups) * kh * kw``.
         N: output channels per group, ``C_out / groups``.
@@ -110,6 +118,8 @@ class GemmLayer:
                 f"{self.macs:.3e} MACs is above the limit of {MAX_MACS:.3e} (2**44), beyond which "
                 "the simulator's 64-bit counts could overflow"
             )
+        if self.kind == "matmul" and self.weight is not None:
+            raise UserError(f"layer {self.name}: a matmul (two activations) has no weight")
         if self.weight is not None and self.weight.shape != (self.groups * self.N, self.K):
             raise UserError(
                 f"layer {self.name}: weight shape {self.weight.shape} is not "
@@ -126,6 +136,24 @@ class GemmLayer:
     def macs(self) -> int:
         """Multiply-accumulates of the dense layer: ``P * K * N * groups`` (a Python int)."""
         return int(self.P) * int(self.K) * int(self.N) * int(self.groups)
+
+    def batched(self, batch: int) -> GemmLayer:
+        """This layer for ``batch`` times its samples: ``P`` times ``batch`` (more rows), or for
+        a ``matmul`` ``groups`` times ``batch`` (each sample multiplies its own operands); the
+        leading dim of its shapes times ``batch``.
+
+        Raises:
+            UserError: more than `MAX_MACS` MACs at that batch.
+        """
+        if batch == 1:
+            return self
+
+        def shape(dims: tuple[int, ...]) -> tuple[int, ...]:
+            return (dims[0] * batch, *dims[1:]) if dims else dims
+
+        more = {"groups": self.groups * batch} if self.kind == "matmul" else {"P": self.P * batch}
+        return replace(self, **more, in_shape=shape(self.in_shape),
+                       out_shape=shape(self.out_shape))
 
     def as_row(self) -> dict[str, object]:
         """The layer's shape as a flat dict for a table (no weight)."""

@@ -223,13 +223,14 @@ def _layers(f: _Parsed, rng: random.Random) -> None:
 
 def _top(f: _Parsed, rng: random.Random) -> None:
     """Version, format, dtype, K order or checksum edits."""
-    edit = rng.choice(["v1", "v1-keep", "v3", "format", "dtype", "k_order", "checksum"])
-    if edit == "v1":  # a genuine version-1 header: no checksum, no blocks_per_row
+    edit = rng.choice(["v1", "v1-keep", "v4", "format", "dtype", "k_order", "checksum"])
+    if edit == "v1":  # a genuine version-1 header: no checksum, blocks_per_row, dense_gemms
         del f.header["checksum"]
+        del f.header["dense_gemms"]
         for layer in f.header["layers"]:
             layer.pop("blocks_per_row", None)
     if edit.startswith("v"):
-        f.header["version"] = 3 if edit == "v3" else 1
+        f.header["version"] = 4 if edit == "v4" else 1
     elif edit == "format":
         f.header["format"] = "crisp-compressed2"
     elif edit == "dtype":
@@ -297,7 +298,7 @@ def mutants(data: bytes, seed: int, count: int, resign: bool = False) -> list[tu
 
     Kinds are drawn by `WEIGHTS` from `KINDS` plus ``raw`` (truncated, framing bytes, random
     bytes); every choice comes from ``random.Random(seed)``, so a seed gives the same mutants.
-    ``data`` must be a version-2 file (the checksum is what catches value flips).
+    ``data`` must be a version-3 file (the checksum is what catches value flips).
 
     ``resign``: no ``raw`` mutants, and each mutant's checksum is made to match (a forged file):
     what the checks other than the checksum catch. Such a mutant may be a valid file of another

@@ -7,7 +7,9 @@ speed-up of hybrid over dense, unstructured and channel. Synthetic masks on the 
 plan (`accel_sim.sparsity.synthetic_network`), seed 0, block 32, hybrid = 2:4 inside blocks.
 Masks are drawn once and reused on both arrays. Every scheme is mapped at its best
 (``--mapping best``, the default) or with SCALE-Sim's fixed schedule.
-``--publish`` writes ``docs/results/sparse_gains.md``.
+``--publish`` writes ``docs/results/sparse_gains.md`` for the default networks, else
+``docs/results/sparse_gains_<models joined by _>.md``: ``--models vit_b_16`` gives ViT-B/16's
+table (attention's activation GEMMs stay dense under every scheme; they have no weights).
 
     python benchmarks/sparse_gains.py [--models resnet50,vgg16_bn,mobilenet_v2] [--publish]
 """
@@ -91,13 +93,27 @@ def table(model: str, mapping: str = "best") -> str:
             rows.append([hw.name, f"{density:.2%}", *cells, *ratios])
     head = ["array", "density", *(f"{s} µs / µJ" for s in SCHEMES),
             *(f"{b} ÷ hybrid" for b in ("dense", "unstructured", "channel"))]
-    return f"#### {model}\n\n" + markdown_table(head, rows) + off_target_note(missed)
+    return (f"#### {model}\n\n" + matmul_note(layers) + markdown_table(head, rows)
+            + off_target_note(missed))
+
+
+def matmul_note(layers: list[GemmLayer]) -> str:
+    """What a network's matmuls of two activations are (none: nothing)."""
+    matmuls = [la for la in layers if la.kind == "matmul"]
+    if not matmuls:
+        return ""
+    share = sum(la.macs for la in matmuls) / sum(la.macs for la in layers)
+    return (f"Its {len(matmuls)} matmuls of two activations (attention's Q K^T and "
+            f"softmax(.) V, {share:.1%} of its MACs) have no weights: every scheme runs them "
+            "dense, and densities count weights only.\n\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Print (and with ``--publish`` write) one Markdown table per network."""
     args = build_parser().parse_args(argv)
-    results = Results("sparse_gains", script_command(), args.publish)
+    name = "sparse_gains" if args.models == MODELS else \
+        "sparse_gains_" + args.models.replace(",", "_")
+    results = Results(name, script_command(), args.publish)
     results.add(f"Every scheme mapped with `--mapping {args.mapping}`; synthetic masks: "
                 f"{PLANS[PLAN]}; seed 0, B = {BLOCK}, hybrid = 2:4 inside blocks. Cells: "
                 "latency µs / energy µJ per inference (batch 1, 224x224). The last three "

@@ -131,9 +131,10 @@ def _encode_layer(
 
 
 def _geometry(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, dict[str, object]]:
+    """Every GEMM's geometry by name, in execution order (`crisp.lowering.trace_gemms`)."""
     return {
         g["name"]: {f: list(g[f]) if isinstance(g[f], tuple) else g[f] for f in _GEOMETRY}
-        for g in trace_gemms(model, input_shape)
+        for g in trace_gemms(model, input_shape, weights=False)
     }
 
 
@@ -195,8 +196,12 @@ def save(
             tensors[f"state.{key}"] = value.detach().contiguous()
     order = list(geometry)
     layers.sort(key=lambda e: order.index(e["name"]) if e["name"] in order else len(order))
+    stored = {e["name"] for e in layers}
+    dense_gemms = [{"name": name, "index": i, "geometry": g}
+                   for i, (name, g) in enumerate(geometry.items()) if name not in stored]
     header = {"format": FORMAT, "version": VERSION, "dtype": dtype, "k_order": K_ORDER,
-              "meta": {**(meta or {}), "input_shape": list(input_shape)}, "layers": layers}
+              "meta": {**(meta or {}), "input_shape": list(input_shape)}, "layers": layers,
+              "dense_gemms": dense_gemms}
     header["checksum"] = fmt.checksum_of(serialize(tensors, {"crisp": json.dumps(header)}))
     write_atomic(Path(path),
                  lambda tmp: tmp.write_bytes(serialize(tensors, {"crisp": json.dumps(header)})))

@@ -11,7 +11,12 @@ pruner's balanced layer has a number), and the layer's GEMM geometry as
 ``accel_sim.workload.GemmLayer`` fields (``kind, P, K, N, groups, kernel, stride, padding,
 in_shape, out_shape``; ``null`` for a layer the traced forward pass never ran) for the input
 shape in ``meta["input_shape"]`` (batch 1), so a simulator can rebuild the workload from the file
-alone. Last, ``checksum``: ``sha256:`` and 64 hex digits (`checksum_of`).
+alone. Then ``dense_gemms``: the network's GEMMs that have no layer entry, each ``name``,
+``index`` (its position among all the network's GEMMs in execution order) and ``geometry`` (as
+above): matmuls of two activations (attention's ``Q K^T`` and ``softmax(.) V``), weights used
+outside a Conv2d/Linear module (``nn.MultiheadAttention``'s ``in_proj_weight``, which the pruner
+does not mask) and second calls of a module (``name#1``); they hold no tensor and are simulated
+dense. Last, ``checksum``: ``sha256:`` and 64 hex digits (`checksum_of`).
 
 **Checksum**: SHA-256 over (1) the header without ``checksum``, as JSON with sorted keys and no
 spaces (``json.dumps(h, sort_keys=True, separators=(",", ":"))``, ASCII), then (2) for every
@@ -43,7 +48,9 @@ groups never straddle blocks. Every other state-dict tensor (biases, BatchNorm p
 buffers) is stored unchanged under ``state.<key>``, so the full model can be rebuilt
 (`read_state_dict`).
 
-**Versions**: 2 (`VERSION`) adds ``checksum`` and ``blocks_per_row`` to version 1. A version-1
+**Versions**: 3 (`VERSION`) adds ``dense_gemms`` to version 2, which adds ``checksum`` and
+``blocks_per_row`` to version 1 (a file of version 1 or 2 has no ``dense_gemms``: its
+network's GEMMs are its layers). A version-1
 file is still read, with one note on stderr (once per file and process) that it has no checksum,
 and every check below but the checksum and the balance applies to it; other versions are
 refused.
@@ -95,10 +102,10 @@ from crisp.errors import UserError
 from crisp.pattern_core import expand_blocks
 
 FORMAT = "crisp-compressed"
-VERSION = 2
+VERSION = 3
 """The version `crisp.compressed.save` writes."""
-VERSIONS = (1, 2)
-"""Versions the reader accepts: 1 (no checksum, read with a note on stderr) and 2."""
+VERSIONS = (1, 2, 3)
+"""Versions the reader accepts: 1 (no checksum, read with a note on stderr), 2 and 3."""
 K_ORDER = "(C_in/groups, kh, kw), kw fastest"
 LAYER_SCHEMES = ("hybrid", "nm", "block", "unstructured", "dense")
 DTYPE_NAMES = ("float16", "bfloat16", "float32")
@@ -115,7 +122,9 @@ MAX_WEIGHTS_PER_BYTE = 1024
 size, checked before anything is decoded. A file pruned to 1/512 of its weights in fp16 needs
 about 1/256 byte per weight, so every file the pruner writes is far inside the bound."""
 HEADER_FIELDS = {"format", "version", "dtype", "k_order", "meta", "layers"}
-"""The header's fields (version 2 adds ``checksum``)."""
+"""The header's fields (version 2 adds ``checksum``, version 3 ``dense_gemms``)."""
+DENSE_GEMM_FIELDS = {"name", "index", "geometry"}
+"""A ``dense_gemms`` entry's fields."""
 LAYER_FIELDS = {"name", "scheme", "shape", "rows", "K", "n", "m", "b", "counts", "geometry"}
 """A layer entry's fields (version 2 adds ``blocks_per_row`` to hybrid and block layers)."""
 SCHEME_TENSORS = {"hybrid": ("values", "bitmap", "offsets"), "nm": ("values", "offsets"),
@@ -145,8 +154,9 @@ class StoredLayer:
             stride, padding, in_shape, out_shape``) at batch 1 and the stored input shape;
             ``GemmLayer(name=..., weight=..., **geometry)`` rebuilds the layer.
         weight: the masked weight as a float32 ``[C_out, K]`` numpy matrix (K in
-            `K_ORDER`), exactly the stored dtype's values.
-        shape: the weight tensor's own shape (e.g. ``(C_out, C_in/groups, kh, kw)``).
+            `K_ORDER`), exactly the stored dtype's values; None for a ``dense_gemms`` entry.
+        shape: the weight tensor's own shape (e.g. ``(C_out, C_in/groups, kh, kw)``); ``()``
+            for a ``dense_gemms`` entry.
     """
 
     name: str
@@ -155,7 +165,7 @@ class StoredLayer:
     m: int
     b: int
     geometry: dict[str, object]
-    weight: np.ndarray
+    weight: np.ndarray | None
     shape: tuple[int, ...]
 
 
@@ -389,7 +399,8 @@ class _File:
         if isinstance(version, bool) or version not in VERSIONS:
             self._fail(f"unknown format version {_show(version)}: allowed "
                        f"{', '.join(map(str, VERSIONS))}")
-        self._fields(header, HEADER_FIELDS | ({"checksum"} if version >= 2 else set()), "header")
+        self._fields(header, HEADER_FIELDS | ({"checksum"} if version >= 2 else set())
+                     | ({"dense_gemms"} if version >= 3 else set()), "header")
         if header["dtype"] not in DTYPE_NAMES:
             self._fail(f"unknown dtype {_show(header['dtype'])}: allowed {', '.join(DTYPE_NAMES)}")
         self._equal("k_order", header["k_order"], K_ORDER, "the only K order")
@@ -406,6 +417,7 @@ class _File:
         names: set[str] = set()
         for i, entry in enumerate(layers):
             owned |= self._check_layer(entry, i, header["dtype"], version, names)
+        self._check_dense_gemms(header.get("dense_gemms", []), len(layers), names)
         stray = sorted(set(self.entries) - owned - {k for k in self.entries
                                                     if k.startswith("state.")})
         if stray:
@@ -477,6 +489,35 @@ class _File:
             self._equal(f"tensor {key} shape", tshape, [sizes[part]], "from the header's counts")
             owned.add(key)
         return owned
+
+    def _check_dense_gemms(self, entries: object, layers: int, names: set[str]) -> None:
+        """Check ``dense_gemms``: unique names (also against the layers), increasing indices
+        below the number of GEMMs, each geometry's fields and their types."""
+        if not isinstance(entries, list):
+            self._fail(f"dense_gemms = {_show(entries)}: allowed a list")
+        last = -1
+        for i, entry in enumerate(entries):
+            entry = self._fields(entry, DENSE_GEMM_FIELDS, f"dense_gemms[{i}]")
+            name = entry["name"]
+            if not isinstance(name, str) or not name.isprintable() or not 0 < len(name) <= 200:
+                self._fail(f"dense_gemms[{i}].name = {_show(name)}: allowed a printable name of "
+                           "1..200 characters")
+            where = f"dense GEMM {name}"
+            if name in names:
+                self._fail(f"{where} appears twice: allowed unique layer names")
+            names.add(name)
+            last = self._int(entry["index"], f"{where}: index", last + 1,
+                             layers + len(entries) - 1)
+            g = self._fields(entry["geometry"], set(GEOMETRY), f"{where}: geometry")
+            if g["kind"] not in ("conv", "depthwise", "linear", "matmul"):
+                self._fail(f"{where}: geometry.kind = {_show(g['kind'])}: allowed conv, "
+                           "depthwise, linear, matmul")
+            for f in ("P", "K", "N", "groups"):
+                self._int(g[f], f"{where}: geometry.{f}", 1)
+            for f, low in (("kernel", 1), ("stride", 1), ("padding", 0)):
+                self._ints(g[f], f"{where}: geometry.{f}", (2,), low)
+            for f in ("in_shape", "out_shape"):
+                self._ints(g[f], f"{where}: geometry.{f}", tuple(range(1, 7)), 1)
 
     def _check_geometry(self, geometry: object, where: str, shape: list[int]) -> None:
         """The GEMM geometry against the weight's shape (``None``: the layer was not traced)."""
@@ -615,7 +656,8 @@ def read_header(path: str | Path) -> dict[str, object]:
 
 
 def read_layers(path: str | Path) -> list[StoredLayer]:
-    """The GEMM layers of a compressed file for the simulator, in execution order (no torch).
+    """The GEMM layers of a compressed file for the simulator, in execution order (no torch):
+    its layers and, in their places, its ``dense_gemms`` (scheme ``dense``, no weight).
 
     Each `StoredLayer` has the masked ``[C_out, K]`` weight as float32 numpy (K order
     `K_ORDER`, the same as ``accel_sim.workload``'s im2col), the scheme, N, M, B and the
@@ -633,10 +675,16 @@ def read_layers(path: str | Path) -> list[StoredLayer]:
             handle._fail(f"layer {e['name']} has no geometry (it did not run when the model was "
                          "traced): cannot simulate it")
         weight = handle.layer_weight(e).astype(np.float32)
-        geometry = {f: tuple(v) if isinstance(v, list) else v for f, v in e["geometry"].items()}
-        layers.append(StoredLayer(e["name"], e["scheme"], e["n"], e["m"], e["b"], geometry,
-                                  weight, tuple(e["shape"])))
+        layers.append(StoredLayer(e["name"], e["scheme"], e["n"], e["m"], e["b"],
+                                  _tuples(e["geometry"]), weight, tuple(e["shape"])))
+    for e in handle.header.get("dense_gemms", []):  # increasing indices: insert in order
+        layers.insert(e["index"], StoredLayer(e["name"], "dense", 0, 0, 0, _tuples(e["geometry"]),
+                                              None, ()))
     return layers
+
+
+def _tuples(geometry: dict[str, object]) -> dict[str, object]:
+    return {f: tuple(v) if isinstance(v, list) else v for f, v in geometry.items()}
 
 
 def size_breakdown(path: str | Path) -> dict[str, int]:

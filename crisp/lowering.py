@@ -1,20 +1,26 @@
-"""Tracing a PyTorch network to the GEMM layers it computes (geometry and weights, as dicts).
+"""Lowering a PyTorch network to the GEMM layers it computes (geometry and weights, as dicts).
 
-Every Conv2d / Linear becomes one GEMM ``O[P, N] = A[P, K] x W^T[K, N]`` repeated ``groups``
-times (``P = batch*H_out*W_out``, ``K = (C_in/groups)*kh*kw``, ``N = C_out/groups``; K in PyTorch's
-weight flatten order), in execution order. Layers are found by running the network once with
-forward hooks, so residual and branching networks lower correctly, and a module called twice
-appears twice (``name#1``). The compressed format (`crisp.compressed`) stores this geometry;
-the simulator (`accel_sim.lowering`) turns each dict into a ``GemmLayer``.
+Every GEMM becomes ``O[P, N] = A[P, K] x W^T[K, N]`` repeated ``groups`` times, in execution
+order; a Conv2d has ``P = batch*H_out*W_out``, ``K = (C_in/groups)*kh*kw``, ``N = C_out/groups``
+(K in PyTorch's weight flatten order). `trace_gemms` captures the network's graph with
+``torch.export`` (`crisp.graph_gemms`), so GEMMs computed by functions (attention,
+``torch.matmul``, ``einsum``) are found too. A network export cannot capture is traced with
+forward hooks on its Conv2d/Linear modules instead (`hook_gemms`), with a one-line warning on
+stderr: that path sees only those modules, so functional GEMMs are missing from it. Either way
+a module called twice appears twice (``name#1``). The compressed format (`crisp.compressed`)
+stores this geometry; the simulator (`accel_sim.lowering`) turns each dict into a ``GemmLayer``.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import torch
 from torch import nn
 
 from crisp.errors import UserError, one_line
+from crisp.graph_gemms import capture_gemms
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -69,8 +75,51 @@ def _linear_layer(name: str, lin: nn.Linear, x: torch.Tensor, y: torch.Tensor,
 
 def trace_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
                 weights: bool = True) -> list[dict]:
-    """Trace ``model`` on one zero input and return its GEMM layers in execution order
+    """Lower ``model`` on one zero input and return its GEMM layers in execution order
     (``weights=False``: without their weights, e.g. for a model on the meta device).
+
+    By graph capture (`crisp.graph_gemms.capture_gemms`); a model ``torch.export`` cannot
+    capture is lowered by `hook_gemms` with a warning on stderr naming the reason.
+
+    Each layer is a dict of `accel_sim.workload.GemmLayer`'s fields (the simulator wraps
+    them; the compressed format stores their geometry).
+
+    Args:
+        model: any network.
+        input_shape: (channels, height, width) of one sample, without the batch.
+        batch: samples per inference; P scales with it.
+
+    Raises:
+        UserError: a convolution other than 2-D, a network with no GEMM, or an input the network
+            cannot take (a resolution too small for its downsampling).
+    """
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    example = torch.zeros((batch, *input_shape), device=device)
+    try:
+        with torch.no_grad():
+            found = capture_gemms(model, example, weights)
+    except UserError:
+        raise
+    except Exception as err:  # any reason export gives up: fall back, say why
+        found = hook_gemms(model, input_shape, batch, weights)  # raises for a bad input shape
+        print(f"warning: torch.export cannot capture {type(model).__name__} "
+              f"({type(err).__name__}: {one_line(str(err))[:200]}); lowered by forward hooks "
+              "on Conv2d/Linear modules: GEMMs computed by functions (attention, matmul, "
+              "einsum) are not counted", file=sys.stderr)
+    finally:
+        model.train(was_training)
+    if not found:
+        raise UserError(f"{type(model).__name__} has no Conv2d, Linear or matmul to simulate")
+    return found
+
+
+def hook_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
+               weights: bool = True) -> list[dict]:
+    """``model``'s Conv2d and Linear layers in execution order, found with forward hooks on
+    one zero input (``weights=False``: without their weights).
 
     Each layer is a dict of `accel_sim.workload.GemmLayer`'s fields (the simulator wraps
     them; the compressed format stores their geometry).

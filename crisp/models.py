@@ -3,7 +3,8 @@
 ``build_model("resnet50")`` gives torchvision's ResNet-50 (any torchvision classifier name works);
 ``build_model("resnet_small")`` and ``build_model("vgg_small")`` are 32x32-input networks that
 train in minutes on a CPU; ``resnet18_cifar`` (11.2 M weights) and ``vgg16_cifar`` (14.7 M) are
-the CIFAR layouts of ResNet-18 and VGG-16 (with batch norm), sized for a GPU. ``checkpoint``
+the CIFAR layouts of ResNet-18 and VGG-16 (with batch norm), sized for a GPU; ``vit_small``
+(0.15 M weights) is a small vision transformer for 32x32 inputs (`ViTSmall`). ``checkpoint``
 loads a local state dict; ``pretrained`` asks torchvision for its weights, which needs them in
 the torch hub cache or a network, and fails with a clear message otherwise.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from crisp.errors import UserError
@@ -119,10 +121,114 @@ class VGGSmall(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class _Attention(nn.Module):
+    """Multi-head self-attention from plain Linear layers: ``qkv`` (dim -> 3 * inner) and
+    ``proj`` (inner -> dim), the attention itself by ``F.scaled_dot_product_attention``.
+
+    No ``nn.MultiheadAttention`` (its ``in_proj_weight`` is no module, so the pruner's masks
+    could not reach it). The head width is read from ``qkv`` at every call, so a model whose
+    head dimensions were removed (`crisp.baselines.channel_prune`) runs unchanged; a pruner that
+    removes whole heads must update ``heads``.
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not a multiple of {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        head_dim = self.qkv.out_features // (3 * self.heads)
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)  # [b, heads, n, head_dim]
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class _Mlp(nn.Module):
+    """The transformer's feed-forward part: ``fc1`` (dim -> hidden), GELU, ``fc2`` (back)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class _Block(nn.Module):
+    """A pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = _Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTSmall(nn.Module):
+    """A small vision transformer for 32x32 inputs.
+
+    An overlapping Conv2d patch embedding (stride ``patch``, kernel ``2 * patch``, padding
+    ``patch / 2``: each of the 64 tokens of width ``dim`` for 4-pixel patches sees the 8 x 8
+    pixels around its patch), a learned class token and position embedding (65 positions),
+    ``depth`` pre-norm transformer blocks (`_Block`: multi-head attention with ``heads`` heads,
+    then an MLP of ``mlp_ratio * dim`` hidden units with GELU), a final LayerNorm and a linear
+    head on the class token. The defaults are ``vit_small``: width 64, 4 heads of 16, 4 blocks,
+    MLP ratio 2 (128 hidden units); 149,760 Conv2d/Linear weights (157,092 parameters) and
+    11.5 M multiply-accumulates an image (9.3 M in the Conv2d/Linear layers, 2.2 M in the
+    attention's two matmuls). It is sized to train on two CPU cores in about 20 minutes: a
+    transformer learns glyph100 far more slowly than a ResNet (no convolutional prior), so a
+    narrow one that takes many steps beats a wide one that takes few. For the same reason (and
+    crisp's SGD) the patches overlap and the Linear layers keep PyTorch's default
+    initialisation: in short trial runs both shortened the loss's initial plateau at chance,
+    which timm's std-0.02 initialisation and 4-pixel patches without overlap prolonged.
+
+    Every GEMM is an ``nn.Conv2d`` or ``nn.Linear`` module (``patch_embed``,
+    ``blocks.{i}.attn.qkv``, ``blocks.{i}.attn.proj``, ``blocks.{i}.mlp.fc1``,
+    ``blocks.{i}.mlp.fc2``, ``head``), so the mask schemes reach all of them; ``head`` is the
+    last Linear defined, the pruner's classifier (`crisp.masks.classifier_name`), and
+    ``patch_embed`` its first conv. The model exports with ``torch.export.export``.
+    """
+
+    def __init__(
+        self, num_classes: int = 100, dim: int = 64, depth: int = 4, heads: int = 4,
+        mlp_ratio: float = 2.0, patch: int = 4, image_size: int = 32,
+    ) -> None:
+        super().__init__()
+        if image_size % patch or patch % 2:
+            raise ValueError(f"patch {patch}: allowed an even divisor of the side {image_size}")
+        tokens = (image_size // patch) ** 2
+        self.patch_embed = nn.Conv2d(3, dim, 2 * patch, patch, patch // 2)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens + 1, dim))
+        self.blocks = nn.Sequential(*(_Block(dim, heads, mlp_ratio) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # [b, tokens, dim]
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(x))
+        return self.head(x[:, 0])
+
+
 #: The zoo's own networks, all for 32x32x3 inputs (`SMALL_INPUT`).
 SMALL_MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet_small": ResNetSmall,
     "vgg_small": VGGSmall,
+    "vit_small": ViTSmall,
     "resnet18_cifar": functools.partial(ResNetSmall, widths=(64, 128, 256, 512), blocks=2),
     "vgg16_cifar": functools.partial(VGGSmall, stages=VGG16_STAGES),
 }
@@ -184,7 +290,7 @@ def build_model(
 
     Args:
         name: a CIFAR-style network (``resnet_small``, ``vgg_small``, ``resnet18_cifar``,
-            ``vgg16_cifar``) or any torchvision classifier name.
+            ``vgg16_cifar``, ``vit_small``) or any torchvision classifier name.
         num_classes: output classes; default 100 for small networks, 1000 for torchvision ones.
         pretrained: load torchvision's default weights (needs them cached, or a network).
         checkpoint: path of a local state dict (or of a dict holding one under ``state_dict``

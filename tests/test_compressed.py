@@ -167,9 +167,10 @@ def _move_block(bitmap: np.ndarray) -> None:
 
 
 def _version_1(h: dict) -> None:
-    """A header as version 1 wrote it: no checksum, no blocks_per_row."""
+    """A header as version 1 wrote it: no checksum, no blocks_per_row, no dense_gemms."""
     h.update(version=1)
     del h["checksum"]
+    del h["dense_gemms"]
     for e in h["layers"]:
         e.pop("blocks_per_row", None)
 
@@ -263,7 +264,7 @@ REGRESSIONS = [
     ("dtype-other", lambda h: h.update(dtype="float32"), None, True,
      "tensor 0.weight dtype = 'F16': allowed 'F32'"),
     ("version-string", lambda h: h.update(version="2"), None, True,
-     "unknown format version '2': allowed 1, 2"),
+     "unknown format version '2': allowed 1, 2, 3"),
     ("version-1-with-checksum", lambda h: h.update(version=1), None, False,
      "header has the unknown field 'checksum'"),
     ("version-1-offsets", _version_1, _edit_offsets("6", lambda o: o.__setitem__(1, o[0])),
@@ -346,3 +347,60 @@ def test_weights_bounded_by_the_file_size_before_decoding(tmp_path: Path) -> Non
     with pytest.raises(UserError, match=f"the layers hold {side * side} weights: allowed at most "
                                         "1024 per byte of the file"):
         compressed.read_layers(path)
+
+
+class _Attention(nn.Module):
+    """Linear layers and attention between them: the file keeps the attention's GEMMs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(8, 24), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [B, T, 8]
+        q, k, v = self.qkv(x).reshape(*x.shape[:2], 3, 2, 4).permute(2, 0, 3, 1, 4)
+        y = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(x.shape))
+
+
+def _save_attention(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "att.safetensors"
+    model = _Attention()
+    mask = nm_mask(model.proj.weight.detach().abs(), 2, 4)
+    compressed.save(model, path, {"proj.weight": mask}, {"proj": "nm"}, 2, 4, 4, (5, 8))
+    return path
+
+
+def test_dense_gemms_keep_their_place_in_execution_order(tmp_path: Path) -> None:
+    from accel_sim.lowering import lower_model
+    from accel_sim.sources import load_workload
+
+    path = _save_attention(tmp_path)
+    header = fmt.read_header(path)
+    assert [(e["name"], e["index"]) for e in header["dense_gemms"]] == [("attn_qk", 1),
+                                                                        ("attn_av", 2)]
+    stored = compressed.read_layers(path)
+    assert [(la.name, la.scheme) for la in stored] == [
+        ("qkv", "dense"), ("attn_qk", "dense"), ("attn_av", "dense"), ("proj", "nm")]
+    layers, sparsity = load_workload(str(path), batch=3)
+    traced = lower_model(_Attention(), (5, 8), batch=3)
+    assert [la.shape_key for la in layers] == [la.shape_key for la in traced]
+    assert layers[1].kind == "matmul" and layers[1].groups == 3 * 2 and layers[1].weight is None
+    assert sparsity["attn_qk"].scheme == "dense" and sparsity["proj"].scheme == "nm"
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda h: h["dense_gemms"][1].update(index=1), "dense GEMM attn_av: index = 1: allowed "
+                                                     "an integer in 2..3"),
+    (lambda h: h["dense_gemms"][0].update(name="qkv"), "dense GEMM qkv appears twice"),
+    (lambda h: h["dense_gemms"][0]["geometry"].update(kind="pool"), "geometry.kind = 'pool'"),
+    (lambda h: h["dense_gemms"][0]["geometry"].update(P=0), "geometry.P = 0: allowed an integer"),
+    (lambda h: h["dense_gemms"][0].pop("index"), "dense_gemms\\[0\\] lacks the field 'index'"),
+    (lambda h: h.pop("dense_gemms"), "header lacks the field 'dense_gemms'"),
+])
+def test_bad_dense_gemms_are_one_line_errors(tmp_path: Path, edit, message: str) -> None:
+    path = _save_attention(tmp_path)
+    _rewrite(path, edit)
+    with pytest.raises(UserError, match=message) as err:
+        compressed.read_layers(path)
+    assert "\n" not in str(err.value)

@@ -107,22 +107,50 @@ def _tiny_pruned_file(path: Path) -> None:
                     dtype="bfloat16")
 
 
-def test_run_on_topology_and_pruned_file_imports_no_torch(tmp_path: Path) -> None:
+def _tiny_onnx_file(path: Path) -> None:
+    """A conv, a linear with 2:4 zeros and a matmul of two activations, built with onnx only."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    fc = rng.uniform(0.5, 1.5, (16, 8 * 6 * 6)).astype(np.float32)
+    fc.reshape(-1, 4)[:, :2] = 0
+    nodes = [helper.make_node("Conv", ["x", "conv.weight"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["c"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc.weight"], ["y"], transB=1),
+             helper.make_node("MatMul", ["y", "t"], ["z"], name="/head/MatMul")]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 6, 6]),
+         helper.make_tensor_value_info("t", TensorProto.FLOAT, [16, 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+                                 "conv.weight"), numpy_helper.from_array(fc, "fc.weight")])
+    onnx.save(helper.make_model(graph), str(path))
+
+
+def test_run_on_topology_pruned_and_onnx_files_imports_no_torch(tmp_path: Path) -> None:
     topology = tmp_path / "topo.csv"
     topology.write_text("Layer, M, N, K, Sparsity,\nfc1, 16, 32, 64, 2:4,\nfc2, 16, 8, 32,\n")
     pruned = tmp_path / "pruned.safetensors"
     _tiny_pruned_file(pruned)
+    model = tmp_path / "tiny.onnx"
+    _tiny_onnx_file(model)
+    shape = "x=2x3x6x6,t=16x4"
     script = (
         "import sys\n"
         "from accel_sim.cli import main\n"
         f"codes = [main(['run', {str(topology)!r}, '--hw', 'edge-32x32']),\n"
-        f"         main(['run', {str(pruned)!r}, '--hw', 'edge-32x32'])]\n"
+        f"         main(['run', {str(pruned)!r}, '--hw', 'edge-32x32']),\n"
+        f"         main(['run', {str(model)!r}, '--input-shape', {shape!r}]),\n"
+        f"         main(['layers', {str(model)!r}, '--input-shape', {shape!r}])]\n"
         "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "print('TORCH', loaded, 'CODES', codes)\n"
     )
     out = _fresh_python(script, tmp_path)
-    assert "TORCH [] CODES [0, 0]" in out
+    assert "TORCH [] CODES [0, 0, 0, 0]" in out
     assert "the N:M column of" in out and "the real masks of" in out
+    assert "weights as masks (2 dense, 1 nm;" in out  # the conv, the matmul; the 2:4 linear
 
 
 def test_importing_the_packages_and_their_exports_imports_no_torch(tmp_path: Path) -> None:
