@@ -120,11 +120,14 @@ def load_workload(
     import torch  # only for a zoo model
 
     from accel_sim.lowering import lower_model
-    from crisp.models import build_model, input_shape
+    from crisp.models import build_for_shapes, build_model, input_shape
 
     shapes_only = not (weights or pretrained or checkpoint is not None)
-    with torch.device("meta" if shapes_only else "cpu"):
-        model = build_model(source, pretrained=pretrained, checkpoint=checkpoint)
+    if shapes_only:
+        model = build_for_shapes(source)
+    else:
+        with torch.device("cpu"):
+            model = build_model(source, pretrained=pretrained, checkpoint=checkpoint)
     channels, height, width = input_shape(source)
     if resolution is not None:
         height = width = resolution

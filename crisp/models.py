@@ -314,6 +314,17 @@ def build_model(
     return model
 
 
+def build_for_shapes(name: str) -> nn.Module:
+    """Zoo model ``name`` for its shapes only: on PyTorch's meta device (no memory, no
+    initialisation), or on the CPU where its constructor reads tensor values, which meta
+    tensors do not hold (torchvision's RegNets)."""
+    try:
+        with torch.device("meta"):
+            return build_model(name)
+    except NotImplementedError:  # "Cannot copy out of meta tensor"
+        return build_model(name)
+
+
 def _build_torchvision(tvm, name: str, num_classes: int | None, pretrained: bool) -> nn.Module:
     if not pretrained:
         return tvm.get_model(name, num_classes=num_classes or 1000)

@@ -209,3 +209,11 @@ def test_einsum_forms() -> None:
     layers = trace_gemms(Forms(), (3, 4), batch=2)
     shapes = [(g["kind"], g["P"], g["K"], g["N"], g["groups"]) for g in layers]
     assert shapes == [("matmul", 3, 4, 3, 2), ("matmul", 4, 6, 4, 1), ("matmul", 3, 1, 4, 2)]
+
+
+def test_a_model_that_cannot_be_built_on_meta_lowers_from_the_cpu() -> None:
+    from accel_sim.sources import load_layers
+
+    layers = load_layers("regnet_x_400mf", weights=False)  # its constructor reads tensor values
+    assert sum(la.macs for la in layers) == counter_macs(build_model("regnet_x_400mf"),
+                                                         (3, 224, 224))
