@@ -433,14 +433,8 @@ class _File:
         """Check ``layers[index]`` (``names``: the layers before it); returns its tensors."""
         if not isinstance(entry, dict):
             self._fail(f"layers[{index}] = {_show(entry)}: allowed a JSON object")
-        name = entry.get("name")
-        if not isinstance(name, str) or not name.isprintable() or not 0 < len(name) <= 200:
-            self._fail(f"layers[{index}].name = {_show(name)}: allowed a printable name of 1..200 "
-                       "characters")
+        name = self._new_name(entry.get("name"), f"layers[{index}]", "layer", names)
         where = f"layer {name}"
-        if name in names:
-            self._fail(f"{where} appears twice: allowed unique layer names")
-        names.add(name)
         scheme = entry.get("scheme")
         if not isinstance(scheme, str) or scheme not in LAYER_SCHEMES:
             self._fail(f"{where}: scheme {_show(scheme)}: allowed {', '.join(LAYER_SCHEMES)}")
@@ -490,6 +484,16 @@ class _File:
             owned.add(key)
         return owned
 
+    def _new_name(self, name: object, entry: str, kind: str, names: set[str]) -> str:
+        """``name`` if it is a printable name of 1..200 characters not in ``names`` (added)."""
+        if not isinstance(name, str) or not name.isprintable() or not 0 < len(name) <= 200:
+            self._fail(f"{entry}.name = {_show(name)}: allowed a printable name of 1..200 "
+                       "characters")
+        if name in names:
+            self._fail(f"{kind} {name} appears twice: allowed unique layer names")
+        names.add(name)
+        return name
+
     def _check_dense_gemms(self, entries: object, layers: int, names: set[str]) -> None:
         """Check ``dense_gemms``: unique names (also against the layers), increasing indices
         below the number of GEMMs, each geometry's fields and their types."""
@@ -498,14 +502,8 @@ class _File:
         last = -1
         for i, entry in enumerate(entries):
             entry = self._fields(entry, DENSE_GEMM_FIELDS, f"dense_gemms[{i}]")
-            name = entry["name"]
-            if not isinstance(name, str) or not name.isprintable() or not 0 < len(name) <= 200:
-                self._fail(f"dense_gemms[{i}].name = {_show(name)}: allowed a printable name of "
-                           "1..200 characters")
+            name = self._new_name(entry["name"], f"dense_gemms[{i}]", "dense GEMM", names)
             where = f"dense GEMM {name}"
-            if name in names:
-                self._fail(f"{where} appears twice: allowed unique layer names")
-            names.add(name)
             last = self._int(entry["index"], f"{where}: index", last + 1,
                              layers + len(entries) - 1)
             g = self._fields(entry["geometry"], set(GEOMETRY), f"{where}: geometry")
