@@ -156,7 +156,8 @@ def _conv(node: fx.Node, weight: torch.Tensor | None) -> dict:
         padding = args[4] if args[4] is not None else 0
         groups = args[6] if args[6] is not None else 1
     kh, kw = w[2], w[3]
-    padding = (kh // 2, kw // 2) if padding == "same" else _pair(padding)
+    padding = {"same": (kh // 2, kw // 2), "valid": (0, 0)}.get(padding) if isinstance(
+        padding, str) else _pair(padding)
     layer = _gemm("depthwise" if 1 < groups == x[1] else "conv", out[0] * out[2] * out[3],
                   w[1] * kh * kw, w[0] // groups, groups, x, out, _matrix(weight))
     return {**layer, "kernel": (kh, kw), "stride": _pair(stride), "padding": padding}

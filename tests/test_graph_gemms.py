@@ -217,3 +217,10 @@ def test_a_model_that_cannot_be_built_on_meta_lowers_from_the_cpu() -> None:
     layers = load_layers("regnet_x_400mf", weights=False)  # its constructor reads tensor values
     assert sum(la.macs for la in layers) == counter_macs(build_model("regnet_x_400mf"),
                                                          (3, 224, 224))
+
+
+def test_string_paddings() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding="same"), nn.Conv2d(2, 2, 3, padding="valid"))
+    same, valid = trace_gemms(model, (1, 6, 6))
+    assert (same["padding"], same["P"]) == ((1, 1), 36)
+    assert (valid["padding"], valid["P"]) == ((0, 0), 16)
