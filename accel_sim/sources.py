@@ -52,7 +52,8 @@ def load_layers(
             `crisp.run_folder.check_file`), or pretrained weights that are not available
             offline.
     """
-    if source.endswith(".onnx"):
+    if source.endswith(".onnx"):  # no masks to read from its zeros
+        _check_inputs(source, batch, checkpoint)
         return _onnx_workload(source, batch, resolution, checkpoint, pretrained, weights,
                               input_shape, masks=None)[0]
     return load_workload(source, batch, resolution, checkpoint, pretrained, weights=weights,
@@ -100,9 +101,7 @@ def load_workload(
         (layers, descriptors keyed by layer name, or None for sources without sparsity: zoo
         models, topologies without a sparse entry and ONNX models read without weights).
     """
-    ranges.BATCH.check(batch, "batch")
-    run_folder.check_file(source)  # a file of a run folder must belong to its run
-    run_folder.check_file(checkpoint)
+    _check_inputs(source, batch, checkpoint)
     if source.endswith(".onnx"):
         return _onnx_workload(source, batch, resolution, checkpoint, pretrained, weights,
                               input_shape, masks=(nm, block))
@@ -135,6 +134,12 @@ def load_workload(
                        weights=not shapes_only), None
 
 
+def _check_inputs(source: str, batch: int, checkpoint: str | Path | None) -> None:
+    ranges.BATCH.check(batch, "batch")
+    run_folder.check_file(source)  # a file of a run folder must belong to its run
+    run_folder.check_file(checkpoint)
+
+
 def _onnx_workload(
     source: str, batch: int, resolution: int | None, checkpoint: str | Path | None,
     pretrained: bool, weights: bool, input_shape: str | None,
@@ -143,8 +148,6 @@ def _onnx_workload(
     """An ONNX model's layers and, with ``weights`` and ``masks`` = (N:M, B), its zeros' masks."""
     from accel_sim.onnx_lowering import lower_onnx, weight_sparsity
 
-    ranges.BATCH.check(batch, "batch")
-    run_folder.check_file(source)
     if resolution is not None:
         raise UserError(f"--resolution: {source} is an ONNX model: give its input shape with "
                         "--input-shape (e.g. 1x3x224x224)")

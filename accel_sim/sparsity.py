@@ -570,6 +570,10 @@ def check_plan(plan: str) -> str:
     return plan
 
 
+ACTIVATION_PLAN = LayerPlan("dense", "matmul of two activations: no weights to prune")
+"""The plan of a ``matmul`` layer under every scheme (the pruner never sees one: no module)."""
+
+
 def network_plan(
     layers: list[GemmLayer], scheme: str, exclude_first: bool = True,
     head_pattern: str | None = None,
@@ -598,10 +602,6 @@ def network_plan(
                        depthwise=la.kind == "depthwise", exclude_first=exclude_first,
                        head_pattern=head_pattern)
             for la in layers}
-
-
-ACTIVATION_PLAN = LayerPlan("dense", "matmul of two activations: no weights to prune")
-"""The plan of a ``matmul`` layer under every scheme (the pruner never sees one: no module)."""
 
 
 def _weights(layer: GemmLayer) -> int:

@@ -233,7 +233,8 @@ def capture_gemms(model: nn.Module, example: torch.Tensor, weights: bool = True)
             what = type(modules[where][1]).__name__ if where in modules else str(node.target)
             raise UserError(f"layer {where or node.name}: {what} is not supported: allowed "
                             "Conv2d, Linear, matmul, attention")
-    values = _operand_values(program, example, gemms, data, modules) if weights else {}
+    values = (_operand_values(program, example, gemms, data, modules, lifted)
+              if weights else {})
     layers = _Layers()
     for node in gemms:
         _lower(node, data, values, modules, lifted, layers)
@@ -242,10 +243,12 @@ def capture_gemms(model: nn.Module, example: torch.Tensor, weights: bool = True)
 
 def _operand_values(program: torch.export.ExportedProgram, example: torch.Tensor,
                     gemms: list[fx.Node], data: set[fx.Node],
-                    modules: dict[str, tuple[str, nn.Module]]) -> dict[fx.Node, torch.Tensor]:
+                    modules: dict[str, tuple[str, nn.Module]],
+                    lifted: dict[str, str]) -> dict[fx.Node, torch.Tensor]:
     """The value of every constant GEMM operand (the weights). A Conv2d/Linear module's own
     weight is read from the module (masked, if parametrized); any other constant operand from
-    one run of the exported graph (only when there is one)."""
+    one run of the exported graph (only when there is one). ``lifted`` maps the graph's
+    placeholders to the state names they hold."""
     values: dict[fx.Node, torch.Tensor] = {}
     wanted = set()
     for node in gemms:
@@ -260,11 +263,9 @@ def _operand_values(program: torch.export.ExportedProgram, example: torch.Tensor
                 wanted.add(operand)
     if not wanted:
         return values
-    sig = program.graph_signature
     state = {**program.state_dict, **program.constants}
-    lifted = {**sig.inputs_to_parameters, **sig.inputs_to_buffers,
-              **sig.inputs_to_lifted_tensor_constants}
-    args = [example if node.name in sig.user_inputs else state[lifted[node.name]]
+    user_inputs = set(program.graph_signature.user_inputs)
+    args = [example if node.name in user_inputs else state[lifted[node.name]]
             for node in program.graph.nodes if node.op == "placeholder"]
 
     class Recorder(fx.Interpreter):
