@@ -245,7 +245,8 @@ def figure(table: pd.DataFrame, tolerance: float = 1.0, context: str = "") -> pl
             ax.set_title(f"{count} user class{'es' if count > 1 else ''}")
             ax.set_xlabel("simulated latency (µs)")
         axes[0][0].set_ylabel("user-class test top-1 (%)")
-        axes[0][-1].legend(frameon=False, fontsize=5, loc="lower right")
+        axes[0][-1].legend(frameon=False, fontsize=5, loc="center left",
+                            bbox_to_anchor=(1.0, 0.5))  # beside the data, never over it
         if context:
             fig.suptitle(f"{context}\nmean ± 1 s.d. over seeds; dashed: dense top-1 - "
                          f"{tolerance:g} point", fontsize=6)
