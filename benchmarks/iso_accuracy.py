@@ -510,7 +510,9 @@ def publish(results: Results, args: argparse.Namespace, table: pd.DataFrame) -> 
                 "masks' ties). Each cell: user-class test top-1 (mean ± standard deviation over "
                 "the seeds) @ simulated latency, energy per inference (d: measured global "
                 f"density). Runs that predict a single class for several: {collapsed} of "
-                f"{len(table)}.")
+                f"{len(table)}. The runs' own wall times add up to "
+                f"{table.seconds.sum() / 60:.0f} min (a run already in `{args.out}` is read "
+                "back, not rerun, so the provenance line's time is only this invocation's).")
     results.add(wide_table(table))
     results.add(f"Iso-accuracy: per class count and scheme, the fastest and the most frugal point "
                 f"whose mean validation top-1 is within {args.tolerance:g} point of the "
