@@ -276,6 +276,8 @@ def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
     train, test, ids = _user_data(args, parse_classes(args.classes))
     distributed.agree({"model": args.model, "data": args.data, "data_seed": args.data_seed,
                        "classes": ids, "seed": args.seed, "n_per_class": args.n_per_class})
+    # the dense model's Conv2d/Linear weights (channel pruning shrinks the stored layers)
+    dense_weights = sum(m.weight.numel() for m in mk.gemm_layers(model).values())
     result = prune(model, train, test, ids, config, seed=args.seed, runtime=rt)
     result.record.update({"model": args.model, "checkpoint": str(checkpoint),
                           "data": args.data, "data_seed": args.data_seed,
@@ -292,6 +294,7 @@ def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
                             dtype=args.store_dtype,
                             meta={"model": args.model, "classes": ids, "scheme": config.scheme,
                                   "head": config.head})
+    sizes["dense_model_bytes"] = dense_weights * compressed.DTYPES[args.store_dtype].itemsize
     result.record["compressed"] = sizes
     write_atomic(out / "record.json",
                  lambda tmp: tmp.write_text(json.dumps(result.record, indent=2) + "\n"))
@@ -300,7 +303,7 @@ def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
     print(f"{config.scheme}: density {final['density']:.4f}, user-class top-1 "
           f"{final['top1']:.2f}% top-5 {final['top5']:.2f}% (validation {final['val_top1']:.2f}%; "
           f"before pruning {result.record['before']['top1']:.2f}%); compressed "
-          f"{sizes['total_bytes']} bytes vs dense {sizes['dense_bytes']}")
+          f"{sizes['total_bytes']} bytes vs dense {sizes['dense_model_bytes']}")
     if result.record["warnings"]:
         print(f"{len(result.record['warnings'])} round(s) did not recover (the warnings above, "
               "kept in record.json): more images, epochs or a higher density may help")

@@ -68,7 +68,14 @@ def test_prune_then_eval(data_dir: Path, checkpoint: Path, tmp_path: Path, capsy
     assert layers[0].name == "stem.0" and layers[-1].name == "fc"
     assert {la.scheme for la in layers} == ({"dense", "hybrid", "nm"} if scheme == "hybrid"
                                             else {"dense"})
-    capsys.readouterr()
+    # the file is compared with the dense model (fp16), not with its own (shrunk) layers
+    dense = torch.load(checkpoint, weights_only=True)
+    dense_bytes = 2 * sum(w.numel() for k, w in dense.items() if k.endswith(".weight")
+                          and w.dim() in (2, 4))
+    sizes = record["compressed"]
+    assert sizes["dense_model_bytes"] == dense_bytes
+    assert (sizes["dense_bytes"] < dense_bytes) == (scheme == "channel")
+    assert f"vs dense {dense_bytes}" in capsys.readouterr().out
     assert main(["eval", "--data", str(data_dir), "--checkpoint", str(run / "model.pt")]) == 0
     out = capsys.readouterr().out
     assert "classes [1, 3]" in out and "top-1" in out
