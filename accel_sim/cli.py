@@ -215,6 +215,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         [ranges.BLOCK.parse(b, "--blocks") for b in _csv(args.blocks)],
         scale_memory=args.scale_memory, nm=args.nm, hw=args.hw, batch=args.batch, seed=args.seed,
         plan=args.plan, mapping=args.mapping, objective=args.objective,
+        input_shape=args.input_shape or "",
     )
     print(f"{len(points)} design points -> {args.out}")
     try:
@@ -250,7 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compare)
     p = sub.add_parser("sweep", help="sweep models x schemes x densities x arrays x dataflows "
                        "on Dask (resumable), writing tidy results and figures")
-    p.add_argument("--models", default="resnet50", help="comma-separated zoo names")
+    p.add_argument("--models", default="resnet50",
+                   help="comma-separated zoo names, SCALE-Sim topology .csv or ONNX .onnx files")
+    p.add_argument("--input-shape", default=None,
+                   help="the ONNX models' input shape (as for 'run'); the other models keep "
+                   "their own")
     p.add_argument("--schemes", default="dense,unstructured,channel,nm,block,hybrid")
     p.add_argument("--densities", default="0.25", help="comma-separated densities in (0, 1]")
     p.add_argument("--arrays", default="16x16,32x32,64x64,128x128",

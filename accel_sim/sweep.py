@@ -83,6 +83,7 @@ from accel_sim.hardware import (
     with_overrides,
 )
 from accel_sim.mapper import check_choice
+from accel_sim.onnx_lowering import parse_input_shape
 from accel_sim.simulate import check_count_bound, simulate
 from accel_sim.sources import load_layers
 from accel_sim.sparsity import (
@@ -119,6 +120,9 @@ class DesignPoint:
 
     Attributes:
         model: zoo model name (or SCALE-Sim topology ``.csv`` or ONNX ``.onnx`` path).
+        input_shape: an ONNX model's input shapes (``1x3x224x224`` or ``NAME=DIMS,...``,
+            `accel_sim.onnx_lowering.parse_input_shape`); empty: the file's own shapes. Only an
+            ONNX ``model`` takes one.
         scheme: sparsity scheme (dense, unstructured, channel, nm, block, hybrid).
         density: fraction of weights kept (synthetic masks, see `accel_sim.sparsity`).
         rows, cols: array dimensions in PEs.
@@ -166,6 +170,7 @@ class DesignPoint:
     plan: str = "pruner"
     mapping: str = "best"
     objective: str = "latency"
+    input_shape: str = ""
     hw_sha256: str = field(init=False, repr=False)
     model_sha256: str = field(init=False, repr=False)
 
@@ -190,6 +195,11 @@ class DesignPoint:
         ranges.SEED.check(self.seed, "seed")
         check_plan(self.plan)
         check_choice(self.mapping, self.objective)
+        if self.input_shape:
+            if not self.model.endswith(".onnx"):
+                raise UserError(f"input_shape {self.input_shape!r}: {self.model} is not an ONNX "
+                                "model (.onnx); only ONNX models take an input shape")
+            parse_input_shape(self.input_shape)
         if self.scale_memory is None:  # resolved once, so that the key holds the choice made
             object.__setattr__(self, "scale_memory", self.hw in presets())
         object.__setattr__(self, "hw_sha256", input_sha256(self.hw, "hardware file"))
@@ -208,9 +218,9 @@ class DesignPoint:
         return {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
 
     @property
-    def network(self) -> tuple[str, int, str]:
+    def network(self) -> tuple[str, int, str, str]:
         """Points with the same network share its lowered layers: the `lower` arguments."""
-        return self.model, self.batch, self.model_sha256
+        return self.model, self.batch, self.model_sha256, self.input_shape
 
     @property
     def group(self) -> tuple:
@@ -299,6 +309,7 @@ def grid(
     dataflows: Sequence[str] = ("ws",),
     blocks: Sequence[int] = (DEFAULT_BLOCK,),
     scale_memory: bool | None = None,
+    input_shape: str = "",
     **common: object,
 ) -> list[DesignPoint]:
     """The cross product of the given axes as design points, every one checked.
@@ -310,6 +321,8 @@ def grid(
         scale_memory: scale the base hardware's SRAMs and DRAM bandwidth with each array's side
             (`DesignPoint.hardware`); None = on when ``hw`` (in ``common``, default
             ``edge-32x32``) is a shipped preset name, off for a ``.toml`` or ``.cfg`` file.
+        input_shape: the input shapes of the ONNX models among ``models``
+            (`DesignPoint.input_shape`); the other models have their own.
         common: the other `DesignPoint` fields, equal for every point (``nm``, ``hw``,
             ``batch``, ``seed``, ``plan``, ``mapping``, ``objective``).
 
@@ -332,8 +345,9 @@ def grid(
             density = n / m
         if scheme not in ("block", "hybrid"):
             block = blocks[0]
+        shape = input_shape if model.endswith(".onnx") else ""
         points.append(DesignPoint(model, scheme, density, rows, cols, dataflow, block,
-                                  scale_memory=scale_memory, **common))
+                                  scale_memory=scale_memory, input_shape=shape, **common))
     points = list(dict.fromkeys(points))
     check_points(points)
     return points
@@ -362,18 +376,21 @@ Network = tuple[Sequence[GemmLayer], dict[str, LayerSparsity]]
 
 
 @functools.lru_cache(maxsize=16)
-def lower(model: str, batch: int, sha256: str = "") -> tuple[GemmLayer, ...]:
+def lower(model: str, batch: int, sha256: str = "",
+          input_shape: str = "") -> tuple[GemmLayer, ...]:
     """The model's layers without their weights (synthetic masks need only shapes).
 
     Args:
         sha256: the content the caller expects of a topology file ``model``
             (`DesignPoint.model_sha256`, `input_sha256`); empty for a zoo model.
+        input_shape: an ONNX model's input shapes (`DesignPoint.input_shape`); empty: none.
 
     Raises:
         UserError: see `accel_sim.sources.load_layers`; a topology file whose content is not
             ``sha256``.
     """
-    layers = tuple(load_layers(model, batch=batch, weights=False))
+    layers = tuple(load_layers(model, batch=batch, weights=False,
+                               input_shape=input_shape or None))
     _same_input(model, sha256, "topology file")
     return layers
 

@@ -40,7 +40,8 @@ def _direct(points: list[DesignPoint]) -> pd.DataFrame:
     frames = []
     for point in points:
         n, m = (int(v) for v in point.nm.split(":"))
-        layers = [replace(layer, weight=None) for layer in load_layers(point.model, point.batch)]
+        layers = [replace(layer, weight=None) for layer in
+                  load_layers(point.model, point.batch, input_shape=point.input_shape or None)]
         layers, descriptors = synthetic_network(layers, point.scheme, point.density, point.seed,
                                                 (n, m), point.block)
         hw = point.hardware()
@@ -166,6 +167,41 @@ def test_topology_csv_is_read_by_the_client(scheduler: str, tmp_path) -> None:
     run = execute_sweep(points, tmp_path / "out", scheduler, progress=False)
     assert run.tasks == 2 + 2  # no lowering task: the client sent the layers
     pd.testing.assert_frame_equal(run.table.to_pandas(), _direct(points))
+
+
+def test_an_onnx_model_with_dynamic_dims_sweeps_at_its_input_shape(
+    scheduler: str, tmp_path, capsys
+) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.arange(1, 8 * 16 + 1, dtype=np.float32).reshape(8, 16)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "fc.weight"], ["y"], transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "fc.weight")])
+    path = str(tmp_path / "dyn.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(UserError, match=r"dynamic dims.*--input-shape"):
+        grid([path], ["dense"], [1.0], [(8, 8)])
+    points = grid([path, "resnet_small"], ["dense", "nm"], [0.5], [(8, 8)], input_shape="5x16")
+    assert {(p.model, p.input_shape) for p in points} == {(path, "5x16"), ("resnet_small", "")}
+    mine = [p for p in points if p.model == path]
+    run = execute_sweep(mine, tmp_path / "out", scheduler, progress=False)
+    table = run.table.to_pandas()
+    pd.testing.assert_frame_equal(table, _direct(mine))
+    assert set(table.P) == {5}  # the batch the shape gives, not the file's dynamic dim
+    with pytest.raises(UserError, match="resnet_small is not an ONNX model"):
+        DesignPoint("resnet_small", "dense", 1.0, 8, 8, input_shape="1x3x32x32")
+    with pytest.raises(UserError, match="joined by 'x'"):
+        DesignPoint(path, "dense", 1.0, 8, 8, input_shape="5,16")
+    out = tmp_path / "cli"
+    assert main(["sweep", "--models", path, "--schemes", "dense", "--arrays", "8x8",
+                 "--input-shape", "2x16", "--scheduler", scheduler, "--no-figures",
+                 "--out", str(out)]) == 0
+    assert set(pd.read_parquet(out / "results.parquet").input_shape) == {"2x16"}
 
 
 def test_cli_sweep_without_figures(scheduler: str, tmp_path, capsys) -> None:
