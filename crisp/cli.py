@@ -36,7 +36,7 @@ from crisp.data import KNOWN_DATASETS, default_image_size, load_dataset, user_su
 from crisp.devices import DEVICES, Runtime, runtime
 from crisp.errors import Parser, UserError, command_line
 from crisp.io import check_output_file, write_atomic
-from crisp.models import build_model, input_shape, read_torch_dict
+from crisp.models import build_model, input_shape, load_state, read_torch_dict
 from crisp.pattern_core import DEFAULT_BLOCK
 from crisp.pruner import HEADS, SCHEMES, PruneConfig, head_label_map, prune
 from crisp.recovery import RecoveryConfig
@@ -287,7 +287,8 @@ def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
     out = Path(args.out)
     run_folder.begin(out)  # the files are one run's only once run_folder.seal lists them
     state = {"state_dict": result.model.state_dict(), "classes": ids, "head": config.head,
-             "scheme": config.scheme}
+             "scheme": config.scheme, "model": args.model, "data": args.data,
+             "data_seed": args.data_seed}
     write_atomic(out / "model.pt", lambda tmp: torch.save(state, tmp))
     sizes = compressed.save(result.model, out / "pruned.safetensors", result.masks, result.patterns,
                             config.n, config.m, config.block, _input_shape(args),
@@ -311,26 +312,51 @@ def _prune(args: argparse.Namespace, config: PruneConfig, rt: Runtime) -> int:
     return 0
 
 
-def load_pruned(name: str, path: str | Path) -> tuple[nn.Module, dict[str, object]]:
+def load_pruned(name: str | None, path: str | Path) -> tuple[nn.Module, dict[str, object]]:
     """Rebuild a model from ``crisp prune``'s ``model.pt`` or ``crisp train``'s state dict.
 
     Shrunk heads and channel-pruned layers are resized to the stored shapes first.
 
+    Args:
+        name: the zoo model; None: the one the file records (``crisp prune``'s ``model.pt``
+            holds it, ``crisp train``'s ``.json`` record beside its state dict names it), else
+            ``resnet_small``.
+
     Returns:
-        (model, metadata: ``classes``/``head``/``scheme`` when the file has them).
+        (model, metadata: ``classes``/``head``/``scheme``/``model``/``data``/``data_seed``, those
+        the file or its record has).
 
     Raises:
-        UserError: an unreadable file, or one of an inconsistent run folder
-            (`crisp.run_folder.check_file`).
+        UserError: an unreadable file, one of an inconsistent run folder
+            (`crisp.run_folder.check_file`), a ``name`` other than the recorded model, or a
+            state dict that does not fit the model.
     """
     run_folder.check_file(path)
     blob = read_torch_dict(path)
     state = blob.get("state_dict", blob)
-    meta = {k: v for k, v in blob.items() if k != "state_dict"} if "state_dict" in blob else {}
-    model = build_model(name)
+    meta = ({k: v for k, v in blob.items() if k != "state_dict"} if "state_dict" in blob
+            else _train_record(path))
+    recorded = meta.get("model")
+    if name is not None and recorded is not None and name != recorded:
+        raise UserError(f"--model {name}: {path} holds a {recorded}; give --model {recorded} "
+                        "or leave --model out")
+    model = build_model(name or recorded or "resnet_small")
     resize_to_state(model, state)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    load_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+               path)
     return model, meta
+
+
+def _train_record(path: str | Path) -> dict[str, object]:
+    """The model and data ``crisp train``'s ``.json`` record beside ``path`` names (none
+    where there is no such record)."""
+    try:
+        record = json.loads(Path(path).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    return {k: record[k] for k in ("model", "data", "data_seed") if k in record}
 
 
 def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -366,6 +392,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace, rt: Runtime) -> int:
     model, meta = load_pruned(args.model, args.checkpoint)
+    args.model = args.model or str(meta.get("model", "resnet_small"))
+    args.data = args.data or str(meta.get("data", "glyph100"))
+    if args.data_seed is None:
+        args.data_seed = int(meta.get("data_seed", 0))
     if args.classes is not None:
         classes = parse_classes(args.classes)
     elif meta.get("classes"):
@@ -386,14 +416,20 @@ def _eval(args: argparse.Namespace, rt: Runtime) -> int:
     return 0
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="resnet_small", help="zoo model name (default resnet_small)")
-    p.add_argument("--data", default="glyph100",
-                   help="glyph100 (default), glyph100-hard, fashion-mnist, idx:FOLDER (MNIST "
-                        "layout), a CIFAR-100 folder or an ImageNet-style folder")
+def _add_data(p: argparse.ArgumentParser, recorded: bool = False) -> None:
+    """The model and data flags; ``recorded``: --model, --data and --data-seed default to those
+    the checkpoint records (`load_pruned`), then to resnet_small, glyph100 and 0."""
+    first = "the checkpoint's, else " if recorded else ""
+    p.add_argument("--model", default=None if recorded else "resnet_small",
+                   help=f"zoo model name (default {first}resnet_small)")
+    p.add_argument("--data", default=None if recorded else "glyph100",
+                   help=f"glyph100 (default {first}glyph100), glyph100-hard, fashion-mnist, "
+                        "idx:FOLDER (MNIST layout), a CIFAR-100 folder or an ImageNet-style "
+                        "folder")
     p.add_argument("--data-root", default=None, help="glyph cache / base of a relative path")
-    p.add_argument("--data-seed", type=ranges.SEED.flag("--data-seed"), default=0,
-                   help="glyph rendering seed (default 0)")
+    p.add_argument("--data-seed", type=ranges.SEED.flag("--data-seed"),
+                   default=None if recorded else 0,
+                   help=f"glyph rendering seed (default {first}0)")
     p.add_argument("--image-size", type=ranges.RESOLUTION.flag("--image-size"), default=None,
                    help="image side in pixels; default the model's input (32 for the CIFAR-style "
                         "nets, 224 for torchvision's) for image folders and IDX sets, 32 for "
@@ -477,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("eval", help="user-class accuracy of a dense or pruned checkpoint")
-    _add_data(p)
+    _add_data(p, recorded=True)
     _add_user(p, required=False)
     p.add_argument("--checkpoint", required=True, help="crisp train or crisp prune model file")
     p.set_defaults(func=_cmd_eval)

@@ -379,6 +379,12 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     for key in ("state_dict", "model"):
         if isinstance(state.get(key), dict):
             state = state[key]
+    return load_state(model, state, path)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> nn.Module:
+    """Load ``state`` (read from the file ``path``) into ``model`` strictly; the first
+    mismatch (a missing, unexpected or differently shaped entry) is a one-line UserError."""
     own = model.state_dict()
     for key, value in own.items():
         if key not in state:

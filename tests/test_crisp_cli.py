@@ -76,9 +76,23 @@ def test_prune_then_eval(data_dir: Path, checkpoint: Path, tmp_path: Path, capsy
     assert sizes["dense_model_bytes"] == dense_bytes
     assert (sizes["dense_bytes"] < dense_bytes) == (scheme == "channel")
     assert f"vs dense {dense_bytes}" in capsys.readouterr().out
-    assert main(["eval", "--data", str(data_dir), "--checkpoint", str(run / "model.pt")]) == 0
+    # the model, data and classes come from the file
+    assert main(["eval", "--checkpoint", str(run / "model.pt")]) == 0
     out = capsys.readouterr().out
     assert "classes [1, 3]" in out and "top-1" in out
+
+
+def test_eval_of_a_checkpoint_of_another_model_is_one_line(checkpoint: Path, data_dir: Path,
+                                                           tmp_path: Path, capsys) -> None:
+    flags = ["--data", str(data_dir), "--classes", "1,3"]
+    assert main(["eval", "--model", "vit_small", "--checkpoint", str(checkpoint), *flags]) == 2
+    err = capsys.readouterr().err  # crisp train's record beside it names the model
+    assert err.count("\n") == 1 and "holds a resnet_small" in err
+    bare = tmp_path / "bare.pt"  # no record: the state dict itself must fit
+    bare.write_bytes(checkpoint.read_bytes())
+    assert main(["eval", "--model", "vit_small", "--checkpoint", str(bare), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not fit ViTSmall" in err
 
 
 @pytest.mark.parametrize(
