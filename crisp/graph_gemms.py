@@ -61,7 +61,7 @@ def export_graph(model: nn.Module, example: torch.Tensor) -> torch.export.Export
     """``model`` exported on ``example`` (``torch.export.export``), quietly: what export prints
     or logs while it fails (graph dumps, its warnings) is dropped; its exception says why."""
     previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+    logging.disable(logging.CRITICAL)  # its handlers hold the real stderr: errors too
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             return torch.export.export(model, (example,))

@@ -165,7 +165,8 @@ def hook_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
         device = param.device if param is not None else torch.device("cpu")
         with torch.no_grad():
             model(torch.zeros((batch, *input_shape), device=device))
-    except RuntimeError as err:  # a shape the network cannot take: too small an input, ...
+    except (RuntimeError, AssertionError, ValueError) as err:  # a shape the network cannot
+        # take: too small an input, a transformer's fixed image size (torch._assert), ...
         raise UserError(f"{type(model).__name__} cannot run on a {'x'.join(map(str, input_shape))} "
                         f"input (channels x height x width): {one_line(str(err))}") from None
     finally:

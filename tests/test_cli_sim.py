@@ -52,6 +52,18 @@ def test_user_errors_exit_2(tmp_path, capsys) -> None:
     assert "--weight-buffers: '3': allowed an integer in 1..2" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(("model", "side", "reason"), [
+    ("vit_small", 64, "Attempting to broadcast"),  # its position embedding fixes the tokens
+    ("vit_b_16", 256, "Wrong image height"),  # torchvision's assert on the image size
+])
+def test_a_resolution_a_transformer_cannot_take_is_one_line(model: str, side: int, reason: str,
+                                                            capfd) -> None:
+    assert main(["layers", model, "--resolution", str(side)]) == 2
+    err = capfd.readouterr().err  # file-descriptor level: export's own logs would show here
+    assert err.count("\n") == 1 and f"cannot run on a 3x{side}x{side} input" in err
+    assert reason in err
+
+
 def test_weight_buffers_flag_and_preset(tmp_path, capsys) -> None:
     """Two weight registers: fewer cycles on the same layers, from the flag or the preset."""
     def total(*flags: str) -> int:
