@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -29,6 +30,10 @@ def one_line(text: str) -> str:
 INTERRUPTED = 130
 """Exit status after Ctrl-C (SIGINT), as a shell reports a process killed by SIGINT."""
 
+BROKEN_PIPE = 141
+"""Exit status when the reader of stdout has gone (``| head``), as a shell reports a process
+killed by SIGPIPE."""
+
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose mistakes (an unknown flag, a missing argument, a value its
@@ -43,7 +48,8 @@ class Parser(argparse.ArgumentParser):
 def exit_on_user_error(main: Main) -> Main:
     """Wrap a CLI ``main``: a UserError becomes ``error: <message>`` on stderr and exit status 2;
     Ctrl-C becomes one line (the KeyboardInterrupt's message, or ``interrupted``) and status
-    `INTERRUPTED`.
+    `INTERRUPTED`; a reader of stdout that has gone (``accel-sim layers ... | head``) ends the
+    command quietly with status `BROKEN_PIPE`.
 
     Any other exception is a bug and keeps its traceback.
     """
@@ -58,6 +64,12 @@ def exit_on_user_error(main: Main) -> Main:
         except KeyboardInterrupt as err:
             print(str(err) or "interrupted", file=sys.stderr)
             return INTERRUPTED
+        except BrokenPipeError:
+            # stdout's last flush at exit must not fail again (Python's signal docs, SIGPIPE)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return BROKEN_PIPE
 
     return wrapped
 

@@ -139,3 +139,22 @@ def test_temps_of_live_writers_survive_a_cleaner_racing_them(tmp_path: Path) -> 
             remove_stale_temps(tmp_path / f"part-{i}.parquet", stale_after_s=0)
     assert [w.returncode for w in writers] == [0, 0]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"part-{i}.parquet" for i in range(8)]
+
+
+def test_a_reader_that_goes_away_ends_a_command_quietly() -> None:
+    """``accel-sim layers ... | head``: the write that finds the pipe closed ends the command
+    with the shell's SIGPIPE status and nothing on stderr, not a BrokenPipeError traceback."""
+    code = ("from crisp.errors import exit_on_user_error\n"
+            "@exit_on_user_error\n"
+            "def main(argv=None):\n"
+            "    for i in range(1_000_000):\n"  # far more than a pipe's buffer
+            "        print(i)\n"
+            "    return 0\n"
+            "raise SystemExit(main())\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"0\n"
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141 and err == b""
