@@ -149,7 +149,9 @@ def _nm(args: argparse.Namespace) -> tuple[int, int]:
 def _cmd_run(args: argparse.Namespace) -> int:
     _check_paths(args)
     hw = _hardware(args)
-    zeros = args.source.endswith(".onnx") and args.scheme is None  # its weights are the masks
+    # weights that travel with the model (an ONNX file's, a checkpoint's): their zeros are masks
+    zeros = args.scheme is None and (args.source.endswith(".onnx") or args.pretrained
+                                     or args.checkpoint is not None)
     layers, descriptors = load_workload(args.source, args.batch, args.resolution,
                                         args.checkpoint, args.pretrained, seed=args.seed,
                                         weights=zeros, input_shape=args.input_shape,
@@ -161,7 +163,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         what = f"scheme {scheme}, synthetic masks: {PLANS[args.plan]}"
     elif zeros:
         counts = Counter(d.scheme for d in descriptors.values())
-        what = (f"the zeros of {args.source}'s weights as masks ("
+        owner = args.checkpoint or ("torchvision's weights" if args.pretrained else args.source)
+        what = (f"the zeros of {owner}'s weights as masks ("
                 + ", ".join(f"{n} {s}" for s, n in counts.items())
                 + "; --scheme for synthetic masks)")
     elif args.source.endswith(".csv"):
@@ -241,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hardware(p)
     p.add_argument("--scheme", default=None, help="sparsity scheme of the synthetic masks: "
                    "dense, unstructured, channel, nm, block, hybrid (default dense; an ONNX "
-                   "model without --scheme runs with its weights' zeros as masks)")
+                   "model, or a model given --checkpoint or --pretrained, runs without --scheme "
+                   "with its weights' zeros as masks)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("compare", help="compare sparsity schemes on one array")
     _add_source(p, pruned=False)

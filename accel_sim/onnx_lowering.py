@@ -61,7 +61,8 @@ and linear layers (their rows hold the batch) and ``groups`` of matmul layers (e
 its own operands) are multiplied by it, and so is the first dim of ``in_shape`` and
 ``out_shape``.
 
-**Zeros as masks** (`weight_sparsity`, ``accel-sim run model.onnx`` without ``--scheme``):
+**Zeros as masks** (`accel_sim.sparsity.weight_sparsity`, ``accel-sim run model.onnx`` without
+``--scheme``):
 an ONNX file carries no scheme, so each layer's keep-mask is ``weight != 0`` and its scheme is
 the most structured pattern those zeros satisfy at the run's N:M (``--nm``) and block size B
 (``--block``):
@@ -90,10 +91,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from accel_sim.sparsity import DENSE, LayerSparsity, from_mask
 from accel_sim.workload import GemmLayer
 from crisp.errors import UserError, one_line
-from crisp.pattern_core import DEFAULT_BLOCK, expand_blocks
 
 if TYPE_CHECKING:
     import onnx
@@ -169,40 +168,6 @@ def lower_onnx(path: str | Path, input_shape: InputShape = None, batch: int = 1,
     if not layers:
         raise UserError(f"{path}: no {', '.join(GEMM_OPS)} node to simulate")
     return layers
-
-
-def weight_sparsity(layers: Sequence[GemmLayer], nm: tuple[int, int] | None = (2, 4),
-                    block: int = DEFAULT_BLOCK) -> dict[str, LayerSparsity]:
-    """Each layer's descriptor from its weights' zeros, by layer name (the zeros-as-mask rule of
-    the module docstring: dense, hybrid, nm, block or unstructured at ``nm`` and ``block``).
-
-    Args:
-        nm: the run's N:M pattern, or None (no N:M patterns are tried).
-        block: the run's block size B.
-
-    Raises:
-        UserError: a bad pattern or block size.
-    """
-    return {layer.name: layer_pattern(layer, nm, block) for layer in layers}
-
-
-def layer_pattern(layer: GemmLayer, nm: tuple[int, int] | None = (2, 4),
-                  block: int = DEFAULT_BLOCK) -> LayerSparsity:
-    """One layer's descriptor from its weight's zeros (see `weight_sparsity`)."""
-    if layer.weight is None:
-        return DENSE
-    mask = layer.weight != 0
-    if mask.all():
-        return DENSE
-    blocks = from_mask(layer, mask, "block", block=block)
-    bitmap = blocks.block_bitmap
-    zero_block = not bool(bitmap.all())
-    if nm is not None and from_mask(layer, mask, "nm", nm).satisfies_nm(*nm):
-        return (from_mask(layer, mask, "hybrid", nm, block) if zero_block
-                else from_mask(layer, mask, "nm", nm))
-    if zero_block and np.array_equal(mask, expand_blocks(bitmap, block, mask.shape)):
-        return blocks
-    return from_mask(layer, mask, "unstructured")
 
 
 def parse_input_shape(text: str) -> dict[str | None, tuple[int, ...]]:

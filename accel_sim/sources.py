@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from accel_sim.sparsity import LayerSparsity, from_weight, topology_sparsity
+from accel_sim.sparsity import LayerSparsity, from_weight, topology_sparsity, weight_sparsity
 from accel_sim.workload import GemmLayer, read_topology
 from crisp import compressed_format, ranges, run_folder
 from crisp.errors import UserError
@@ -84,10 +84,11 @@ def load_workload(
     layers get synthetic N:M masks drawn from ``seed``
     (`accel_sim.sparsity.topology_sparsity`), the others run dense.
 
-    An ONNX model's weights are its masks: with ``weights`` each layer's descriptor is read from
-    its weight's zeros at ``nm`` and ``block`` (`accel_sim.onnx_lowering.weight_sparsity`: dense,
-    hybrid, nm, block or unstructured); without, the layers carry no weights and the
-    descriptors are None (the caller draws synthetic masks, as for a zoo model).
+    An ONNX model's weights are its masks, and so are a zoo model's loaded from ``checkpoint``
+    or ``pretrained``: with ``weights`` each layer's descriptor is read from its weight's zeros
+    at ``nm`` and ``block`` (`accel_sim.sparsity.weight_sparsity`: dense, hybrid, nm, block or
+    unstructured); without, the descriptors are None (the caller draws synthetic masks), as for
+    a zoo model's own initial weights.
 
     Args:
         seed: seeds the synthetic masks of a sparse topology (the run's ``--seed``).
@@ -99,7 +100,8 @@ def load_workload(
 
     Returns:
         (layers, descriptors keyed by layer name, or None for sources without sparsity: zoo
-        models, topologies without a sparse entry and ONNX models read without weights).
+        models without loaded weights, topologies without a sparse entry and models read
+        without weights).
     """
     _check_inputs(source, batch, checkpoint)
     if source.endswith(".onnx"):
@@ -130,8 +132,9 @@ def load_workload(
     channels, height, width = input_shape(source)
     if resolution is not None:
         height = width = resolution
-    return lower_model(model, (channels, height, width), batch=batch,
-                       weights=not shapes_only), None
+    layers = lower_model(model, (channels, height, width), batch=batch, weights=not shapes_only)
+    loaded = weights and (pretrained or checkpoint is not None)  # weights whose zeros mean masks
+    return layers, (weight_sparsity(layers, nm, block) if loaded else None)
 
 
 def _check_inputs(source: str, batch: int, checkpoint: str | Path | None) -> None:
@@ -146,7 +149,7 @@ def _onnx_workload(
     masks: tuple[tuple[int, int] | None, int] | None,
 ) -> tuple[list[GemmLayer], dict[str, LayerSparsity] | None]:
     """An ONNX model's layers and, with ``weights`` and ``masks`` = (N:M, B), its zeros' masks."""
-    from accel_sim.onnx_lowering import lower_onnx, weight_sparsity
+    from accel_sim.onnx_lowering import lower_onnx
 
     if resolution is not None:
         raise UserError(f"--resolution: {source} is an ONNX model: give its input shape with "

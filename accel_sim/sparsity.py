@@ -431,6 +431,40 @@ def from_weight(
     return from_mask(layer, layer.weight != 0, scheme, nm, block)
 
 
+def weight_sparsity(layers: Sequence[GemmLayer], nm: tuple[int, int] | None = (2, 4),
+                    block: int = patterns.DEFAULT_BLOCK) -> dict[str, LayerSparsity]:
+    """Each layer's descriptor from its weights' zeros, by layer name (the zeros-as-mask rule of
+    `accel_sim.onnx_lowering`: dense, hybrid, nm, block or unstructured at ``nm`` and ``block``).
+
+    Args:
+        nm: the run's N:M pattern, or None (no N:M patterns are tried).
+        block: the run's block size B.
+
+    Raises:
+        UserError: a bad pattern or block size.
+    """
+    return {layer.name: layer_pattern(layer, nm, block) for layer in layers}
+
+
+def layer_pattern(layer: GemmLayer, nm: tuple[int, int] | None = (2, 4),
+                  block: int = patterns.DEFAULT_BLOCK) -> LayerSparsity:
+    """One layer's descriptor from its weight's zeros (see `weight_sparsity`)."""
+    if layer.weight is None:
+        return DENSE
+    mask = layer.weight != 0
+    if mask.all():
+        return DENSE
+    blocks = from_mask(layer, mask, "block", block=block)
+    bitmap = blocks.block_bitmap
+    zero_block = not bool(bitmap.all())
+    if nm is not None and from_mask(layer, mask, "nm", nm).satisfies_nm(*nm):
+        return (from_mask(layer, mask, "hybrid", nm, block) if zero_block
+                else from_mask(layer, mask, "nm", nm))
+    if zero_block and np.array_equal(mask, patterns.expand_blocks(bitmap, block, mask.shape)):
+        return blocks
+    return from_mask(layer, mask, "unstructured")
+
+
 def nm_for_density(density: float) -> tuple[int, int]:
     """The N:M pattern keeping ``density``: N/4 for multiples of 1/4, else 1:M with M = 1/density.
 

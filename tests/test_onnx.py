@@ -12,8 +12,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from accel_sim.cli import main
-from accel_sim.onnx_lowering import lower_onnx, parse_input_shape, weight_sparsity
+from accel_sim.onnx_lowering import lower_onnx, parse_input_shape
 from accel_sim.sources import load_layers, load_workload
+from accel_sim.sparsity import weight_sparsity
 from crisp.errors import UserError
 
 RNG = np.random.default_rng(0)

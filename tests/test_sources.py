@@ -17,9 +17,10 @@ from crisp.models import build_model, input_shape
 from crisp.patterns import hybrid_mask
 
 
-def _pruned_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+def _pruned_file(tmp_path: Path, num_classes: int = 10) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A hybrid-pruned resnet_small as a compressed file; its state dict beside it (weights.pt)."""
     torch.manual_seed(0)
-    model = build_model("resnet_small", num_classes=10)
+    model = build_model("resnet_small", num_classes=num_classes)
     masks, patterns = {}, {}
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Conv2d) and name != "stem.0":
@@ -30,7 +31,32 @@ def _pruned_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     path = tmp_path / "pruned.safetensors"
     compressed.save(model, path, masks, patterns, 2, 4, 16, input_shape("resnet_small"),
                     dtype="float32")
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
     return path, masks
+
+
+def test_a_checkpoints_zeros_are_its_masks_as_the_compressed_files(tmp_path: Path,
+                                                                    capsys) -> None:
+    path, _ = _pruned_file(tmp_path, num_classes=100)  # the zoo model's own head
+    checkpoint = tmp_path / "weights.pt"
+    layers, zeros = load_workload("resnet_small", checkpoint=checkpoint)
+    stored, real = load_workload(str(path))
+    assert [la.name for la in layers] == [la.name for la in stored]
+    for name, mask in real.items():  # hybrid needs a zero block; a one-block row keeps it
+        scheme = "nm" if mask.scheme == "hybrid" and mask.block_bitmap.all() else mask.scheme
+        assert zeros[name].scheme == scheme, name
+    assert sum(d.scheme == "hybrid" for d in zeros.values()) >= 10
+    hw = load_hardware("edge-32x32")
+    got, want = simulate(layers, hw, zeros).totals, simulate(stored, hw, real).totals
+    assert got.compute_cycles == want.compute_cycles
+    assert load_workload("resnet_small", checkpoint=checkpoint, weights=False)[1] is None
+    assert load_workload("resnet_small")[1] is None  # its initial weights are no masks
+    from accel_sim.cli import main
+
+    assert main(["run", "resnet_small", "--checkpoint", str(checkpoint)]) == 0
+    assert f"the zeros of {checkpoint}'s weights as masks (" in capsys.readouterr().out
+    assert main(["run", "resnet_small", "--checkpoint", str(checkpoint), "--scheme", "nm"]) == 0
+    assert "scheme nm, synthetic masks" in capsys.readouterr().out
 
 
 def test_compressed_file_gives_layers_and_their_real_masks(tmp_path: Path) -> None:
