@@ -54,8 +54,10 @@ torch lowering names repeated calls).
 **Input shapes.** Every graph input (initializers excepted) must have a fixed shape after
 ``--input-shape``: ``DIMS`` with dims joined by ``x`` (``1x3x224x224``, as the layers table
 prints shapes) for a model with one input, or ``NAME=DIMS`` entries separated by commas
-(``input_ids=1x128,attention_mask=1x128``) for several; a given shape replaces the input's
-declared one (its rank must match; every dim a positive integer). ``batch`` then scales the
+(``input_ids=1x128,attention_mask=1x128``) for several; a given shape fills the input's
+dynamic dims (its rank must match; every dim a positive integer; a dim the file declares fixed
+must keep its size, since a graph exported at a fixed size may hold it elsewhere too, in a
+Reshape target or a position embedding). ``batch`` then scales the
 lowered layers as for a pruned file (`accel_sim.workload.GemmLayer.batched`): ``P`` of conv
 and linear layers (their rows hold the batch) and ``groups`` of matmul layers (each sample has
 its own operands) are multiplied by it, and so is the first dim of ``in_shape`` and
@@ -272,6 +274,13 @@ def _fix_inputs(model: onnx.ModelProto, path: Path, input_shape: InputShape) -> 
             if declared is not None and len(declared) != len(dims):
                 raise UserError(f"--input-shape {_text(dims)}: input {value.name!r} of {path} "
                                 f"has rank {len(declared)} ({_text(declared)}), not {len(dims)}")
+            fixed = [i for i, d in enumerate(declared or ()) if d is not None and d != dims[i]]
+            if fixed:  # the graph may hold that size elsewhere (Reshape targets, embeddings)
+                raise UserError(
+                    f"--input-shape {_text(dims)}: input {value.name!r} of {path} was exported "
+                    f"at {_text(declared)}, whose dim {fixed[0]} is fixed: --input-shape sets "
+                    "dynamic dims only; give --batch for more samples, or export the model at "
+                    "the shape you want")
             shape = value.type.tensor_type.shape
             shape.ClearField("dim")
             for d in dims:

@@ -164,6 +164,13 @@ def test_input_shape_fixes_dynamic_dims(tmp_path) -> None:
     assert parse_input_shape("a=1x128, b=2x3") == {"a": (1, 128), "b": (2, 3)}
     with pytest.raises(UserError, match="dynamic dims"):
         lower_onnx(path)
+    # a static dim may live on inside the graph (a Reshape target): refused, not re-sized
+    static = _save(tmp_path / "static.onnx", [helper.make_node("Gemm", ["x", "fc.weight"], ["y"],
+                                                               transB=1)],
+                   {"x": [2, 16]}, ["y"], {"fc.weight": _weights(4, 16)})
+    assert lower_onnx(static, "2x16")[0].P == 2
+    with pytest.raises(UserError, match=r"exported at 2x16, whose dim 0 is fixed.*--batch"):
+        lower_onnx(static, "3x16")
 
 
 # --- zeros as masks ----------------------------------------------------------------------------
