@@ -72,8 +72,9 @@ from crisp.cli import add_recovery, recovery_config
 from crisp.data import default_image_size, load_dataset, user_subset
 from crisp.errors import Parser, UserError, exit_on_user_error
 from crisp.io import write_atomic
-from crisp.models import build_model, input_shape
+from crisp.models import build_for_shapes, build_model, input_shape
 from crisp.pruner import SCHEMES, PruneConfig
+from crisp.recovery import batchnorm_layers
 from crisp.train import TrainConfig
 from crisp_sim.publish import Results, markdown_table, script_command
 
@@ -491,6 +492,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _recalibration(model: str, recalibrate: bool) -> str:
+    """What the recovery's BatchNorm recalibration did to ``model``, as the results say it."""
+    if not recalibrate:
+        return "no recalibration"
+    if batchnorm_layers(build_for_shapes(model)):
+        return "BatchNorm recalibration"
+    return "no BatchNorm to recalibrate"
+
+
 def publish(results: Results, args: argparse.Namespace, table: pd.DataFrame) -> None:
     """Add the run's tables and figure to ``results``."""
     points = iso_points(table, args.tolerance)
@@ -499,7 +509,7 @@ def publish(results: Results, args: argparse.Namespace, table: pd.DataFrame) -> 
     rec = recovery_config(args)
     recovery = ", ".join([f"distillation T={rec.temperature:g} w={rec.distill_weight:g}"
                           if rec.distill else "no distillation",
-                          "BatchNorm recalibration" if rec.recalibrate else "no recalibration"])
+                          _recalibration(args.model, rec.recalibrate)])
     context = (f"{args.model} on {args.data}, {hw.name} ({hw.array.rows}x{hw.array.cols} "
                f"{hw.array.dataflow.upper()}), {args.epochs} epochs a round, "
                f"{args.n_per_class} images a class, {recovery}, {args.seeds} seeds")

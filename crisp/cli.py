@@ -36,7 +36,7 @@ from crisp.data import KNOWN_DATASETS, default_image_size, load_dataset, user_su
 from crisp.devices import DEVICES, Runtime, runtime
 from crisp.errors import Parser, UserError, command_line
 from crisp.io import check_output_file, write_atomic
-from crisp.models import build_model, input_shape, load_state, read_torch_dict
+from crisp.models import SMALL_MODELS, build_model, input_shape, load_state, read_torch_dict
 from crisp.pattern_core import DEFAULT_BLOCK
 from crisp.pruner import HEADS, SCHEMES, PruneConfig, head_label_map, prune
 from crisp.recovery import RecoveryConfig
@@ -241,8 +241,10 @@ def _dense_source(args: argparse.Namespace) -> str | None:
         return args.checkpoint
     committed = committed_checkpoint(args.model, args.data, args.data_seed)
     if committed is None:
+        how = ("--checkpoint PATH (it has no published weights)" if args.model in SMALL_MODELS
+               else "--checkpoint PATH or --pretrained (one of them)")
         raise UserError(f"no committed checkpoint of {args.model} on {args.data}: give the dense "
-                        "model as --checkpoint PATH or --pretrained (one of them)")
+                        f"model as {how}")
     say(f"no --checkpoint: starting from the committed {committed}")
     return str(committed)
 

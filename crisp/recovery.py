@@ -32,10 +32,10 @@ first three can be switched off from the command line (``--no-distill``, ``--no-
   held out of fine-tuning; the per-round checks (`check_round`) and every choice made on a run
   (the benchmarks' iso-accuracy pick) read it; the test images are only reported.
 
-When a round's recovery fails (`check_round`: its validation loss ends more than 5 percent
-above where it stood after the mask change, its validation top-1 fell more than ``warn_margin``
-points below the previous round's, or it predicts one class for several) the pruner prints one
-warning line with the numbers on stderr and keeps it in the record.
+When a round's recovery fails (`check_round`: its validation loss ends more than 5 percent,
+and more than 0.01, above where it stood after the mask change, its validation top-1 fell more
+than ``warn_margin`` points below the previous round's, or it predicts one class for several)
+the pruner prints one warning line with the numbers on stderr and keeps it in the record.
 """
 
 from __future__ import annotations
@@ -227,6 +227,11 @@ class Distiller:
         return (1 - self.weight) * hard + self.weight * t * t * soft
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """``model``'s BatchNorm layers (of any dimension), the ones recalibration re-estimates."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, runtime: Runtime | None = None,
                           batch_size: int = 64) -> int:
@@ -240,7 +245,7 @@ def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, runtime: Runtime |
     Returns:
         the number of BatchNorm layers recalibrated (0: nothing done).
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorm_layers(model)
     if not norms or len(dataset) == 0:
         return 0
     rt = as_runtime(runtime)
@@ -267,6 +272,10 @@ def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, runtime: Runtime |
 #: still accepts.
 LOSS_TOLERANCE = 0.05
 
+#: The absolute rise (nats) that `check_round` still accepts: a model near perfect has a loss
+#: near zero, whose relative changes are noise.
+LOSS_FLOOR = 0.01
+
 
 def check_round(t: int, loss_start: float, loss_end: float, top1_previous: float,
                 top1_now: float, margin: float, predicted: int, classes: int) -> str | None:
@@ -275,9 +284,9 @@ def check_round(t: int, loss_start: float, loss_end: float, top1_previous: float
     Args:
         loss_start: validation loss (cross-entropy) right after the round's mask change
             (recalibrated).
-        loss_end: validation loss after its fine-tuning; more than `LOSS_TOLERANCE` above
-            ``loss_start`` is a failure (a smaller rise is noise of a model already near
-            perfect).
+        loss_end: validation loss after its fine-tuning; more than `LOSS_TOLERANCE` (relative)
+            and more than `LOSS_FLOOR` (absolute) above ``loss_start`` is a failure (a smaller
+            rise is noise of a model already near perfect).
         top1_previous: validation top-1 (%) at the end of the previous round (round 0: the dense
             model's).
         top1_now: validation top-1 (%) at the end of this round.
@@ -286,7 +295,7 @@ def check_round(t: int, loss_start: float, loss_end: float, top1_previous: float
         classes: the user's classes (a model predicting one of several has collapsed).
     """
     problems = []
-    if loss_end > loss_start * (1 + LOSS_TOLERANCE):
+    if loss_end > loss_start * (1 + LOSS_TOLERANCE) and loss_end - loss_start > LOSS_FLOOR:
         problems.append(f"fine-tuning raised the validation loss {loss_start:.3f} -> "
                         f"{loss_end:.3f}")
     if top1_now < top1_previous - margin:

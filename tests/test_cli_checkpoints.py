@@ -29,7 +29,10 @@ def test_prune_on_embedded_data_starts_from_the_committed_checkpoint(tmp_path: P
     ("flags", "message"),
     [
         (["--data-seed", "1"], "trained on --data-seed 0, not 1"),
-        (["--model", "vgg_small"], "no committed checkpoint of vgg_small on glyph100"),
+        (["--model", "vgg_small"], "no committed checkpoint of vgg_small on glyph100: give the "
+         "dense model as --checkpoint PATH (it has no published weights)"),
+        (["--model", "resnet18"], "no committed checkpoint of resnet18 on glyph100: give the "
+         "dense model as --checkpoint PATH or --pretrained"),
     ],
 )
 def test_no_committed_checkpoint_that_fits_is_one_line(tmp_path: Path, capsys, flags: list[str],

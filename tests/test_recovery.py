@@ -235,6 +235,10 @@ def test_check_round_reports_each_failure_with_its_numbers() -> None:
     assert check_round(1, 0.5, 0.4, 90.0, 88.0, 5.0, predicted=3, classes=3) is None
     assert check_round(1, 0.5, 0.52, 90.0, 88.0, 5.0, predicted=3, classes=3) is None  # noise
     assert "0.500 -> 0.530" in check_round(1, 0.5, 0.53, 90.0, 88.0, 5.0, predicted=3, classes=3)
+    # near zero a relative rise is noise: 0.0060 -> 0.0064 is 7 % but 0.0004 nats
+    assert check_round(1, 0.006, 0.0064, 100.0, 100.0, 5.0, predicted=3, classes=3) is None
+    assert "0.006 -> 0.020" in check_round(1, 0.006, 0.02, 100.0, 100.0, 5.0, predicted=3,
+                                           classes=3)
     text = check_round(2, 0.5, 0.9, 90.0, 50.0, 5.0, predicted=1, classes=3)
     assert text.startswith("round 2: recovery failed:")
     assert "validation loss 0.500 -> 0.900" in text and "90.0% -> 50.0%" in text
