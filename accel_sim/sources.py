@@ -155,8 +155,9 @@ def _onnx_workload(
         raise UserError(f"--resolution: {source} is an ONNX model: give its input shape with "
                         "--input-shape (e.g. 1x3x224x224)")
     if checkpoint is not None or pretrained:
-        raise UserError(f"--checkpoint, --pretrained: {source} is an ONNX model, whose weights "
-                        "are in the file; these flags load weights into a zoo model")
+        flag = "--checkpoint" if checkpoint is not None else "--pretrained"
+        raise UserError(f"{flag}: {source} is an ONNX model, whose weights are in the file; "
+                        f"{flag} loads weights into a zoo model")
     layers = lower_onnx(source, input_shape, batch, weights=weights)
     if not weights or masks is None:
         return layers, None

@@ -273,6 +273,8 @@ def test_dynamic_inputs_and_bad_input_shapes_exit_2(tmp_path, capsys) -> None:
     assert "no input 'y'" in _error(["layers", path, "--input-shape", "y=3x16"], capsys)
     assert "--input-shape" in _error(["layers", "resnet_small", "--input-shape", "1x3"], capsys)
     assert "--input-shape" in _error(["layers", path, "--resolution", "64"], capsys)
+    err = _error(["layers", path, "--input-shape", "3x16", "--pretrained"], capsys)
+    assert err.startswith("error: --pretrained: ") and "--checkpoint" not in err
 
 
 def test_unsized_and_unsupported_nodes_exit_2(tmp_path, capsys) -> None:
