@@ -362,9 +362,13 @@ def _train_record(path: str | Path) -> dict[str, object]:
 
 
 def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Replace Conv2d/BatchNorm2d/Linear modules whose stored weights have another shape.
+    """Replace Conv2d/BatchNorm2d/Linear/LayerNorm modules whose stored weights have another
+    shape, and resize a module's own parameters (a ViT's class token and position embedding)
+    to the stored shapes.
 
-    This rebuilds channel-pruned models and shrunk heads from a plain state dict.
+    This rebuilds channel-pruned models (a ViT's narrower residual width and heads too: its
+    attention reads the head width from its q/k/v projection) and shrunk heads from a plain
+    state dict.
     """
     for name, module in list(model.named_modules()):
         key = f"{name}.weight"
@@ -378,12 +382,19 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             new = nn.BatchNorm2d(shape[0])
         elif isinstance(module, nn.Linear):
             new = nn.Linear(shape[1], shape[0], bias=module.bias is not None)
+        elif isinstance(module, nn.LayerNorm):
+            new = nn.LayerNorm(tuple(shape), eps=module.eps, bias=module.bias is not None)
         else:
             raise UserError(f"checkpoint layer {name!r} has shape {tuple(shape)}, the model "
                             f"{tuple(module.weight.shape)}, and a {type(module).__name__} "
                             "cannot be resized")
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, new)
+    for name, param in list(model.named_parameters()):
+        if name in state and tuple(state[name].shape) != tuple(param.shape):
+            parent, _, attr = name.rpartition(".")
+            owner = model.get_submodule(parent) if parent else model
+            setattr(owner, attr, nn.Parameter(torch.empty(state[name].shape)))
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from crisp.baselines import (
     gemm_weights,
     max_ratio,
 )
-from crisp.cli import CHECKPOINTS, committed_checkpoint
+from crisp.cli import CHECKPOINTS, committed_checkpoint, resize_to_state
 from crisp.models import SMALL_MODELS, ViTSmall, build_model, input_shape
 from crisp.pruner import PruneConfig, plan_layers, prune
 from crisp.train import TrainConfig
@@ -121,6 +121,11 @@ def test_channel_pruning_shrinks_head_dims_mlp_units_and_the_residual_width() ->
     assert density == pytest.approx(result.final["density"], abs=1e-6)
     assert 0.35 < density <= 0.42
     _export(pruned)
+    rebuilt = _vit()  # crisp eval's way back from a model.pt: resize to the state, then load
+    resize_to_state(rebuilt, pruned.state_dict())
+    rebuilt.load_state_dict(pruned.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(rebuilt.eval()(x), pruned(x))
 
 
 def _tag(values: torch.Tensor, *tensors: torch.Tensor) -> None:
