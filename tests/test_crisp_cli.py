@@ -133,7 +133,7 @@ def test_prune_needs_exactly_one_dense_model_source(data_dir: Path, checkpoint: 
                                                     tmp_path: Path, capsys) -> None:
     base = ["prune", "--data", str(data_dir), "--classes", "2", "--out", str(tmp_path / "r")]
     assert main(base) == 2
-    assert "--checkpoint PATH or --pretrained" in capsys.readouterr().err
+    assert "--checkpoint PATH (it has no published weights)" in capsys.readouterr().err
     assert main([*base, "--checkpoint", str(checkpoint), "--pretrained"]) == 2
     assert "one of them" in capsys.readouterr().err
 
