@@ -121,7 +121,9 @@ def test_channel_pruning_shrinks_head_dims_mlp_units_and_the_residual_width() ->
     assert density == pytest.approx(result.final["density"], abs=1e-6)
     assert 0.35 < density <= 0.42
     _export(pruned)
-    rebuilt = _vit()  # crisp eval's way back from a model.pt: resize to the state, then load
+    # crisp eval's way back from a model.pt: resize to the state, then load (a fresh model:
+    # _vit's is shared)
+    rebuilt = build_model("vit_small", num_classes=10).eval()
     resize_to_state(rebuilt, pruned.state_dict())
     rebuilt.load_state_dict(pruned.state_dict())
     x = torch.randn(2, 3, 32, 32)
