@@ -106,8 +106,8 @@ def _weight_name(module_name: str, attr: str | None, owner: nn.Module | None) ->
     return re.sub(r"(\.|_)weight$", "", attr)
 
 
-def _matrix(w: torch.Tensor | None) -> object:
-    """A weight as float32 numpy ``[N, K]`` (None stays None)."""
+def weight_array(w: torch.Tensor | None) -> object:
+    """A weight as float32 numpy ``[N, K]``, K in PyTorch's flatten order (None stays None)."""
     if w is None:
         return None
     w = w.detach().to(torch.float32)
@@ -127,17 +127,28 @@ class _Layers:
         self.found.append(dict(name=name if count == 0 else f"{name}#{count}", **fields))
 
 
-def _gemm(kind: str, P: int, K: int, N: int, groups: int, in_shape: tuple, out_shape: tuple,
-          weight: object = None) -> dict:
+def gemm_layer(kind: str, P: int, K: int, N: int, groups: int, in_shape: tuple,
+               out_shape: tuple, weight: object = None) -> dict:
+    """One layer dict (`accel_sim.workload.GemmLayer`'s fields but its name), a 1x1 GEMM; a
+    conv overrides ``kernel``, ``stride`` and ``padding``."""
     return dict(kind=kind, P=P, K=K, N=N, groups=groups, kernel=(1, 1), stride=(1, 1),
                 padding=(0, 0), in_shape=in_shape, out_shape=out_shape, weight=weight)
 
 
-def _pair(value: object) -> tuple[int, int]:
+def pair(value: object) -> tuple[int, int]:
+    """A conv's int-or-sequence argument (stride, padding) as (height, width)."""
     if isinstance(value, int):
         return value, value
     values = list(value)
     return (int(values[0]), int(values[-1])) if values else (0, 0)
+
+
+def conv_padding(padding: object, kh: int, kw: int) -> tuple[int, int]:
+    """A conv's padding as (height, width): ints, or PyTorch's strings ``"same"`` (odd kernels:
+    half of it) and ``"valid"`` (none)."""
+    if isinstance(padding, str):
+        return {"same": (kh // 2, kw // 2), "valid": (0, 0)}[padding]
+    return pair(padding)
 
 
 def _conv(node: fx.Node, weight: torch.Tensor | None) -> dict:
@@ -156,11 +167,10 @@ def _conv(node: fx.Node, weight: torch.Tensor | None) -> dict:
         padding = args[4] if args[4] is not None else 0
         groups = args[6] if args[6] is not None else 1
     kh, kw = w[2], w[3]
-    padding = {"same": (kh // 2, kw // 2), "valid": (0, 0)}.get(padding) if isinstance(
-        padding, str) else _pair(padding)
-    layer = _gemm("depthwise" if 1 < groups == x[1] else "conv", out[0] * out[2] * out[3],
-                  w[1] * kh * kw, w[0] // groups, groups, x, out, _matrix(weight))
-    return {**layer, "kernel": (kh, kw), "stride": _pair(stride), "padding": padding}
+    layer = gemm_layer("depthwise" if 1 < groups == x[1] else "conv", out[0] * out[2] * out[3],
+                       w[1] * kh * kw, w[0] // groups, groups, x, out, weight_array(weight))
+    return {**layer, "kernel": (kh, kw), "stride": pair(stride),
+            "padding": conv_padding(padding, kh, kw)}
 
 
 def _matmul_dims(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -304,18 +314,18 @@ def _lower(node: fx.Node, data: set[fx.Node], values: dict,
         xs, ws = _shape(x), _shape(w)
         if w in data:  # F.linear of two activations
             layers.add(act_name("linear"),
-                       **_gemm("matmul", math.prod(xs[:-1]), ws[1], ws[0], 1, xs, out))
+                       **gemm_layer("matmul", math.prod(xs[:-1]), ws[1], ws[0], 1, xs, out))
             return
         layers.add(name_of(w, "linear"),
-                   **_gemm("linear", math.prod(xs[:-1]), ws[1], ws[0], 1, xs, out,
-                           _matrix(values.get(w))))
+                   **gemm_layer("linear", math.prod(xs[:-1]), ws[1], ws[0], 1, xs, out,
+                           weight_array(values.get(w))))
         return
     if target is ATTENTION:
         q, k, v = (_shape(a) for a in node.args[:3])
         groups, L, E, S, Ev = math.prod(q[:-2]), q[-2], q[-1], k[-2], v[-1]
         scores = (*q[:-2], L, S)
-        layers.add(act_name("attn_qk"), **_gemm("matmul", L, E, S, groups, q, scores))
-        layers.add(act_name("attn_av"), **_gemm("matmul", L, S, Ev, groups, scores, out))
+        layers.add(act_name("attn_qk"), **gemm_layer("matmul", L, E, S, groups, q, scores))
+        layers.add(act_name("attn_av"), **gemm_layer("matmul", L, S, Ev, groups, scores, out))
         return
     if target is EINSUM:
         operands = node.args[1]
@@ -336,13 +346,13 @@ def _lower(node: fx.Node, data: set[fx.Node], values: dict,
     if b_const and len(_shape(b)) <= 2 and target is not EINSUM:
         # x @ W: a linear layer with weight W^T ([N, K]) over all of x's rows
         w = values.get(b)
-        weight = None if w is None else _matrix(w.reshape(K, N).t())
+        weight = None if w is None else weight_array(w.reshape(K, N).t())
         layers.add(name_of(b, op),
-                   **_gemm("linear", groups * M, K, N, 1, _shape(a), out, weight))
+                   **gemm_layer("linear", groups * M, K, N, 1, _shape(a), out, weight))
     elif a_const and len(_shape(a)) == 2 and target is not EINSUM:
         # W @ x: the same GEMM transposed, P running over x's columns (and batch)
-        layers.add(name_of(a, op), **_gemm("linear", groups * N, K, M, 1, _shape(b), out,
-                                           _matrix(values.get(a))))
+        layers.add(name_of(a, op), **gemm_layer("linear", groups * N, K, M, 1, _shape(b), out,
+                                           weight_array(values.get(a))))
     elif target is EINSUM and b_const and groups == 1:
         w = values.get(b)
         weight = None
@@ -350,7 +360,7 @@ def _lower(node: fx.Node, data: set[fx.Node], values: dict,
             tb = node.args[0].replace(" ", "").partition("->")[0].split(",")[1]
             if "..." not in tb and sorted(tb) == sorted(n_idx + k_idx):
                 order = [tb.index(c) for c in n_idx + k_idx]
-                weight = _matrix(w.permute(*order).reshape(N, K))
-        layers.add(name_of(b, op), **_gemm("linear", M, K, N, 1, _shape(a), out, weight))
+                weight = weight_array(w.permute(*order).reshape(N, K))
+        layers.add(name_of(b, op), **gemm_layer("linear", M, K, N, 1, _shape(a), out, weight))
     else:
-        layers.add(act_name(op), **_gemm("matmul", M, K, N, groups, _shape(a), out))
+        layers.add(act_name(op), **gemm_layer("matmul", M, K, N, groups, _shape(a), out))

@@ -13,64 +13,33 @@ stores this geometry; the simulator (`accel_sim.lowering`) turns each dict into 
 
 from __future__ import annotations
 
+import math
 import sys
 
-import numpy as np
 import torch
 from torch import nn
 
 from crisp.errors import UserError, one_line
-from crisp.graph_gemms import capture_gemms
-
-
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def _weight(module: nn.Conv2d | nn.Linear, weights: bool) -> np.ndarray | None:
-    """The weight as a float32 ``[C_out, K]`` matrix in K order, or None (shapes only)."""
-    if not weights:
-        return None
-    w = module.weight.detach().to(torch.float32)
-    return w.reshape(w.shape[0], -1).cpu().numpy()
+from crisp.graph_gemms import capture_gemms, conv_padding, gemm_layer, pair, weight_array
 
 
 def _conv_layer(name: str, conv: nn.Conv2d, x: torch.Tensor, y: torch.Tensor,
                 weights: bool) -> dict:
     kh, kw = conv.kernel_size
     g = conv.groups
-    return dict(
-        name=name,
-        kind="depthwise" if g > 1 and g == conv.in_channels else "conv",
-        P=y.shape[0] * y.shape[2] * y.shape[3],
-        K=(conv.in_channels // g) * kh * kw,
-        N=conv.out_channels // g,
-        groups=g,
-        kernel=(kh, kw),
-        stride=_pair(conv.stride),
-        padding=_pair(conv.padding) if not isinstance(conv.padding, str) else (kh // 2, kw // 2),
-        in_shape=tuple(x.shape),
-        out_shape=tuple(y.shape),
-        weight=_weight(conv, weights),
-    )
+    layer = gemm_layer("depthwise" if 1 < g == conv.in_channels else "conv",
+                       y.shape[0] * y.shape[2] * y.shape[3], (conv.in_channels // g) * kh * kw,
+                       conv.out_channels // g, g, tuple(x.shape), tuple(y.shape),
+                       weight_array(conv.weight if weights else None))
+    return {"name": name, **layer, "kernel": (kh, kw), "stride": pair(conv.stride),
+            "padding": conv_padding(conv.padding, kh, kw)}
 
 
 def _linear_layer(name: str, lin: nn.Linear, x: torch.Tensor, y: torch.Tensor,
                   weights: bool) -> dict:
-    return dict(
-        name=name,
-        kind="linear",
-        P=int(np.prod(x.shape[:-1])),
-        K=lin.in_features,
-        N=lin.out_features,
-        groups=1,
-        kernel=(1, 1),
-        stride=(1, 1),
-        padding=(0, 0),
-        in_shape=tuple(x.shape),
-        out_shape=tuple(y.shape),
-        weight=_weight(lin, weights),
-    )
+    return {"name": name, **gemm_layer("linear", math.prod(x.shape[:-1]), lin.in_features,
+                                       lin.out_features, 1, tuple(x.shape), tuple(y.shape),
+                                       weight_array(lin.weight if weights else None))}
 
 
 def trace_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,

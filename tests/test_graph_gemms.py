@@ -219,8 +219,9 @@ def test_a_model_that_cannot_be_built_on_meta_lowers_from_the_cpu() -> None:
                                                          (3, 224, 224))
 
 
-def test_string_paddings() -> None:
+@pytest.mark.parametrize("lower", [trace_gemms, hook_gemms], ids=["capture", "hooks"])
+def test_string_paddings(lower) -> None:
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding="same"), nn.Conv2d(2, 2, 3, padding="valid"))
-    same, valid = trace_gemms(model, (1, 6, 6))
+    same, valid = lower(model, (1, 6, 6))
     assert (same["padding"], same["P"]) == ((1, 1), 36)
     assert (valid["padding"], valid["P"]) == ((0, 0), 16)
