@@ -114,8 +114,8 @@ def weight_array(w: torch.Tensor | None) -> object:
     return w.reshape(w.shape[0], -1).cpu().numpy()
 
 
-class _Layers:
-    """Collects layer dicts in order, numbering repeated names."""
+class NumberedLayers:
+    """Collects layer dicts in order; a name met again gets ``#1``, ``#2``, ..."""
 
     def __init__(self) -> None:
         self.found: list[dict] = []
@@ -245,7 +245,7 @@ def capture_gemms(model: nn.Module, example: torch.Tensor, weights: bool = True)
                             "Conv2d, Linear, matmul, attention")
     values = (_operand_values(program, example, gemms, data, modules, lifted)
               if weights else {})
-    layers = _Layers()
+    layers = NumberedLayers()
     for node in gemms:
         _lower(node, data, values, modules, lifted, layers)
     return layers.found
@@ -292,7 +292,7 @@ def _operand_values(program: torch.export.ExportedProgram, example: torch.Tensor
 
 def _lower(node: fx.Node, data: set[fx.Node], values: dict,
            modules: dict[str, tuple[str, nn.Module]], lifted: dict[str, str],
-           layers: _Layers) -> None:
+           layers: NumberedLayers) -> None:
     """Append the layer(s) of one GEMM node."""
     where = _innermost(node)
     canonical, owner = modules.get(where, (where, None))

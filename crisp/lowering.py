@@ -20,26 +20,30 @@ import torch
 from torch import nn
 
 from crisp.errors import UserError, one_line
-from crisp.graph_gemms import capture_gemms, conv_padding, gemm_layer, pair, weight_array
+from crisp.graph_gemms import (
+    NumberedLayers,
+    capture_gemms,
+    conv_padding,
+    gemm_layer,
+    pair,
+    weight_array,
+)
 
 
-def _conv_layer(name: str, conv: nn.Conv2d, x: torch.Tensor, y: torch.Tensor,
-                weights: bool) -> dict:
+def _conv_layer(conv: nn.Conv2d, x: torch.Tensor, y: torch.Tensor, weights: bool) -> dict:
     kh, kw = conv.kernel_size
     g = conv.groups
     layer = gemm_layer("depthwise" if 1 < g == conv.in_channels else "conv",
                        y.shape[0] * y.shape[2] * y.shape[3], (conv.in_channels // g) * kh * kw,
                        conv.out_channels // g, g, tuple(x.shape), tuple(y.shape),
                        weight_array(conv.weight if weights else None))
-    return {"name": name, **layer, "kernel": (kh, kw), "stride": pair(conv.stride),
+    return {**layer, "kernel": (kh, kw), "stride": pair(conv.stride),
             "padding": conv_padding(conv.padding, kh, kw)}
 
 
-def _linear_layer(name: str, lin: nn.Linear, x: torch.Tensor, y: torch.Tensor,
-                  weights: bool) -> dict:
-    return {"name": name, **gemm_layer("linear", math.prod(x.shape[:-1]), lin.in_features,
-                                       lin.out_features, 1, tuple(x.shape), tuple(y.shape),
-                                       weight_array(lin.weight if weights else None))}
+def _linear_layer(lin: nn.Linear, x: torch.Tensor, y: torch.Tensor, weights: bool) -> dict:
+    return gemm_layer("linear", math.prod(x.shape[:-1]), lin.in_features, lin.out_features, 1,
+                      tuple(x.shape), tuple(y.shape), weight_array(lin.weight if weights else None))
 
 
 def trace_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
@@ -104,19 +108,15 @@ def hook_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
             network with no Conv2d/Linear layer, or an input the network cannot take (a
             resolution too small for its downsampling).
     """
-    found: list[dict] = []
-    calls: dict[str, int] = {}
+    layers = NumberedLayers()
     handles = []
 
     def hook(name: str):
         def record(
             module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
         ) -> None:
-            count = calls.get(name, 0)
-            calls[name] = count + 1
-            label = name if count == 0 else f"{name}#{count}"
             make = _conv_layer if isinstance(module, nn.Conv2d) else _linear_layer
-            found.append(make(label, module, inputs[0], output, weights))
+            layers.add(name, **make(module, inputs[0], output, weights))
 
         return record
 
@@ -142,6 +142,6 @@ def hook_gemms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1,
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    if not found:
+    if not layers.found:
         raise UserError(f"{type(model).__name__} has no Conv2d or Linear layer to simulate")
-    return found
+    return layers.found
