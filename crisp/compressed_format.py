@@ -506,27 +506,29 @@ class _File:
             where = f"dense GEMM {name}"
             last = self._int(entry["index"], f"{where}: index", last + 1,
                              layers + len(entries) - 1)
-            g = self._fields(entry["geometry"], set(GEOMETRY), f"{where}: geometry")
+            g, *_ = self._geometry_fields(entry["geometry"], f"{where}: geometry")
             if g["kind"] not in ("conv", "depthwise", "linear", "matmul"):
                 self._fail(f"{where}: geometry.kind = {_show(g['kind'])}: allowed conv, "
                            "depthwise, linear, matmul")
-            for f in ("P", "K", "N", "groups"):
-                self._int(g[f], f"{where}: geometry.{f}", 1)
-            for f, low in (("kernel", 1), ("stride", 1), ("padding", 0)):
-                self._ints(g[f], f"{where}: geometry.{f}", (2,), low)
             for f in ("in_shape", "out_shape"):
                 self._ints(g[f], f"{where}: geometry.{f}", tuple(range(1, 7)), 1)
+
+    def _geometry_fields(self, geometry: object, where: str) -> tuple:
+        """A geometry's fields present and typed: (geometry, P, K, N, groups, kernel, stride,
+        padding); its shapes are the caller's to check."""
+        g = self._fields(geometry, set(GEOMETRY), where)
+        p, k, n, groups = (self._int(g[f], f"{where}.{f}", 1) for f in ("P", "K", "N", "groups"))
+        kernel = self._ints(g["kernel"], f"{where}.kernel", (2,), 1)
+        stride = self._ints(g["stride"], f"{where}.stride", (2,), 1)
+        padding = self._ints(g["padding"], f"{where}.padding", (2,), 0)
+        return g, p, k, n, groups, kernel, stride, padding
 
     def _check_geometry(self, geometry: object, where: str, shape: list[int]) -> None:
         """The GEMM geometry against the weight's shape (``None``: the layer was not traced)."""
         if geometry is None:
             return
-        g = self._fields(geometry, set(GEOMETRY), f"{where}: geometry")
         where = f"{where}: geometry"
-        p, k, n, groups = (self._int(g[f], f"{where}.{f}", 1) for f in ("P", "K", "N", "groups"))
-        kernel = self._ints(g["kernel"], f"{where}.kernel", (2,), 1)
-        stride = self._ints(g["stride"], f"{where}.stride", (2,), 1)
-        padding = self._ints(g["padding"], f"{where}.padding", (2,), 0)
+        g, p, k, n, groups, kernel, stride, padding = self._geometry_fields(geometry, where)
         conv = len(shape) == 4
         x = self._ints(g["in_shape"], f"{where}.in_shape", (4,) if conv else (2, 3, 4), 1)
         y = self._ints(g["out_shape"], f"{where}.out_shape", (len(x),), 1)
